@@ -1,0 +1,44 @@
+"""The one place Herald errors become CLI messages and exit codes (no tracebacks for users)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from collector import errors as e
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EXIT: list[tuple[type[e.HeraldError], int, str]] = [
+    (e.ConfigError, 2, "config error"),
+    (e.ServerUnreachable, 3, "error"),
+    (e.Busy, 4, "server busy, retry later"),
+    (e.Unauthenticated, 5, "not authenticated"),
+    (e.PermissionDenied, 5, "permission denied"),
+    (e.HeraldError, 1, "error"),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"herald: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn Herald errors raised by a command into one stderr line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except e.HeraldError as exc:
+            for kind, code, prefix in _EXIT:
+                if isinstance(exc, kind):
+                    raise fail(f"{prefix}: {exc}", code) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]

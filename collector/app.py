@@ -1,0 +1,168 @@
+"""The composition root: ``Herald(config)`` builds the store, the writer, the receivers and the
+background jobs, starts them in order and stops them in reverse. No other module wires parts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+
+from collector._proto import herald_pb2_grpc
+from collector.clock import Clock, SystemClock
+from collector.config import Config
+from collector.domain.events import Limits
+from collector.errors import ConfigError, StoreError
+from collector.server.auth import Authenticator, bind_allowed, split_address
+from collector.server.http_server import Route, build_app
+from collector.server.ingest import NativeIngest
+from collector.server.native_grpc import HeraldServicer
+from collector.server.native_http import native_routes
+from collector.store.duckdb_store import EventStore
+from collector.store.retention import apply_retention
+from collector.store.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+def limits_from(config: Config) -> Limits:
+    c = config.limits
+    return Limits(
+        max_labels_per_resource=c.max_labels_per_resource,
+        max_related_resources=c.max_related_resources,
+        max_event_name_length=c.max_event_name_length,
+        max_event_bytes=c.max_event_bytes,
+    )
+
+
+class Herald:
+    """One Herald server process: receivers, store writer, query API and background jobs."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.limits = limits_from(config)
+        self.auth = Authenticator(config.auth)
+        self.store: EventStore | None = None
+        self.writer: BatchWriter | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.grpc_address = ""
+        self.http_address = ""
+
+    async def start(self) -> None:
+        """Open the store, start the writer, bind both ports (the real ports are recorded)."""
+        cfg = self.config
+        bind_allowed(cfg.server.grpc, self.auth, cfg.server.insecure)
+        bind_allowed(cfg.server.http, self.auth, cfg.server.insecure)
+        self.store = await asyncio.to_thread(EventStore, cfg.storage.path)
+        self.writer = BatchWriter(
+            self.store,
+            batch_max_events=cfg.storage.batch_max_events,
+            queue_max_events=cfg.storage.queue_max_events,
+        )
+        self.writer.start()
+        ingest = NativeIngest(self.writer, self.limits)
+        try:
+            await self._start_grpc(ingest)
+            await self._start_http(native_routes(ingest))
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+
+    def _tls(self) -> tuple[bytes, bytes] | None:
+        tls = self.config.tls
+        if not tls.cert_file:
+            return None
+        try:
+            return Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"tls: cannot read certificate or key: {exc}") from None
+
+    async def _start_grpc(self, ingest: NativeIngest) -> None:
+        limit = self.config.server.max_receive_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a second server on the same port must fail loudly
+            ]
+        )
+        herald_pb2_grpc.add_HeraldServicer_to_server(HeraldServicer(ingest, self.auth), server)
+        address = self.config.server.grpc
+        tls = self._tls()
+        try:
+            if tls:
+                port = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {address} (gRPC): {exc}") from None
+        host, _ = split_address(address)
+        self.grpc_address = f"{host}:{port}"
+        await server.start()
+        self._grpc = server
+
+    async def _start_http(self, routes: list[Route]) -> None:
+        app = build_app(routes, self.auth, self.config.server.max_receive_bytes)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = split_address(self.config.server.http)
+        ctx = None
+        tls = self._tls()
+        if tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.config.tls.cert_file, self.config.tls.key_file)
+        site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"cannot listen on {host}:{port} (HTTP): {exc}") from None
+        self._http = runner
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.http_address = f"{host}:{bound}"
+
+    async def _retention_loop(self) -> None:
+        interval = self.config.storage.retention_interval_seconds
+        while True:
+            try:
+                assert self.store is not None
+                deleted = await asyncio.to_thread(
+                    apply_retention, self.store, self.config.storage, self.clock.now()
+                )
+                if deleted:
+                    log.info("retention deleted %d events", deleted)
+            except StoreError as exc:
+                log.warning("retention failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, commit what is queued, close (idempotent)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        grace = self.config.server.shutdown_grace_seconds
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.stop)
+            self.writer = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None

@@ -1,0 +1,202 @@
+"""Typed configuration: defaults in code, overlaid by a TOML file, then ``HERALD_*`` environment
+variables, then command-line flags. Validated once; unknown keys are errors naming the key.
+
+Environment keys are ``HERALD_<SECTION>__<KEY>`` (e.g. ``HERALD_STORAGE__PATH``); values are
+parsed as JSON when they look like JSON (lists, numbers, booleans), else taken as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from collector.errors import ConfigError
+
+
+class Scope(StrEnum):
+    """What a bearer token may do."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    grpc: str = Field("127.0.0.1:4317", description="host:port of the gRPC server (OTLP + native)")
+    http: str = Field("127.0.0.1:4318", description="host:port of the HTTP server (OTLP + native)")
+    max_receive_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="largest request body, after decompression"
+    )
+    insecure: bool = Field(
+        False, description="allow a non-loopback bind without any auth tokens configured"
+    )
+    shutdown_grace_seconds: float = Field(5.0, ge=0, description="time to finish open requests")
+
+
+class TokenConfig(_Section):
+    token: str = Field(min_length=8, description="the bearer token value")
+    scopes: list[Scope] = Field(description="what the token may do: ingest, read, admin")
+    name: str = Field("", description="a label for logs")
+
+
+class AuthConfig(_Section):
+    tokens: list[TokenConfig] = Field(
+        default_factory=list, description="bearer tokens; empty = no auth (loopback only)"
+    )
+
+
+class TlsConfig(_Section):
+    cert_file: str = Field("", description="PEM certificate; empty = plaintext")
+    key_file: str = Field("", description="PEM private key for cert_file")
+
+
+class StorageConfig(_Section):
+    path: str = Field("herald.duckdb", description="DuckDB file")
+    batch_max_events: int = Field(50_000, gt=0, description="most events in one group commit")
+    queue_max_events: int = Field(
+        100_000, gt=0, description="events waiting for commit before ingest answers 'busy'"
+    )
+    retention_days: float = Field(7.0, gt=0, description="delete events older than this")
+    retention_overrides: dict[str, float] = Field(
+        default_factory=dict, description="event name → retention days, overriding the default"
+    )
+    retention_interval_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
+
+
+class LimitsConfig(_Section):
+    max_labels_per_resource: int = Field(500, gt=0)
+    max_related_resources: int = Field(100, ge=0)
+    max_event_name_length: int = Field(1024, gt=0)
+    max_event_bytes: int = Field(1_500_000, gt=0)
+
+
+class QueryConfig(_Section):
+    page_size: int = Field(50, gt=0, le=1000, description="events per feed page")
+    sql_timeout_seconds: float = Field(10.0, gt=0, description="user SQL is interrupted after this")
+    sql_max_rows: int = Field(10_000, gt=0, description="rows returned by one SQL call")
+    tail_buffer_events: int = Field(1000, gt=0, description="per-subscriber live-tail buffer")
+
+
+class AutomationsConfig(_Section):
+    enabled: bool = Field(True, description="run the background evaluator")
+    evaluation_interval_seconds: float = Field(1.0, gt=0, description="proactive evaluation tick")
+    allow_commands: bool = Field(False, description="allow the run-command action")
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_retries: int = Field(3, ge=0)
+
+
+class LoggingConfig(_Section):
+    level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR")
+    format: str = Field("text", description="text | json")
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return v.upper()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in {"text", "json"}:
+            raise ValueError("must be 'text' or 'json'")
+        return v
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    tls: TlsConfig = TlsConfig()
+    storage: StorageConfig = StorageConfig()
+    limits: LimitsConfig = LimitsConfig()
+    query: QueryConfig = QueryConfig()
+    automations: AutomationsConfig = AutomationsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+ENV_PREFIX = "HERALD_"
+# Client-side variables that are not config keys of the server.
+_CLIENT_ENV = {"HERALD_ADDRESS", "HERALD_TOKEN", "HERALD_CONFIG", "HERALD_HTTP_ADDRESS"}
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _env_overlay(env: Mapping[str, str]) -> dict[str, Any]:
+    overlay: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name in _CLIENT_ENV:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) != 2 or not all(path):
+            raise ConfigError(f"{name}: expected HERALD_<SECTION>__<KEY>")
+        overlay.setdefault(path[0], {})[path[1]] = _env_value(raw)
+    return overlay
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: {loc}: unknown key"
+    return f"{source}: {loc}: {first['msg']}"
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the Config: defaults < file < ``HERALD_*`` env < ``overrides`` (from flags)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    data = _merge(data, _env_overlay(env))
+    try:
+        Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "environment")) from None
+    if overrides:
+        data = _merge(data, {k: dict(v) for k, v in overrides.items() if v})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "command line")) from None

@@ -1,0 +1,69 @@
+"""Bearer-token authentication with scopes (``ingest``, ``read``, ``admin``).
+
+With no tokens configured every request is allowed — the server then only binds to loopback
+(``bind_allowed``). ``admin`` implies ``read`` and ``ingest``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from collector.config import AuthConfig, Scope
+from collector.errors import ConfigError, PermissionDenied, Unauthenticated
+
+
+class Authenticator:
+    """Checks ``authorization`` header values against the configured tokens."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self._tokens = [(t.token.encode(), frozenset(t.scopes)) for t in config.tokens]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tokens)
+
+    def check(self, authorization: str | None, scope: Scope) -> None:
+        """Raise ``Unauthenticated``/``PermissionDenied`` unless the header grants ``scope``."""
+        if not self._tokens:
+            return
+        if not authorization:
+            raise Unauthenticated("missing bearer token (send 'authorization: Bearer <token>')")
+        kind, _, value = authorization.strip().partition(" ")
+        if kind.lower() != "bearer" or not value:
+            raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+        given = value.strip().encode()
+        for token, scopes in self._tokens:
+            # Compare every token in constant time so timing does not reveal a prefix.
+            if hmac.compare_digest(token, given):
+                if scope in scopes or Scope.ADMIN in scopes:
+                    return
+                raise PermissionDenied(f"this token lacks the '{scope.value}' scope")
+        raise Unauthenticated("unknown bearer token")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) → (host, port), with a clear error."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{address!r}: expected host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_allowed(address: str, auth: Authenticator, insecure: bool) -> None:
+    """Refuse a non-loopback bind with no tokens configured unless ``insecure``."""
+    host, _ = split_address(address)
+    if not auth.enabled and not insecure and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {address} without auth tokens: configure [auth] tokens, "
+            "or pass --insecure to accept unauthenticated traffic from the network"
+        )

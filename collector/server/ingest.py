@@ -1,0 +1,30 @@
+"""The ingest step shared by every receiver: validated columns → writer → committed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector.clock import now_us
+from collector.domain.events import Limits
+from collector.mapping.native import json_events_to_columns, parse_events_json
+from collector.store.writer import BatchWriter
+
+
+class NativeIngest:
+    """Takes Prefect-shaped JSON events, stores the valid ones, reports the invalid ones."""
+
+    def __init__(self, writer: BatchWriter, limits: Limits) -> None:
+        self.writer = writer
+        self.limits = limits
+
+    async def emit_json(self, body: bytes) -> tuple[int, list[tuple[int, str]]]:
+        """Decode, validate and commit; returns (accepted, [(index, reason)]).
+
+        Raises ``InvalidInput`` for an undecodable body and ``Busy`` when the queue is full.
+        """
+        return await self.emit_items(parse_events_json(body))
+
+    async def emit_items(self, items: list[Any]) -> tuple[int, list[tuple[int, str]]]:
+        columns, errors = json_events_to_columns(items, now_us(), self.limits)
+        accepted = await self.writer.submit(columns)
+        return accepted, errors

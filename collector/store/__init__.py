@@ -1,0 +1,1 @@
+"""The DuckDB store: the only package that imports duckdb."""

@@ -1,0 +1,181 @@
+"""``EventStore``: the only code that talks to DuckDB.
+
+One read-write connection per process (DuckDB allows one writing process per file). Writes come
+only from the ``BatchWriter`` thread; reads use their own cursors. Inserts go through Arrow
+(``INSERT OR IGNORE … SELECT FROM arrow``), never row by row; the primary key on ``id`` makes a
+re-sent event a no-op (dedupe).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from collector.domain.columns import EventColumns
+from collector.domain.events import ReceivedEvent
+from collector.errors import StoreError
+from collector.store.schema import migrate
+
+_LABELS = pa.map_(pa.string(), pa.string())
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
+    """Build the Arrow table for ``cols`` without per-event Python objects."""
+    resource = pa.MapArray.from_arrays(
+        pa.array(cols.resource_offsets, pa.int32()),
+        pa.array(cols.resource_keys, pa.string()),
+        pa.array(cols.resource_values, pa.string()),
+    )
+    items = pa.MapArray.from_arrays(
+        pa.array(cols.related_item_offsets, pa.int32()),
+        pa.array(cols.related_keys, pa.string()),
+        pa.array(cols.related_values, pa.string()),
+    )
+    related = pa.ListArray.from_arrays(pa.array(cols.related_offsets, pa.int32()), items)
+    return pa.Table.from_arrays(
+        [
+            pa.array(cols.ids, pa.string()),
+            pa.array(cols.occurred_us, _TS),
+            pa.array(received_us, _TS),
+            pa.array(cols.names, pa.string()),
+            pa.array(cols.resource_ids, pa.string()),
+            resource,
+            related,
+            pa.array(cols.payloads, pa.string()),
+            pa.array(cols.follows, pa.string()),
+        ],
+        names=[
+            "id", "occurred", "received", "event", "resource_id",
+            "resource", "related", "payload", "follows",
+        ],
+    )
+
+
+_INSERT = """
+INSERT OR IGNORE INTO events
+SELECT DISTINCT ON (id) id::UUID, occurred, received, event, resource_id,
+       resource, related, payload::JSON, follows::UUID
+FROM batch
+"""
+
+_EVENT_COLUMNS = "id, occurred, received, event, resource, related, payload, follows"
+
+
+def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
+    """A row of ``SELECT {_EVENT_COLUMNS} FROM events`` as a ``ReceivedEvent``."""
+    id_, occurred, received, name, resource, related, payload, follows = row
+    return ReceivedEvent(
+        id=id_,
+        occurred=occurred,
+        received=received,
+        event=name,
+        resource=dict(resource),
+        related=[dict(r) for r in related],
+        payload=orjson.loads(payload),
+        follows=follows,
+    )
+
+
+class EventStore:
+    """A DuckDB file (or ``:memory:``) holding Herald's tables."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        try:
+            self._conn = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"{self.path} is in use by another process (is `herald serve` running? "
+                    "use the server instead of --db)"
+                ) from None
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        self._conn.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            migrate(self._conn)
+        self._write_lock = threading.Lock()
+        self._closed = False
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for one reading thread (a DuckDB connection is not thread-safe)."""
+        cur = self._conn.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    def append(self, batch: pa.Table) -> int:
+        """Insert an Arrow batch from ``columns_to_arrow`` and commit; returns rows inserted.
+
+        Duplicate ids (already stored, or repeated inside the batch) are skipped.
+        """
+        with self._write_lock:
+            cur = self._conn.cursor()
+            try:
+                cur.register("batch", batch)
+                row = cur.execute(_INSERT).fetchone()
+            except duckdb.Error as exc:
+                raise StoreError(f"insert failed: {exc}") from exc
+            finally:
+                cur.close()
+        return int(row[0]) if row else 0
+
+    def get_event(self, event_id: str) -> ReceivedEvent | None:
+        cur = self.cursor()
+        try:
+            row = cur.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = TRY_CAST(? AS UUID)", [event_id]
+            ).fetchone()
+        finally:
+            cur.close()
+        return row_to_event(row) if row else None
+
+    def count_events(self) -> int:
+        cur = self.cursor()
+        try:
+            row = cur.execute("SELECT count(*) FROM events").fetchone()
+        finally:
+            cur.close()
+        return int(row[0]) if row else 0
+
+    def delete_older_than(self, default_cutoff: datetime, overrides: dict[str, datetime]) -> int:
+        """Retention: delete events older than their cutoff (per event name), then checkpoint."""
+        with self._write_lock:
+            cur = self._conn.cursor()
+            try:
+                names = list(overrides)
+                deleted = 0
+                for name, cutoff in overrides.items():
+                    row = cur.execute(
+                        "DELETE FROM events WHERE event = ? AND occurred < ?", [name, cutoff]
+                    ).fetchone()
+                    deleted += int(row[0]) if row else 0
+                if names:
+                    row = cur.execute(
+                        "DELETE FROM events WHERE occurred < ? AND NOT list_contains(?, event)",
+                        [default_cutoff, names],
+                    ).fetchone()
+                else:
+                    row = cur.execute(
+                        "DELETE FROM events WHERE occurred < ?", [default_cutoff]
+                    ).fetchone()
+                deleted += int(row[0]) if row else 0
+                if deleted:
+                    # Reclaim space: a checkpoint rewrites row groups without the deleted rows.
+                    cur.execute("CHECKPOINT")
+                return deleted
+            except duckdb.Error as exc:
+                raise StoreError(f"retention failed: {exc}") from exc
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._conn.close()
