@@ -110,7 +110,8 @@ class Herald:
 
     async def _start_http(self, routes: list[Route]) -> None:
         app = build_app(routes, self.auth, self.config.server.max_receive_bytes)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # auto_decompress off: read_body gunzips itself, enforcing the limit on the inflated size.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
         host, port = split_address(self.config.server.http)
         ctx = None

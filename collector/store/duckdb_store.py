@@ -176,6 +176,8 @@ class EventStore:
                 cur.close()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._conn.close()
+        """Close the file; waits for a write in progress (e.g. retention) to finish first."""
+        with self._write_lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()

@@ -1,0 +1,1 @@
+"""Wire formats → domain; nothing below this package sees protobuf."""

@@ -1,0 +1,156 @@
+"""OTLP logs → events (SPEC §4): one event per LogRecord.
+
+The event name is the record's ``event_name``, else its (deprecated) ``event.name`` attribute,
+else ``otel.log.<severity>``. The primary resource is the service (the OTel Resource), related
+are the trace and span the record was logged in (when its ids are valid) and its scope. The id
+is derived from the record's serialized content plus its resource and scope, so re-sending the
+same record stores it once.
+
+Records whose event name is over the limit, or whose event would exceed the size limit, are
+rejected one by one with a reason; the rest of the request is still mapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from collector.domain.columns import EventColumns
+from collector.domain.events import RESOURCE_ID, RESOURCE_ROLE, Limits
+from collector.mapping.otlp_common import (
+    TRUNCATED,
+    ZERO_SPAN_ID,
+    ZERO_TRACE_ID,
+    MappingResult,
+    any_value,
+    attributes_to_values,
+    derived_id,
+    identity_digest,
+    iso_from_us,
+    resource_labels,
+    scope_related,
+)
+
+# severity_number → the event name's last part (logs data model: 1–4 TRACE … 21–24 FATAL).
+SEVERITIES = ("trace", "debug", "info", "warn", "error", "fatal")
+SEVERITY_EVENT_NAMES = (
+    "otel.log.unspecified",
+    *[f"otel.log.{severity}" for severity in SEVERITIES for _ in range(4)],
+)
+
+# Room for the event's fixed JSON (keys, id, time, related ids) in the size check.
+_EVENT_OVERHEAD = 600
+
+
+def severity_event_name(severity_number: int) -> str:
+    """``otel.log.info`` for 9–12 and so on; ``otel.log.unspecified`` for 0 or out of range."""
+    if 0 < severity_number < len(SEVERITY_EVENT_NAMES):
+        return SEVERITY_EVENT_NAMES[severity_number]
+    return SEVERITY_EVENT_NAMES[0]
+
+
+def logs_to_events(
+    request: ExportLogsServiceRequest, received_us: int, limits: Limits
+) -> MappingResult:
+    """Map an ``ExportLogsServiceRequest`` to events; ``received_us`` stamps undated records."""
+    cols = EventColumns()
+    result = MappingResult(cols)
+    append = cols.append
+    dumps = orjson.dumps
+    max_labels = limits.max_labels_per_resource
+    max_related = limits.max_related_resources
+    max_name = limits.max_event_name_length
+    max_bytes = limits.max_event_bytes
+
+    for ri, rl in enumerate(request.resource_logs):
+        resource, res_cut = resource_labels(rl.resource, max_labels)
+        res_key = identity_digest(rl.resource)
+        res_size = len(dumps(resource)) + _EVENT_OVERHEAD
+        for si, sl in enumerate(rl.scope_logs):
+            scope = sl.scope
+            scope_item = scope_related(scope)
+            scope_key = identity_digest(scope)
+            shared_size = res_size + (len(dumps(scope_item)) if scope_item else 0)
+            for li, record in enumerate(sl.log_records):
+                attrs = record.attributes
+                values = attributes_to_values(attrs) if attrs else {}
+                name = record.event_name
+                if not name:
+                    attr_name = values.get("event.name")
+                    if isinstance(attr_name, str) and attr_name:
+                        name = attr_name
+                    else:
+                        name = severity_event_name(record.severity_number)
+                if len(name) > max_name:
+                    result.reject(
+                        f"{_where(ri, si, li)}: event name must be at most {max_name} characters"
+                    )
+                    continue
+
+                # Invalid trace context means "not associated with a trace" (logs.proto), not
+                # an invalid record.
+                related = []
+                trace_id = record.trace_id
+                trace_hex = None
+                if len(trace_id) == 16 and trace_id != ZERO_TRACE_ID:
+                    trace_hex = trace_id.hex()
+                    related.append({RESOURCE_ID: "otel.trace." + trace_hex, RESOURCE_ROLE: "trace"})
+                span_id = record.span_id
+                if len(span_id) == 8 and span_id != ZERO_SPAN_ID:
+                    span_item = {RESOURCE_ID: "otel.span." + span_id.hex(), RESOURCE_ROLE: "span"}
+                    if trace_hex:
+                        span_item["otel.trace_id"] = trace_hex
+                    related.append(span_item)
+                if scope_item is not None:
+                    related.append(scope_item)
+                truncated: dict[str, int] | None = {"resource": res_cut} if res_cut else None
+                if len(related) > max_related:
+                    truncated = truncated or {}
+                    truncated["related"] = len(related) - max_related
+                    del related[max_related:]
+
+                time_ns = record.time_unix_nano
+                observed_ns = record.observed_time_unix_nano
+                payload: dict[str, Any] = {
+                    "body": any_value(record.body),
+                    "attributes": values,
+                    "severity_text": record.severity_text,
+                    "severity_number": record.severity_number,
+                    "observed_time": iso_from_us(observed_ns // 1000) if observed_ns else None,
+                    "flags": record.flags,
+                    "dropped_attributes_count": record.dropped_attributes_count,
+                }
+                if truncated:
+                    payload[TRUNCATED] = truncated
+                payload_bytes = dumps(payload)
+                size = shared_size + len(payload_bytes) + 4 * len(name)
+                if size > max_bytes:
+                    result.reject(
+                        f"{_where(ri, si, li)}: event is about {size} bytes of JSON; "
+                        f"at most {max_bytes} are allowed"
+                    )
+                    continue
+                if time_ns:
+                    occurred = time_ns // 1000
+                elif observed_ns:
+                    occurred = observed_ns // 1000
+                else:
+                    occurred = received_us
+                append(
+                    derived_id(
+                        b"log", res_key, scope_key, record.SerializeToString(deterministic=True)
+                    ),
+                    occurred,
+                    name,
+                    resource,
+                    related,
+                    payload_bytes.decode(),
+                )
+    return result
+
+
+def _where(ri: int, si: int, li: int) -> str:
+    """Names a record in a reason the way a user can find it in their request."""
+    return f"log record {li} of scope {si} of resource {ri}"

@@ -1,0 +1,522 @@
+"""The event feed's reads (SPEC §6, P§4.5–4.7): filtered pages with keyset paging, and counts
+by event, resource or time bucket.
+
+Owns the SQL of the feed, the page-token format and the counting rules. Takes a DuckDB cursor
+and an ``EventFilter``; never parses wire data and never reads the clock (``now`` is passed in).
+
+Paging (Herald's divergence from Prefect's offsets, P§4.5): pages are keyset pages on
+``(occurred, id)``. The first page freezes the result set — the filter with its resolved
+``since``/``until``, and ``received <= R`` where R is the newest ``received`` stored when the
+first page was read — and every later page continues strictly after the last row it returned.
+Events that arrive while a client pages can therefore neither shift rows (no gaps, no repeats)
+nor appear mid-way; ``total`` is counted once, on the first page, like Prefect's.
+
+Page tokens are opaque: ``base64url(json) "." base64url(HMAC-SHA256(key, json))``. A token that
+does not decode or whose signature does not match raises ``InvalidFilter``.
+
+Measured on this 2-core machine, 1M synthetic events over 7 days (5 resource labels,
+3 related resources; ``benchmarks``-style, see the report of issue 3), p50:
+
+=====================================================================  ============
+name prefix + ``resource['region'] = ?``, top 51 over all columns       273 ms
+same, narrow top 51 (id, occurred only)                                 103 ms
+same, narrow, newest 1 h window first (the probe below)                   3 ms
+fetch 51 full rows by (occurred range, id IN): fetchall() / Arrow        13 / 3 ms
+count(*) name prefix + label (reads the whole ``resource`` MAP column)     92 ms
+count(*) name prefix only                                                  4 ms
+related (role, id): ``EXISTS (… unnest(e.related) …)``                  3760 ms
+related (role, id): ``len(list_filter(e.related, lambda r: …)) > 0``     283 ms
+related (role, id): ``list_bool_or(list_transform(…))``                  265 ms
+=====================================================================  ============
+
+Hence: (1) pick the page's keys with a narrow query over a time window probed newest-first
+(an exact answer as soon as the window holds a full page: every row outside it sorts later),
+(2) fetch the full rows of just those keys through Arrow (DuckDB's Python conversion of MAP
+values is ~10x slower than Arrow's), (3) related filters as ``list_filter`` lambdas.
+The remaining first-page cost is the ``total`` count, bounded by how fast DuckDB reads the
+``resource`` MAP column; see the report for the schema change that removes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import duckdb
+import orjson
+from pydantic import ValidationError
+
+from collector.domain.events import (
+    ReceivedEvent,
+    datetime_to_us,
+    format_time,
+    to_utc,
+    us_to_datetime,
+)
+from collector.domain.filters import EventFilter, EventOrder
+from collector.errors import InvalidFilter
+
+# --------------------------------------------------------------------------- paging
+
+TOKEN_VERSION = 1
+# A probe window is sized to hold this many times a page (by the filter's average density);
+# each miss widens it this many times, then the whole remaining range is read.
+_PROBE_SLACK = 4
+_PROBE_GROWTH = 16
+
+_EVENT_COLUMNS = (
+    "e.id, e.occurred, e.received, e.event, e.resource, e.related, e.payload, e.follows"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of the feed: Prefect's ``EventPage`` with an opaque token for the next one."""
+
+    events: list[ReceivedEvent]
+    total: int
+    next_page: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _PageState:
+    """What a page token carries: the frozen query and where the previous page ended."""
+
+    filter: EventFilter
+    limit: int
+    total: int
+    received_bound_us: int
+    cursor: tuple[int, str] | None  # (occurred µs, id) of the last row returned
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()
+
+
+def encode_page_token(state: _PageState, key: bytes) -> str:
+    body = orjson.dumps(
+        {
+            "v": TOKEN_VERSION,
+            "f": state.filter.to_json(),
+            "n": state.limit,
+            "t": state.total,
+            "r": state.received_bound_us,
+            "c": list(state.cursor) if state.cursor else None,
+        }
+    )
+    return f"{_b64(body)}.{_b64(_sign(key, body))}"
+
+
+def decode_page_token(token: str, key: bytes) -> _PageState:
+    """Verify and read a token from ``encode_page_token``; ``InvalidFilter`` if it is not one."""
+    try:
+        body_text, signature_text = token.split(".")
+        body = _unb64(body_text)
+        signature = _unb64(signature_text)
+    except (ValueError, TypeError):
+        raise InvalidFilter("invalid page token: it is not a token this server issued") from None
+    if not hmac.compare_digest(signature, _sign(key, body)):
+        raise InvalidFilter(
+            "invalid page token: the signature does not match (tampered with, or issued by "
+            "another server); start again from the first page"
+        )
+    try:
+        data = orjson.loads(body)
+        if data.get("v") != TOKEN_VERSION:
+            raise InvalidFilter("invalid page token: unsupported version; start again")
+        cursor = data["c"]
+        return _PageState(
+            filter=EventFilter.model_validate(data["f"]),
+            limit=int(data["n"]),
+            total=int(data["t"]),
+            received_bound_us=int(data["r"]),
+            cursor=(int(cursor[0]), str(UUID(cursor[1]))) if cursor else None,
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError):
+        raise InvalidFilter("invalid page token: malformed contents") from None
+
+
+def _keyset_sql(order: EventOrder, cursor: tuple[int, str] | None) -> tuple[str, list[Any]]:
+    if cursor is None:
+        return "TRUE", []
+    occurred = us_to_datetime(cursor[0])
+    op = "<" if order is EventOrder.DESC else ">"
+    return (
+        f"(e.occurred {op} ? OR (e.occurred = ? AND e.id {op} ?::UUID))",
+        [occurred, occurred, cursor[1]],
+    )
+
+
+def _fetch_scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> Any:
+    row = cur.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def _page_keys(
+    cur: duckdb.DuckDBPyConnection, state: _PageState, want: int
+) -> list[tuple[datetime, str]]:
+    """The (occurred, id) of the next ``want`` rows, in feed order."""
+    flt = state.filter
+    where, params = flt.to_sql()
+    keyset, keyset_params = _keyset_sql(flt.order, state.cursor)
+    direction = "DESC" if flt.order is EventOrder.DESC else "ASC"
+    frozen = f"({where}) AND e.received <= ? AND {keyset}"
+    frozen_params = [*params, us_to_datetime(state.received_bound_us), *keyset_params]
+    order_by = f"ORDER BY e.occurred {direction}, e.id {direction}"
+
+    if flt.distinct:
+        # Prefect: one event per primary resource, the first in the requested order, chosen
+        # over the whole (frozen) result, then paged. The window needs every row, so no probe.
+        sql = (
+            f"SELECT e.occurred, e.id::VARCHAR FROM ("
+            f"  SELECT * FROM events e WHERE ({where}) AND e.received <= ?"
+            f"  QUALIFY row_number() OVER (PARTITION BY e.resource_id {order_by}) = 1"
+            f") AS e WHERE {keyset} {order_by} LIMIT ?"
+        )
+        rows = cur.execute(
+            sql,
+            [*params, us_to_datetime(state.received_bound_us), *keyset_params, want],
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    sql = (
+        f"SELECT e.occurred, e.id::VARCHAR FROM events e "
+        f"WHERE {frozen} {{window}} {order_by} LIMIT ?"
+    )
+    since, until = flt.occurred.since, flt.occurred.until
+    assert since is not None and until is not None  # resolved before paging
+    if state.cursor is not None:
+        edge = us_to_datetime(state.cursor[0])
+        if flt.order is EventOrder.DESC:
+            until = min(until, edge)
+        else:
+            since = max(since, edge)
+    span = until - since
+    # Newest-first (or oldest-first) probing: rows are stored roughly in `occurred` order, so a
+    # narrow time window lets DuckDB skip most row groups by their zone maps. A window holding
+    # `want` rows is an exact answer: every row outside it sorts after all rows inside it.
+    window = span * min(1.0, _PROBE_SLACK * want / max(state.total, 1))
+    while window < span:
+        if flt.order is EventOrder.DESC:
+            bound_sql, bound = "AND e.occurred >= ?", until - window
+        else:
+            bound_sql, bound = "AND e.occurred <= ?", since + window
+        rows = cur.execute(
+            sql.replace("{window}", bound_sql), [*frozen_params, bound, want]
+        ).fetchall()
+        if len(rows) >= want:
+            return [(r[0], r[1]) for r in rows]
+        window *= _PROBE_GROWTH
+    rows = cur.execute(sql.replace("{window}", ""), [*frozen_params, want]).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _labels(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
+    return dict(pairs) if pairs else {}
+
+
+def fetch_events(
+    cur: duckdb.DuckDBPyConnection, keys: list[tuple[datetime, str]]
+) -> list[ReceivedEvent]:
+    """Full events for ``(occurred, id)`` keys, in the keys' order.
+
+    The occurred range lets DuckDB prune row groups; rows come back through Arrow because
+    DuckDB's own Python conversion of MAP columns costs ~1 ms per row.
+    """
+    if not keys:
+        return []
+    lo = min(k[0] for k in keys)
+    hi = max(k[0] for k in keys)
+    sql = (
+        f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.occurred BETWEEN ? AND ? "
+        f"AND e.id IN ({', '.join(['?::UUID'] * len(keys))})"
+    )
+    table = cur.execute(sql, [lo, hi, *(k[1] for k in keys)]).fetch_arrow_table()
+    by_id: dict[str, ReceivedEvent] = {}
+    for row in table.to_pylist():
+        by_id[row["id"]] = ReceivedEvent(
+            id=row["id"],
+            occurred=to_utc(row["occurred"]),
+            received=to_utc(row["received"]),
+            event=row["event"],
+            resource=_labels(row["resource"]),
+            related=[_labels(item) for item in row["related"]],
+            payload=orjson.loads(row["payload"]),
+            follows=row["follows"],
+        )
+    return [by_id[k[1]] for k in keys if k[1] in by_id]
+
+
+def query_events(
+    cur: duckdb.DuckDBPyConnection,
+    filter: EventFilter | None,
+    limit: int,
+    page_token: str | None,
+    now: datetime,
+    *,
+    token_key: bytes,
+) -> Page:
+    """One page of events matching ``filter`` (Prefect's ``POST /events/filter``), or the page
+    after ``page_token`` (``GET /events/filter/next``).
+
+    With a token, ``filter`` and ``limit`` are ignored: the token carries the frozen query.
+    ``now`` resolves the filter's default time range. ``token_key`` signs the tokens; tokens
+    from another key raise ``InvalidFilter``.
+    """
+    if page_token is not None:
+        state = decode_page_token(page_token, token_key)
+    else:
+        if limit < 0:
+            raise InvalidFilter(f"limit must be 0 or more, got {limit}")
+        resolved = (filter or EventFilter()).resolve(now)
+        bound = _fetch_scalar(cur, "SELECT max(received) FROM events", [])
+        if bound is None:
+            return Page(events=[], total=0, next_page=None)
+        bound_us = datetime_to_us(bound)
+        state = _PageState(
+            filter=resolved,
+            limit=limit,
+            total=_count_total(cur, resolved, bound_us),
+            received_bound_us=bound_us,
+            cursor=None,
+        )
+    limit = state.limit
+    if state.filter.logical_limit is not None:
+        limit = min(limit, state.filter.logical_limit)
+    if limit == 0 or state.total == 0:
+        return Page(events=[], total=state.total, next_page=None)
+    keys = _page_keys(cur, state, limit + 1)
+    more = len(keys) > limit
+    keys = keys[:limit]
+    next_page = None
+    if more:
+        last_occurred, last_id = keys[-1]
+        next_page = encode_page_token(
+            _PageState(
+                filter=state.filter,
+                limit=state.limit,
+                total=state.total,
+                received_bound_us=state.received_bound_us,
+                cursor=(datetime_to_us(last_occurred), last_id),
+            ),
+            token_key,
+        )
+    return Page(events=fetch_events(cur, keys), total=state.total, next_page=next_page)
+
+
+def _count_total(
+    cur: duckdb.DuckDBPyConnection, flt: EventFilter, received_bound_us: int
+) -> int:
+    where, params = flt.to_sql()
+    what = "count(DISTINCT e.resource_id)" if flt.distinct else "count(*)"
+    sql = f"SELECT {what} FROM events e WHERE ({where}) AND e.received <= ?"
+    return int(_fetch_scalar(cur, sql, [*params, us_to_datetime(received_bound_us)]))
+
+
+# --------------------------------------------------------------------------- counting
+
+# Prefect's PIVOT_DATETIME: a Monday, so week buckets start on Mondays (P§4.7).
+PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
+PIVOT_US = datetime_to_us(PIVOT)
+MAX_BUCKETS = 1000
+MIN_INTERVAL = 0.01
+
+
+class Countable(StrEnum):
+    """What ``count_events`` groups by (``day`` is the legacy ``time`` with day × 1)."""
+
+    DAY = "day"
+    TIME = "time"
+    EVENT = "event"
+    RESOURCE = "resource"
+
+
+class TimeUnit(StrEnum):
+    WEEK = "week"
+    DAY = "day"
+    HOUR = "hour"
+    MINUTE = "minute"
+    SECOND = "second"
+
+    def as_timedelta(self, interval: float) -> timedelta:
+        seconds = {"week": 604_800, "day": 86_400, "hour": 3_600, "minute": 60, "second": 1}
+        return timedelta(seconds=seconds[self.value] * interval)
+
+
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    """Prefect's ``EventCount``: one row of a count-by response."""
+
+    value: str
+    label: str
+    count: int
+    start_time: datetime
+    end_time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "label": self.label,
+            "count": self.count,
+            "start_time": format_time(self.start_time),
+            "end_time": format_time(self.end_time),
+        }
+
+
+def _parse_enum(kind: type[StrEnum], value: str | StrEnum, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise InvalidFilter(f"{what} must be one of {allowed}, got {value!r}") from None
+
+
+def time_buckets(
+    since: datetime, until: datetime, time_unit: TimeUnit, time_interval: float, now: datetime
+) -> tuple[int, timedelta, int]:
+    """Prefect's bucket rules: ``(first bucket index since the pivot, bucket size, count)``.
+
+    Raises ``InvalidFilter`` for an interval under 0.01 or more than 1000 buckets (Prefect's
+    check, ``ceil((until − since) / Δ)``). Buckets run from the one containing ``since`` to
+    the one containing ``min(until, now)``: no bucket starts in the future.
+    """
+    if time_interval < MIN_INTERVAL:
+        raise InvalidFilter("The minimum interval is 0.01")
+    delta = time_unit.as_timedelta(time_interval)
+    delta_us = delta // timedelta(microseconds=1)
+    if delta_us <= 0:
+        raise InvalidFilter("The minimum interval is 0.01")
+    since_us, until_us = datetime_to_us(since), datetime_to_us(until)
+    wanted = math.ceil(max(0, until_us - since_us) / delta_us)
+    if wanted > MAX_BUCKETS:
+        raise InvalidFilter(
+            f"The given interval would create {wanted} buckets, which is too many. Please "
+            f"increase the interval or reduce the time range to produce {MAX_BUCKETS} "
+            "buckets or fewer."
+        )
+    first = (since_us - PIVOT_US) // delta_us
+    last = (min(until_us, datetime_to_us(now)) - PIVOT_US) // delta_us
+    return first, delta, max(0, last - first + 1)
+
+
+def count_events(
+    cur: duckdb.DuckDBPyConnection,
+    filter: EventFilter | None,
+    countable: Countable | str,
+    time_unit: TimeUnit | str = TimeUnit.DAY,
+    time_interval: float = 1.0,
+    *,
+    now: datetime,
+) -> list[EventCount]:
+    """Prefect's ``POST /events/count-by/{countable}`` (P§4.7).
+
+    * ``event``: one row per event name; ``resource``: one per primary resource id, labelled
+      with its most recent ``prefect.resource.name`` (then ``prefect.name``, then the id).
+      Both ordered by count desc, then label; ``start_time``/``end_time`` = first/last occurred.
+    * ``time`` (``day`` = day × 1): zero-filled buckets aligned to 2024-04-01T00:00:00Z, ordered
+      by time; ``value`` is the bucket's index in the response, ``label`` its ISO start.
+    """
+    countable = _parse_enum(Countable, countable, "countable")
+    unit = _parse_enum(TimeUnit, time_unit, "time_unit")
+    if time_interval < MIN_INTERVAL:
+        raise InvalidFilter("The minimum interval is 0.01")
+    resolved = (filter or EventFilter()).resolve(now)
+    where, params = resolved.to_sql()
+    if countable in (Countable.DAY, Countable.TIME):
+        if countable is Countable.DAY:
+            unit, time_interval = TimeUnit.DAY, 1.0
+        return _count_by_time(cur, resolved, where, params, unit, time_interval, now)
+    if countable is Countable.EVENT:
+        value, label = "e.event", "e.event"
+    else:
+        # The label is the resource's most recent display name (Prefect's coalesce).
+        value = "e.resource_id"
+        label = (
+            "arg_max(coalesce(e.resource['prefect.resource.name'], e.resource['prefect.name'], "
+            "e.resource_id), e.occurred)"
+        )
+    sql = (
+        f"SELECT {value} AS value, {label} AS label, count(*) AS n, min(e.occurred), "
+        f"max(e.occurred) FROM events e WHERE {where} GROUP BY {value} "
+        f"ORDER BY n DESC, label ASC, value ASC"
+    )
+    return [
+        EventCount(
+            value=row[0],
+            label=row[1],
+            count=int(row[2]),
+            start_time=to_utc(row[3]),
+            end_time=to_utc(row[4]),
+        )
+        for row in cur.execute(sql, params).fetchall()
+    ]
+
+
+def _count_by_time(
+    cur: duckdb.DuckDBPyConnection,
+    resolved: EventFilter,
+    where: str,
+    params: list[Any],
+    unit: TimeUnit,
+    interval: float,
+    now: datetime,
+) -> list[EventCount]:
+    since, until = resolved.occurred.since, resolved.occurred.until
+    assert since is not None and until is not None
+    first, delta, n = time_buckets(since, until, unit, interval, now)
+    delta_us = delta // timedelta(microseconds=1)
+    base_us = PIVOT_US + first * delta_us
+    counts = [0] * n
+    if n:
+        # Indexes relative to the first bucket are never negative (occurred >= since >= its
+        # start), so DuckDB's truncating integer division is a floor here.
+        sql = (
+            f"SELECT (epoch_us(e.occurred) - ?) // ? AS k, count(*) FROM events e "
+            f"WHERE {where} GROUP BY k"
+        )
+        for k, c in cur.execute(sql, [base_us, delta_us, *params]).fetchall():
+            # Events after `now` (allowed by a future `until`) fall in cut future buckets.
+            if 0 <= k < n:
+                counts[int(k)] = int(c)
+    out = []
+    for i in range(n):
+        start = PIVOT + (first + i) * delta
+        out.append(
+            EventCount(
+                value=str(i),
+                label=start.isoformat(),
+                count=counts[i],
+                start_time=start,
+                end_time=start + delta - timedelta(microseconds=1),
+            )
+        )
+    return out
+
+
+__all__ = [
+    "MAX_BUCKETS",
+    "PIVOT",
+    "Countable",
+    "EventCount",
+    "Page",
+    "TimeUnit",
+    "count_events",
+    "fetch_events",
+    "query_events",
+    "time_buckets",
+]
