@@ -21,6 +21,8 @@ from collector.server.http_server import Route, build_app
 from collector.server.ingest import NativeIngest
 from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
+from collector.server.otlp_grpc import LogsServicer, MetricsServicer, OtlpIngest, TraceServicer
+from collector.server.otlp_http import otlp_routes
 from collector.store.duckdb_store import EventStore
 from collector.store.retention import apply_retention
 from collector.store.writer import BatchWriter
@@ -67,9 +69,10 @@ class Herald:
         )
         self.writer.start()
         ingest = NativeIngest(self.writer, self.limits)
+        otlp = OtlpIngest(self.writer, self.limits)
         try:
-            await self._start_grpc(ingest)
-            await self._start_http(native_routes(ingest))
+            await self._start_grpc(ingest, otlp)
+            await self._start_http([*native_routes(ingest), *otlp_routes(otlp)])
         except BaseException:
             await self.stop()
             raise
@@ -84,7 +87,7 @@ class Herald:
         except OSError as exc:
             raise ConfigError(f"tls: cannot read certificate or key: {exc}") from None
 
-    async def _start_grpc(self, ingest: NativeIngest) -> None:
+    async def _start_grpc(self, ingest: NativeIngest, otlp: OtlpIngest) -> None:
         limit = self.config.server.max_receive_bytes
         server = grpc.aio.server(
             options=[
@@ -94,6 +97,9 @@ class Herald:
             ]
         )
         herald_pb2_grpc.add_HeraldServicer_to_server(HeraldServicer(ingest, self.auth), server)
+        # OTLP on the same server and port as the native API (SPEC §3: both on :4317).
+        for otlp_servicer in (TraceServicer, LogsServicer, MetricsServicer):
+            otlp_servicer(otlp, self.auth).add_to_server(server)
         address = self.config.server.grpc
         tls = self._tls()
         try:

@@ -1,13 +1,20 @@
 """``EventColumns``: a batch of validated events held column by column.
 
 Every ingest path (native gRPC/HTTP, OTLP traces and logs) appends to one of these, and the
-store writer turns it into an Arrow table without per-event objects. Labels are kept as flat
-key/value lists with offsets so Arrow ``MapArray``s are built in one call.
+store writer turns it into an Arrow table without per-event objects. Resource and related
+labels are kept as JSON text: the store keeps them as DuckDB ``JSON``, which inserts several
+times faster than ``MAP`` columns (docs/benchmarks.md) and still reads naturally in SQL
+(``resource->>'service.name'``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+_dumps = orjson.dumps
 
 
 @dataclass(slots=True)
@@ -18,15 +25,9 @@ class EventColumns:
     occurred_us: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     resource_ids: list[str] = field(default_factory=list)
-    resource_keys: list[str] = field(default_factory=list)
-    resource_values: list[str] = field(default_factory=list)
-    resource_offsets: list[int] = field(default_factory=lambda: [0])
-    # related: per event an offset into related items; per item an offset into related labels
-    related_offsets: list[int] = field(default_factory=lambda: [0])
-    related_item_offsets: list[int] = field(default_factory=lambda: [0])
-    related_keys: list[str] = field(default_factory=list)
-    related_values: list[str] = field(default_factory=list)
-    payloads: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)  # JSON object of labels
+    related: list[str] = field(default_factory=list)  # JSON array of label objects
+    payloads: list[str] = field(default_factory=list)  # JSON object
     follows: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -47,47 +48,51 @@ class EventColumns:
         self.occurred_us.append(occurred_us)
         self.names.append(name)
         self.resource_ids.append(resource["prefect.resource.id"])
-        self.resource_keys.extend(resource)
-        self.resource_values.extend(resource.values())
-        self.resource_offsets.append(len(self.resource_keys))
-        if related:
-            rk, rv, ro = self.related_keys, self.related_values, self.related_item_offsets
-            for item in related:
-                rk.extend(item)
-                rv.extend(item.values())
-                ro.append(len(rk))
-        self.related_offsets.append(len(self.related_item_offsets) - 1)
+        self.resources.append(_dumps(resource).decode())
+        self.related.append(_dumps(related).decode() if related else "[]")
         self.payloads.append(payload_json)
         self.follows.append(follows)
 
-    def extend(self, other: EventColumns) -> None:
-        """Append all of ``other``'s events (used to merge requests into one group commit)."""
-        base_res = len(self.resource_keys)
-        base_item = len(self.related_item_offsets) - 1
-        base_rel = len(self.related_keys)
-        self.ids += other.ids
-        self.occurred_us += other.occurred_us
-        self.names += other.names
-        self.resource_ids += other.resource_ids
-        self.resource_keys += other.resource_keys
-        self.resource_values += other.resource_values
-        self.resource_offsets += [o + base_res for o in other.resource_offsets[1:]]
-        self.related_offsets += [o + base_item for o in other.related_offsets[1:]]
-        self.related_item_offsets += [o + base_rel for o in other.related_item_offsets[1:]]
-        self.related_keys += other.related_keys
-        self.related_values += other.related_values
-        self.payloads += other.payloads
-        self.follows += other.follows
+    def append_json(
+        self,
+        id: str,
+        occurred_us: int,
+        name: str,
+        resource_id: str,
+        resource_json: str,
+        related_json: str,
+        payload_json: str,
+        follows: str | None = None,
+    ) -> None:
+        """Add one event whose labels are already JSON text (hot paths reuse a resource's JSON
+        for every span or record under it)."""
+        self.ids.append(id)
+        self.occurred_us.append(occurred_us)
+        self.names.append(name)
+        self.resource_ids.append(resource_id)
+        self.resources.append(resource_json)
+        self.related.append(related_json)
+        self.payloads.append(payload_json)
+        self.follows.append(follows)
 
     def resource(self, i: int) -> dict[str, str]:
-        """Event ``i``'s primary resource labels (for tests and the live tail)."""
-        a, b = self.resource_offsets[i], self.resource_offsets[i + 1]
-        return dict(zip(self.resource_keys[a:b], self.resource_values[a:b], strict=True))
-
-    def related(self, i: int) -> list[dict[str, str]]:
-        """Event ``i``'s related resources, in order."""
-        out = []
-        for j in range(self.related_offsets[i], self.related_offsets[i + 1]):
-            a, b = self.related_item_offsets[j], self.related_item_offsets[j + 1]
-            out.append(dict(zip(self.related_keys[a:b], self.related_values[a:b], strict=True)))
+        """Event ``i``'s primary resource labels (tests, live tail, evaluator)."""
+        out: dict[str, str] = orjson.loads(self.resources[i])
         return out
+
+    def related_resources(self, i: int) -> list[dict[str, str]]:
+        """Event ``i``'s related resources, in order."""
+        out: list[dict[str, str]] = orjson.loads(self.related[i])
+        return out
+
+    def event_dict(self, i: int) -> dict[str, Any]:
+        """Event ``i`` in Prefect's JSON shape, without ``received`` (for the live tail)."""
+        return {
+            "occurred_us": self.occurred_us[i],
+            "event": self.names[i],
+            "resource": self.resource(i),
+            "related": self.related_resources(i),
+            "payload": orjson.loads(self.payloads[i]),
+            "id": self.ids[i],
+            "follows": self.follows[i],
+        }

@@ -16,6 +16,7 @@ from collector.server.auth import Authenticator
 from collector.server.status import classify, retry_after_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorRenderer = Callable[[web.Request, BaseException], web.StreamResponse]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,9 @@ class Route:
     path: str
     handler: Handler
     scope: Scope
+    # How errors raised before the handler runs (auth) are answered; None = ``json_error``.
+    # OTLP routes need ``google.rpc.Status`` bodies instead (otlp.md §1.5).
+    render_error: ErrorRenderer | None = None
 
 
 AUTH_KEY = web.AppKey("auth", Authenticator)
@@ -77,7 +81,7 @@ def _guarded(route: Route, auth: Authenticator) -> Handler:
         try:
             auth.check(request.headers.get("Authorization"), route.scope)
         except HeraldError as exc:
-            return json_error(exc)
+            return route.render_error(request, exc) if route.render_error else json_error(exc)
         return await route.handler(request)
 
     handler.__name__ = route.handler.__name__

@@ -3,7 +3,8 @@
 One read-write connection per process (DuckDB allows one writing process per file). Writes come
 only from the ``BatchWriter`` thread; reads use their own cursors. Inserts go through Arrow
 (``INSERT OR IGNORE … SELECT FROM arrow``), never row by row; the primary key on ``id`` makes a
-re-sent event a no-op (dedupe).
+re-sent event a no-op (dedupe). Labels and payloads travel as Arrow's canonical JSON extension
+type, which DuckDB takes as ``JSON`` without re-parsing.
 """
 
 from __future__ import annotations
@@ -22,23 +23,17 @@ from collector.domain.events import ReceivedEvent
 from collector.errors import StoreError
 from collector.store.schema import migrate
 
-_LABELS = pa.map_(pa.string(), pa.string())
 _TS = pa.timestamp("us", tz="UTC")
+_JSON = pa.json_(pa.string())
+
+
+def _json_array(texts: list[str]) -> pa.ExtensionArray:
+    # Arrow's canonical JSON extension type lands in DuckDB as JSON without a re-parse.
+    return pa.ExtensionArray.from_storage(_JSON, pa.array(texts, pa.string()))
 
 
 def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
     """Build the Arrow table for ``cols`` without per-event Python objects."""
-    resource = pa.MapArray.from_arrays(
-        pa.array(cols.resource_offsets, pa.int32()),
-        pa.array(cols.resource_keys, pa.string()),
-        pa.array(cols.resource_values, pa.string()),
-    )
-    items = pa.MapArray.from_arrays(
-        pa.array(cols.related_item_offsets, pa.int32()),
-        pa.array(cols.related_keys, pa.string()),
-        pa.array(cols.related_values, pa.string()),
-    )
-    related = pa.ListArray.from_arrays(pa.array(cols.related_offsets, pa.int32()), items)
     return pa.Table.from_arrays(
         [
             pa.array(cols.ids, pa.string()),
@@ -46,9 +41,9 @@ def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
             pa.array(received_us, _TS),
             pa.array(cols.names, pa.string()),
             pa.array(cols.resource_ids, pa.string()),
-            resource,
-            related,
-            pa.array(cols.payloads, pa.string()),
+            _json_array(cols.resources),
+            _json_array(cols.related),
+            _json_array(cols.payloads),
             pa.array(cols.follows, pa.string()),
         ],
         names=[
@@ -60,8 +55,8 @@ def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
 
 _INSERT = """
 INSERT OR IGNORE INTO events
-SELECT DISTINCT ON (id) id::UUID, occurred, received, event, resource_id,
-       resource, related, payload::JSON, follows::UUID
+SELECT id::UUID, occurred, received, event, resource_id,
+       resource, related, payload, follows::UUID
 FROM batch
 """
 
@@ -76,8 +71,8 @@ def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
         occurred=occurred,
         received=received,
         event=name,
-        resource=dict(resource),
-        related=[dict(r) for r in related],
+        resource=orjson.loads(resource),
+        related=orjson.loads(related),
         payload=orjson.loads(payload),
         follows=follows,
     )

@@ -94,6 +94,8 @@ class _PageState:
     total: int
     received_bound_us: int
     cursor: tuple[int, str] | None  # (occurred µs, id) of the last row returned
+    # (min, max) occurred µs stored when the first page was read: sizes probe windows only.
+    data_range: tuple[int, int] | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -117,6 +119,7 @@ def encode_page_token(state: _PageState, key: bytes) -> str:
             "t": state.total,
             "r": state.received_bound_us,
             "c": list(state.cursor) if state.cursor else None,
+            "d": list(state.data_range) if state.data_range else None,
         }
     )
     return f"{_b64(body)}.{_b64(_sign(key, body))}"
@@ -139,13 +142,14 @@ def decode_page_token(token: str, key: bytes) -> _PageState:
         data = orjson.loads(body)
         if data.get("v") != TOKEN_VERSION:
             raise InvalidFilter("invalid page token: unsupported version; start again")
-        cursor = data["c"]
+        cursor, data_range = data["c"], data.get("d")
         return _PageState(
             filter=EventFilter.model_validate(data["f"]),
             limit=int(data["n"]),
             total=int(data["t"]),
             received_bound_us=int(data["r"]),
             cursor=(int(cursor[0]), str(UUID(cursor[1]))) if cursor else None,
+            data_range=(int(data_range[0]), int(data_range[1])) if data_range else None,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError):
         raise InvalidFilter("invalid page token: malformed contents") from None
@@ -175,31 +179,32 @@ def _page_keys(
     where, params = flt.to_sql()
     keyset, keyset_params = _keyset_sql(flt.order, state.cursor)
     direction = "DESC" if flt.order is EventOrder.DESC else "ASC"
-    frozen = f"({where}) AND e.received <= ? AND {keyset}"
-    frozen_params = [*params, us_to_datetime(state.received_bound_us), *keyset_params]
     order_by = f"ORDER BY e.occurred {direction}, e.id {direction}"
+    bound = us_to_datetime(state.received_bound_us)
 
     if flt.distinct:
         # Prefect: one event per primary resource, the first in the requested order, chosen
-        # over the whole (frozen) result, then paged. The window needs every row, so no probe.
+        # over the whole (frozen) result, then paged. The window needs every row: no probe.
         sql = (
             f"SELECT e.occurred, e.id::VARCHAR FROM ("
-            f"  SELECT * FROM events e WHERE ({where}) AND e.received <= ?"
+            f"  SELECT e.occurred, e.id FROM events e WHERE ({where}) AND e.received <= ?"
             f"  QUALIFY row_number() OVER (PARTITION BY e.resource_id {order_by}) = 1"
             f") AS e WHERE {keyset} {order_by} LIMIT ?"
         )
-        rows = cur.execute(
-            sql,
-            [*params, us_to_datetime(state.received_bound_us), *keyset_params, want],
-        ).fetchall()
+        rows = cur.execute(sql, [*params, bound, *keyset_params, want]).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     sql = (
         f"SELECT e.occurred, e.id::VARCHAR FROM events e "
-        f"WHERE {frozen} {{window}} {order_by} LIMIT ?"
+        f"WHERE ({where}) AND e.received <= ? AND {keyset} <window> {order_by} LIMIT ?"
     )
+    frozen_params = [*params, bound, *keyset_params]
     since, until = flt.occurred.since, flt.occurred.until
     assert since is not None and until is not None  # resolved before paging
+    if state.data_range is not None:
+        # Size windows by where the data is, not by the filter's (default 180-day) range.
+        since = max(since, us_to_datetime(state.data_range[0]))
+        until = min(until, us_to_datetime(state.data_range[1]))
     if state.cursor is not None:
         edge = us_to_datetime(state.cursor[0])
         if flt.order is EventOrder.DESC:
@@ -207,22 +212,23 @@ def _page_keys(
         else:
             since = max(since, edge)
     span = until - since
-    # Newest-first (or oldest-first) probing: rows are stored roughly in `occurred` order, so a
-    # narrow time window lets DuckDB skip most row groups by their zone maps. A window holding
-    # `want` rows is an exact answer: every row outside it sorts after all rows inside it.
+    # Newest-first (oldest-first for ASC) probing: rows are stored roughly in `occurred`
+    # order, so a narrow time window lets DuckDB skip most of the table by its zone maps. A
+    # window that holds `want` rows is an exact answer: every row outside it sorts after
+    # every row inside it. Windows are sized by the filter's average density, then widened.
     window = span * min(1.0, _PROBE_SLACK * want / max(state.total, 1))
     while window < span:
         if flt.order is EventOrder.DESC:
-            bound_sql, bound = "AND e.occurred >= ?", until - window
+            edge_sql, edge_value = "AND e.occurred >= ?", until - window
         else:
-            bound_sql, bound = "AND e.occurred <= ?", since + window
+            edge_sql, edge_value = "AND e.occurred <= ?", since + window
         rows = cur.execute(
-            sql.replace("{window}", bound_sql), [*frozen_params, bound, want]
+            sql.replace("<window>", edge_sql), [*frozen_params, edge_value, want]
         ).fetchall()
         if len(rows) >= want:
             return [(r[0], r[1]) for r in rows]
         window *= _PROBE_GROWTH
-    rows = cur.execute(sql.replace("{window}", ""), [*frozen_params, want]).fetchall()
+    rows = cur.execute(sql.replace("<window>", ""), [*frozen_params, want]).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
@@ -230,25 +236,32 @@ def _labels(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
     return dict(pairs) if pairs else {}
 
 
-def fetch_events(
-    cur: duckdb.DuckDBPyConnection, keys: list[tuple[datetime, str]]
+def _fetch_events(
+    cur: duckdb.DuckDBPyConnection, state: _PageState, keys: list[tuple[datetime, str]]
 ) -> list[ReceivedEvent]:
-    """Full events for ``(occurred, id)`` keys, in the keys' order.
+    """The full events for ``keys``, in the keys' order.
 
-    The occurred range lets DuckDB prune row groups; rows come back through Arrow because
-    DuckDB's own Python conversion of MAP columns costs ~1 ms per row.
+    Selected by the keys' occurred range plus the filter (so only matching rows of that short
+    range are materialised), then picked by id here. Measured: adding ``ORDER BY … LIMIT`` or
+    ``id IN (…)`` to this query makes DuckDB fetch rows by rowid, ~4x slower (11 ms vs 2.5 ms);
+    and Arrow is used because DuckDB's Python conversion of MAP values costs ~1 ms per row.
     """
     if not keys:
         return []
+    where, params = state.filter.to_sql()
     lo = min(k[0] for k in keys)
     hi = max(k[0] for k in keys)
     sql = (
-        f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.occurred BETWEEN ? AND ? "
-        f"AND e.id IN ({', '.join(['?::UUID'] * len(keys))})"
+        f"SELECT {_EVENT_COLUMNS} FROM events e "
+        f"WHERE e.occurred BETWEEN ? AND ? AND ({where}) AND e.received <= ?"
     )
-    table = cur.execute(sql, [lo, hi, *(k[1] for k in keys)]).fetch_arrow_table()
+    bound = us_to_datetime(state.received_bound_us)
+    table = cur.execute(sql, [lo, hi, *params, bound]).fetch_arrow_table()
+    wanted = {k[1] for k in keys}
     by_id: dict[str, ReceivedEvent] = {}
     for row in table.to_pylist():
+        if row["id"] not in wanted:
+            continue
         by_id[row["id"]] = ReceivedEvent(
             id=row["id"],
             occurred=to_utc(row["occurred"]),
@@ -284,16 +297,19 @@ def query_events(
         if limit < 0:
             raise InvalidFilter(f"limit must be 0 or more, got {limit}")
         resolved = (filter or EventFilter()).resolve(now)
-        bound = _fetch_scalar(cur, "SELECT max(received) FROM events", [])
-        if bound is None:
+        row = cur.execute(
+            "SELECT max(received), min(occurred), max(occurred) FROM events"
+        ).fetchone()
+        if row is None or row[0] is None:
             return Page(events=[], total=0, next_page=None)
-        bound_us = datetime_to_us(bound)
+        bound_us = datetime_to_us(row[0])
         state = _PageState(
             filter=resolved,
             limit=limit,
             total=_count_total(cur, resolved, bound_us),
             received_bound_us=bound_us,
             cursor=None,
+            data_range=(datetime_to_us(row[1]), datetime_to_us(row[2])),
         )
     limit = state.limit
     if state.filter.logical_limit is not None:
@@ -313,10 +329,11 @@ def query_events(
                 total=state.total,
                 received_bound_us=state.received_bound_us,
                 cursor=(datetime_to_us(last_occurred), last_id),
+                data_range=state.data_range,
             ),
             token_key,
         )
-    return Page(events=fetch_events(cur, keys), total=state.total, next_page=next_page)
+    return Page(events=_fetch_events(cur, state, keys), total=state.total, next_page=next_page)
 
 
 def _count_total(
@@ -516,7 +533,6 @@ __all__ = [
     "Page",
     "TimeUnit",
     "count_events",
-    "fetch_events",
     "query_events",
     "time_buckets",
 ]

@@ -21,8 +21,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 received TIMESTAMPTZ NOT NULL,
                 event VARCHAR NOT NULL,
                 resource_id VARCHAR NOT NULL,
-                resource MAP(VARCHAR, VARCHAR) NOT NULL,
-                related MAP(VARCHAR, VARCHAR)[] NOT NULL,
+                resource JSON NOT NULL,
+                related JSON NOT NULL,
                 payload JSON NOT NULL,
                 follows UUID
             )
@@ -32,9 +32,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             SELECT id AS event_id, occurred, event, resource_id, '' AS role, resource AS labels
             FROM events
             UNION ALL
-            SELECT e.id, e.occurred, e.event, r['prefect.resource.id'],
-                   r['prefect.resource.role'], r
-            FROM events AS e, UNNEST(e.related) AS t(r)
+            SELECT e.id, e.occurred, e.event, r->>'prefect.resource.id',
+                   r->>'prefect.resource.role', r
+            FROM events AS e, UNNEST(CAST(e.related AS JSON[])) AS t(r)
             """,
         ],
     ),

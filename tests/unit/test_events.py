@@ -123,7 +123,7 @@ def test_columns_keep_labels_in_order() -> None:
     cols, _ = json_events_to_columns([spider_walked()], RECEIVED, SMALL)
     assert cols.resource(0) == {"prefect.resource.id": "spider.1",
                                 "prefect.resource.name": "Charlotte"}
-    assert cols.related(0) == [{"prefect.resource.id": "web.9", "prefect.resource.role": "home"}]
+    assert cols.related_resources(0) == [{"prefect.resource.id": "web.9", "prefect.resource.role": "home"}]
     assert cols.payloads == ['{"legs":8}']
 
 

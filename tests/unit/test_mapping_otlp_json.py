@@ -131,7 +131,7 @@ def test_trace_example_maps_to_events() -> None:
     assert result.rejected == 0
     assert result.columns.names == ["otel.span.unset"]
     assert result.columns.resource(0)["prefect.resource.id"] == "otel.service.my.service"
-    assert [r["prefect.resource.id"] for r in result.columns.related(0)] == [
+    assert [r["prefect.resource.id"] for r in result.columns.related_resources(0)] == [
         "otel.span.eee19b7ec3c1b174",
         "otel.trace.5b8efff798038103d269b633813fc60c",
         "otel.span.eee19b7ec3c1b173",

@@ -115,7 +115,7 @@ def event(result: MappingResult, i: int) -> dict[str, Any]:
         "occurred_us": c.occurred_us[i],
         "event": c.names[i],
         "resource": c.resource(i),
-        "related": c.related(i),
+        "related": c.related_resources(i),
         "payload": orjson.loads(c.payloads[i]),
     }
 

@@ -62,7 +62,7 @@ def test_public_tables_read_naturally_in_sql(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "s.duckdb")
     store_batch(store, batch((uuid7_str(), "x", NOW)))
     cur = store.cursor()
-    assert cur.execute("SELECT resource['service.name'] FROM events").fetchone() == ("checkout",)
+    assert cur.execute("SELECT resource->>'service.name' FROM events").fetchone() == ("checkout",)
     rows = cur.execute(
         "SELECT role, resource_id FROM event_resources ORDER BY role"
     ).fetchall()

@@ -1,0 +1,129 @@
+"""Native ingest throughput: events/s acknowledged (= committed to the DuckDB file) through the
+gRPC `Emit` with batches of 1,000 from several concurrent client processes, plus server RSS.
+
+    .venv/bin/python benchmarks/ingest_native.py --clients 4 --seconds 20
+
+Each client process pre-builds its request bodies (realistic events: 3–6 labels, 0–3 related
+resources, a small payload) so the measurement is the server, not JSON encoding in the client.
+After the run the server gets SIGTERM and the events in the file are counted: every
+acknowledged event must be there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._server import ServerProcess  # noqa: E402
+from collector._proto import herald_pb2, herald_pb2_grpc  # noqa: E402
+
+SERVICES = ["checkout", "payments", "inventory", "shipping", "search", "auth"]
+VERBS = ["created", "updated", "shipped", "failed", "retried", "completed"]
+
+
+def make_batch(rng: random.Random, size: int) -> bytes:
+    events = []
+    for _ in range(size):
+        svc = rng.choice(SERVICES)
+        labels = {"prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
+                  "prefect.resource.name": f"{svc} {rng.randrange(100)}"}
+        for k in range(rng.randint(1, 4)):
+            labels[f"label.{k}"] = f"value-{rng.randrange(50)}"
+        related = [
+            {"prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
+             "prefect.resource.role": rng.choice(["customer", "tenant", "flow"])}
+            for _ in range(rng.randint(0, 3))
+        ]
+        events.append({
+            "event": f"app.{svc}.{rng.choice(VERBS)}",
+            "resource": labels,
+            "related": related,
+            "payload": {"amount": rng.randrange(1000), "currency": "EUR"},
+            "id": str(uuid.uuid4()),
+        })
+    return orjson.dumps(events)
+
+
+def client(address: str, seconds: float, batch: int, seed: int, out: mp.Queue) -> None:
+    rng = random.Random(seed)
+    # Pre-build distinct bodies; ids are rewritten per send so nothing is deduped away.
+    bodies = [orjson.loads(make_batch(rng, batch)) for _ in range(4)]
+    channel = grpc.insecure_channel(address, options=[
+        ("grpc.max_send_message_length", 64 << 20)])
+    stub = herald_pb2_grpc.HeraldStub(channel)
+    acked = busy = 0
+    latencies = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        events = bodies[i % len(bodies)]
+        i += 1
+        for ev in events:
+            ev["id"] = str(uuid.uuid4())
+        payload = orjson.dumps(events)
+        t0 = time.perf_counter()
+        try:
+            reply = stub.Emit(herald_pb2.EmitRequest(events_json=payload), timeout=60)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                busy += 1
+                time.sleep(0.05)
+                continue
+            raise
+        latencies.append(time.perf_counter() - t0)
+        acked += reply.accepted
+    out.put((acked, busy, latencies))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--batch", type=int, default=1000)
+    args = ap.parse_args()
+
+    server = ServerProcess()
+    try:
+        out: mp.Queue = mp.Queue()
+        procs = [mp.Process(target=client, args=(server.grpc, args.seconds, args.batch, s, out))
+                 for s in range(args.clients)]
+        t0 = time.monotonic()
+        for p in procs:
+            p.start()
+        results = [out.get() for _ in procs]
+        elapsed = time.monotonic() - t0
+        for p in procs:
+            p.join()
+        acked = sum(r[0] for r in results)
+        busy = sum(r[1] for r in results)
+        lats = sorted(x for r in results for x in r[2])
+        code = server.stop()
+        stored = server.count_events()
+        p50 = lats[len(lats) // 2] * 1000 if lats else 0
+        p99 = lats[int(len(lats) * 0.99)] * 1000 if lats else 0
+        print(f"clients={args.clients} batch={args.batch} seconds={elapsed:.1f}")
+        print(f"acknowledged events      {acked}")
+        print(f"events/s acknowledged    {acked / elapsed:,.0f}")
+        print(f"request latency p50/p99  {p50:.1f} ms / {p99:.1f} ms")
+        print(f"busy answers (retried)   {busy}")
+        print(f"server max RSS           {server.max_rss_mb:.0f} MB")
+        print(f"stored after SIGTERM     {stored} (exit code {code})")
+        if stored < acked:
+            print("ERROR: acknowledged events are missing from the store")
+            sys.exit(1)
+    finally:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
