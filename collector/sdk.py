@@ -24,6 +24,8 @@ from collector.errors import Busy, EventTooLarge, HeraldError, ServerUnreachable
 
 log = logging.getLogger(__name__)
 
+_STOP: dict[str, Any] = {}  # sentinel that ends the sending thread (compared by identity)
+
 # Prefect's TIGHT_TIMING: `follows` is only kept when the two events are this close.
 TIGHT_TIMING = timedelta(minutes=5)
 
@@ -53,6 +55,9 @@ class EventsWorker:
 
     def send(self, item: dict[str, Any]) -> None:
         """Queue one event (JSON shape); drops it with a warning if the queue is full."""
+        if self._stopped:
+            log.warning("Herald events worker is closed; dropping event %s", item.get("id"))
+            return
         try:
             with self._lock:
                 self._queue.put_nowait(item)
@@ -71,6 +76,13 @@ class EventsWorker:
                 self._lock.wait(left)
         return True
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush, then end the sending thread."""
+        self.flush(timeout)
+        self._stopped = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
     def _take_batch(self) -> list[dict[str, Any]]:
         batch = [self._queue.get()]
         deadline = time.monotonic() + self._interval
@@ -87,6 +99,12 @@ class EventsWorker:
         client = HeraldClient(self._address, self._token, timeout=10.0)
         while True:
             batch = self._take_batch()
+            if batch[-1] is _STOP:
+                batch.pop()
+                if batch:
+                    self._deliver(client, batch)
+                client.close()
+                return
             self._deliver(client, batch)
             with self._lock:
                 self._unsent -= len(batch)
