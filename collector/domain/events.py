@@ -36,18 +36,19 @@ class Limits:
 
 def check_resource(labels: Any, where: str, limits: Limits, *, role: bool = False) -> None:
     """Raise ``InvalidEvent`` naming ``where`` unless ``labels`` is a valid resource."""
-    if labels is None:
-        raise InvalidEvent(f"{where}: is required")
-    if not isinstance(labels, dict):
+    # Hot path (every event of every native request): exact type checks, one pass.
+    if type(labels) is not dict:
+        if labels is None:
+            raise InvalidEvent(f"{where}: is required")
         raise InvalidEvent(f"{where}: must be an object of string labels")
     rid = labels.get(RESOURCE_ID)
-    if rid is None:
-        raise InvalidEvent(f"{where}: resources must include the {RESOURCE_ID} label")
-    if not isinstance(rid, str) or not rid:
+    if type(rid) is not str or not rid:
+        if rid is None:
+            raise InvalidEvent(f"{where}: resources must include the {RESOURCE_ID} label")
         raise InvalidEvent(f"{where}: the {RESOURCE_ID} label must be a non-empty string")
     if role:
         r = labels.get(RESOURCE_ROLE)
-        if not isinstance(r, str) or not r:
+        if type(r) is not str or not r:
             raise InvalidEvent(
                 f"{where}: related resources must include a non-empty {RESOURCE_ROLE} label"
             )
@@ -55,10 +56,11 @@ def check_resource(labels: Any, where: str, limits: Limits, *, role: bool = Fals
         raise InvalidEvent(
             f"{where}: {len(labels)} labels; at most {limits.max_labels_per_resource} are allowed"
         )
-    for key, value in labels.items():
-        if not isinstance(value, str):
+    for value in labels.values():
+        if type(value) is not str:
+            key = next(k for k, v in labels.items() if type(v) is not str)
             raise InvalidEvent(
-                f"{where}.{key}: label values must be strings, got {type(value).__name__}"
+                f"{where}.{key}: label values must be strings, got {type(labels[key]).__name__}"
             )
 
 

@@ -8,6 +8,7 @@ the grammar by hand (``check_event_parts``) instead of building a pydantic model
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import orjson
 
 from collector.domain.columns import EventColumns
-from collector.domain.events import Limits, check_event_parts, datetime_to_us
+from collector.domain.events import RESOURCE_ID, Limits, check_event_parts, datetime_to_us
 from collector.domain.ids import uuid7_str
 from collector.errors import EventTooLarge, InvalidEvent, InvalidInput
+
+_dumps = orjson.dumps
 
 
 def parse_events_json(body: bytes) -> list[Any]:
@@ -45,9 +48,14 @@ def _occurred_us(value: Any, received_us: int) -> int:
     return datetime_to_us(when)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid(value: Any, field: str) -> str | None:
     if value is None:
         return None
+    if type(value) is str and len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
+        return value  # the common, already-canonical form: skip building a UUID object
     if not isinstance(value, str):
         raise InvalidEvent(f"{field}: must be a UUID string")
     try:
@@ -57,7 +65,7 @@ def _uuid(value: Any, field: str) -> str | None:
 
 
 def _one(item: Any, cols: EventColumns, received_us: int, limits: Limits) -> None:
-    if not isinstance(item, dict):
+    if type(item) is not dict:
         raise InvalidEvent("must be a JSON object")
     name = item.get("event")
     resource = item.get("resource")
@@ -66,19 +74,24 @@ def _one(item: Any, cols: EventColumns, received_us: int, limits: Limits) -> Non
     payload = item.get("payload")
     if payload is None:
         payload = {}
-    elif not isinstance(payload, dict):
+    elif type(payload) is not dict:
         raise InvalidEvent("payload: must be a JSON object")
     occurred = _occurred_us(item.get("occurred"), received_us)
     event_id = _uuid(item.get("id"), "id") or uuid7_str()
     follows = _uuid(item.get("follows"), "follows")
-    payload_json = orjson.dumps(payload).decode()
-    # The whole event's JSON size; labels and payload dominate, so this is close to exact.
-    size = len(payload_json) + len(orjson.dumps(resource)) + len(orjson.dumps(related)) + len(name)
-    if size + 200 > limits.max_event_bytes:
+    # Each part is serialized once: for the size check and for storage.
+    resource_json = _dumps(resource).decode()
+    related_json = _dumps(related).decode() if related else "[]"
+    payload_json = _dumps(payload).decode()
+    size = len(resource_json) + len(related_json) + len(payload_json) + len(name) + 200
+    if size > limits.max_event_bytes:
         raise EventTooLarge(
             f"event is about {size} bytes of JSON; at most {limits.max_event_bytes} are allowed"
         )
-    cols.append(event_id, occurred, name, resource, related, payload_json, follows)
+    cols.append_json(
+        event_id, occurred, name, resource[RESOURCE_ID], resource_json, related_json,
+        payload_json, follows,
+    )
 
 
 def json_events_to_columns(
