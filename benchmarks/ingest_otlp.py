@@ -377,6 +377,7 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                  str(server.proc.pid), "--duration", str(int(args.seconds)), "--rate", "200",
                  "--nonblocking", "--format", args.profile_format,
+                 *(["--gil"] if args.profile_gil else []),
                  "-o", str(args.profile / f"{name}.{PROFILE_SUFFIX[args.profile_format]}")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -437,6 +438,8 @@ def main() -> None:
                         help="record a py-spy flame graph of the server per scenario into DIR")
     parser.add_argument("--profile-format", choices=sorted(PROFILE_SUFFIX), default="flamegraph",
                         help="py-spy output format (raw = collapsed stacks, for scripts)")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="sample only the thread holding the GIL (where serialized time goes)")
     args = parser.parse_args()
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]

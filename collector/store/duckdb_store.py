@@ -24,6 +24,15 @@ from collector.errors import StoreError
 from collector.store.schema import migrate
 
 _TS = pa.timestamp("us", tz="UTC")
+
+# The store needs no files but its own, no network and no extensions beyond the built-in ones;
+# turning that off for the whole database (and locking the setting) means user SQL cannot
+# either — whatever slips past the statement checks in ``store/sql.py``.
+_LOCKED_DOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 _JSON = pa.json_(pa.string())
 
 
@@ -85,7 +94,7 @@ class EventStore:
         self.path = str(path)
         self.read_only = read_only
         try:
-            self._conn = duckdb.connect(self.path, read_only=read_only)
+            self._conn = duckdb.connect(self.path, read_only=read_only, config=_LOCKED_DOWN)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreError(
@@ -93,7 +102,9 @@ class EventStore:
                     "use the server instead of --db)"
                 ) from None
             raise StoreError(f"cannot open {self.path}: {exc}") from None
-        self._conn.execute("SET TimeZone = 'UTC'")
+        # Times come back in UTC for every cursor; then nothing may change settings any more.
+        self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._conn.execute("SET lock_configuration = true")
         if not read_only:
             migrate(self._conn)
         self._write_lock = threading.Lock()
@@ -101,9 +112,7 @@ class EventStore:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one reading thread (a DuckDB connection is not thread-safe)."""
-        cur = self._conn.cursor()
-        cur.execute("SET TimeZone = 'UTC'")
-        return cur
+        return self._conn.cursor()
 
     def append(self, batch: pa.Table) -> int:
         """Insert an Arrow batch from ``columns_to_arrow`` and commit; returns rows inserted.
