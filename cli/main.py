@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 
 from cli._state import CliState
+from cli import events
 from cli.emit import emit
 from cli.serve import serve
+from cli.sql import sql
 
 app = typer.Typer(
     help="Herald: an OpenTelemetry-compatible event collector — events, feed, SQL, automations.",
@@ -35,6 +37,8 @@ def root(
 
 app.command()(serve)
 app.command()(emit)
+app.add_typer(events.app, name="events")
+app.command()(sql)
 
 
 def main() -> None:

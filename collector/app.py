@@ -19,13 +19,16 @@ from collector.errors import ConfigError, StoreError
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.http_server import Route, build_app
 from collector.server.ingest import NativeIngest
+from collector.server.feed_http import feed_routes
 from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
 from collector.server.otlp_grpc import LogsServicer, MetricsServicer, OtlpIngest, TraceServicer
 from collector.server.otlp_http import otlp_routes
 from collector.store.duckdb_store import EventStore
+from collector.store.reader import EventReader
 from collector.store.retention import apply_retention
 from collector.store.writer import BatchWriter
+from collector.tail import TailHub
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class Herald:
         self.auth = Authenticator(config.auth)
         self.store: EventStore | None = None
         self.writer: BatchWriter | None = None
+        self.reader: EventReader | None = None
+        self.tail: TailHub | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,11 +73,16 @@ class Herald:
             queue_max_events=cfg.storage.queue_max_events,
         )
         self.writer.start()
+        self.reader = EventReader(self.store, cfg.query, clock=self.clock)
+        self.tail = TailHub(asyncio.get_running_loop(), cfg.query.tail_buffer_events)
+        self.writer.add_listener(self.tail.on_commit)
         ingest = NativeIngest(self.writer, self.limits)
         otlp = OtlpIngest(self.writer, self.limits)
         try:
             await self._start_grpc(ingest, otlp)
-            await self._start_http([*native_routes(ingest), *otlp_routes(otlp)])
+            await self._start_http(
+                [*native_routes(ingest), *otlp_routes(otlp), *feed_routes(self.reader)]
+            )
         except BaseException:
             await self.stop()
             raise
@@ -96,7 +106,10 @@ class Herald:
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail loudly
             ]
         )
-        herald_pb2_grpc.add_HeraldServicer_to_server(HeraldServicer(ingest, self.auth), server)
+        assert self.reader is not None and self.tail is not None
+        herald_pb2_grpc.add_HeraldServicer_to_server(
+            HeraldServicer(ingest, self.reader, self.tail, self.auth), server
+        )
         # OTLP on the same server and port as the native API (SPEC §3: both on :4317).
         for otlp_servicer in (TraceServicer, LogsServicer, MetricsServicer):
             otlp_servicer(otlp, self.auth).add_to_server(server)

@@ -4,10 +4,12 @@ into Herald errors (the reverse of ``server/status.py``) so callers handle one h
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import orjson
+import pyarrow as pa
 
 from collector import errors as e
 from collector._proto import herald_pb2, herald_pb2_grpc
@@ -69,6 +71,71 @@ class HeraldClient:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from None
         return reply.accepted, [(err.index, err.message) for err in reply.errors]
+
+    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata())
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.address) from None
+
+    def query(
+        self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
+    ) -> dict[str, Any]:
+        """One feed page: ``{"events": [...], "total": n, "next_page": token | None}``."""
+        reply = self._call(self._stub.QueryEvents, herald_pb2.QueryRequest(
+            filter_json=orjson.dumps(filter) if filter is not None else b"",
+            limit=limit or 0, page_token=page_token or "",
+        ))
+        return {
+            "events": orjson.loads(reply.events_json),
+            "total": reply.total,
+            "next_page": reply.next_page or None,
+        }
+
+    def count(
+        self, filter: dict[str, Any] | None, countable: str, time_unit: str = "day",
+        time_interval: float = 1.0,
+    ) -> list[dict[str, Any]]:
+        reply = self._call(self._stub.CountEvents, herald_pb2.CountRequest(
+            filter_json=orjson.dumps(filter) if filter is not None else b"",
+            countable=countable, time_unit=time_unit, time_interval=time_interval,
+        ))
+        out: list[dict[str, Any]] = orjson.loads(reply.counts_json)
+        return out
+
+    def get(self, event_id: str) -> dict[str, Any]:
+        reply = self._call(self._stub.GetEvent, herald_pb2.GetEventRequest(id=event_id))
+        out: dict[str, Any] = orjson.loads(reply.event_json)
+        return out
+
+    def sql(self, sql: str) -> tuple[pa.Table, bool]:
+        """Run one read-only statement; returns (Arrow table, truncated)."""
+        reply = self._call(self._stub.Sql, herald_pb2.SqlRequest(sql=sql), timeout=600)
+        return pa.ipc.open_stream(reply.arrow_ipc).read_all(), reply.truncated
+
+    def tail(
+        self, filter: dict[str, Any] | None, backfill: bool = True, backfill_limit: int = 0
+    ) -> Iterator[tuple[str, Any]]:
+        """Live events: yields ``("event", dict)`` and ``("lagged", missed_count)``."""
+        stream = self._stub.Tail(
+            herald_pb2.TailRequest(
+                filter_json=orjson.dumps(filter) if filter is not None else b"",
+                backfill=backfill, backfill_limit=backfill_limit,
+            ),
+            metadata=self._metadata(),
+        )
+        try:
+            for message in stream:
+                if message.WhichOneof("item") == "lagged":
+                    yield "lagged", message.lagged
+                else:
+                    yield "event", orjson.loads(message.event_json)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise error_from_rpc(exc, self.address) from None
+        finally:
+            stream.cancel()
 
     def close(self) -> None:
         self._channel.close()

@@ -39,6 +39,31 @@ class HeraldStub:
                 request_serializer=collector_dot___proto_dot_herald__pb2.EmitRequest.SerializeToString,
                 response_deserializer=collector_dot___proto_dot_herald__pb2.EmitResponse.FromString,
                 _registered_method=True)
+        self.QueryEvents = channel.unary_unary(
+                '/herald.v1.Herald/QueryEvents',
+                request_serializer=collector_dot___proto_dot_herald__pb2.QueryRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.QueryResponse.FromString,
+                _registered_method=True)
+        self.CountEvents = channel.unary_unary(
+                '/herald.v1.Herald/CountEvents',
+                request_serializer=collector_dot___proto_dot_herald__pb2.CountRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.CountResponse.FromString,
+                _registered_method=True)
+        self.GetEvent = channel.unary_unary(
+                '/herald.v1.Herald/GetEvent',
+                request_serializer=collector_dot___proto_dot_herald__pb2.GetEventRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.EventResponse.FromString,
+                _registered_method=True)
+        self.Tail = channel.unary_stream(
+                '/herald.v1.Herald/Tail',
+                request_serializer=collector_dot___proto_dot_herald__pb2.TailRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.TailMessage.FromString,
+                _registered_method=True)
+        self.Sql = channel.unary_unary(
+                '/herald.v1.Herald/Sql',
+                request_serializer=collector_dot___proto_dot_herald__pb2.SqlRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.SqlResponse.FromString,
+                _registered_method=True)
 
 
 class HeraldServicer:
@@ -51,6 +76,41 @@ class HeraldServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryEvents(self, request, context):
+        """The event feed: one page of events matching a filter (keyset paging).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountEvents(self, request, context):
+        """Counts of matching events by event name, resource or time bucket.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvent(self, request, context):
+        """One event by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Tail(self, request, context):
+        """A live, filtered stream of new events (optionally after a backfill).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sql(self, request, context):
+        """One read-only SQL statement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeraldServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +118,31 @@ def add_HeraldServicer_to_server(servicer, server):
                     servicer.Emit,
                     request_deserializer=collector_dot___proto_dot_herald__pb2.EmitRequest.FromString,
                     response_serializer=collector_dot___proto_dot_herald__pb2.EmitResponse.SerializeToString,
+            ),
+            'QueryEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryEvents,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.QueryRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.QueryResponse.SerializeToString,
+            ),
+            'CountEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountEvents,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.CountRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.CountResponse.SerializeToString,
+            ),
+            'GetEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvent,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.GetEventRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.EventResponse.SerializeToString,
+            ),
+            'Tail': grpc.unary_stream_rpc_method_handler(
+                    servicer.Tail,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.TailRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.TailMessage.SerializeToString,
+            ),
+            'Sql': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sql,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.SqlRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.SqlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +172,141 @@ class Herald:
             '/herald.v1.Herald/Emit',
             collector_dot___proto_dot_herald__pb2.EmitRequest.SerializeToString,
             collector_dot___proto_dot_herald__pb2.EmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Herald/QueryEvents',
+            collector_dot___proto_dot_herald__pb2.QueryRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Herald/CountEvents',
+            collector_dot___proto_dot_herald__pb2.CountRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Herald/GetEvent',
+            collector_dot___proto_dot_herald__pb2.GetEventRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.EventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.v1.Herald/Tail',
+            collector_dot___proto_dot_herald__pb2.TailRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.TailMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sql(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Herald/Sql',
+            collector_dot___proto_dot_herald__pb2.SqlRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.SqlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,9 +77,7 @@ def _positive_matcher(body: str) -> ValueMatcher:
         if not head:
             return lambda value: value.endswith(tail)
         least = len(head) + len(tail)
-        return lambda value: (
-            len(value) >= least and value.startswith(head) and value.endswith(tail)
-        )
+        return lambda value: len(value) >= least and value.startswith(head) and value.endswith(tail)
     regex = re.compile(
         "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in body),
         re.DOTALL,  # like SQL LIKE, `*`/`?` also match newlines
@@ -157,9 +155,7 @@ def compile_spec(spec: ResourceSpecification) -> Callable[[Mapping[str, str]], b
     return matches
 
 
-def any_labels_match(
-    spec: ResourceSpecification, candidates: Sequence[Mapping[str, str]]
-) -> bool:
+def any_labels_match(spec: ResourceSpecification, candidates: Sequence[Mapping[str, str]]) -> bool:
     """Prefect's ``ResourceSpecification.includes``: an empty spec matches even no candidates;
     otherwise some single candidate must satisfy the whole spec."""
     if not spec:

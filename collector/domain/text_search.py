@@ -1,9 +1,10 @@
 """Prefect's event text search (P§4.4, ``text_search_parser.py``): the query syntax and the
 text an event is searched in.
 
-Owns parsing (``parse_text_query``), the search space of one event, in memory
-(``searchable_text``) and as a DuckDB expression (``SEARCHABLE_SQL``), kept side by side so
-the feed's SQL and the live tail's in-memory filter agree. No pydantic, no DuckDB.
+Owns parsing (``parse_text_query``) and the search space of one event in memory
+(``searchable_text``); its SQL twin is ``LabelStorage.searchable`` in
+``collector.domain.filters``, and the filter tests check that the two agree. No pydantic, no
+DuckDB.
 
 Syntax: space-separated terms are ORed; ``-term``/``!term`` excludes; ``+term`` is required;
 ``"a phrase"`` matches exactly (``\\"`` escapes a quote); a prefix followed by a space is
@@ -118,19 +119,8 @@ def searchable_text(
     related: Iterable[Mapping[str, str]],
     payload_json: str,
 ) -> str:
-    """The text one event is searched in (not lowercased); mirrors ``SEARCHABLE_SQL``:
+    """The text one event is searched in (not lowercased), as ``LabelStorage.searchable``:
     the name, the resource's label values, the related resources' label values and the
     payload JSON, each group space-joined, the four joined by single spaces."""
     related_values = " ".join(v for item in related for v in item.values())
     return " ".join((name, " ".join(resource.values()), related_values, payload_json))
-
-
-# The same text as DuckDB computes it for a row of ``events`` aliased ``e``, lowercased.
-# ``payload::VARCHAR`` is the JSON text as stored (ingest writes it with orjson, compact).
-# concat_ws over four parts measured ~25% faster than one list_concat + array_to_string
-# (775 ms vs 1,050 ms per 1M events); a full-row text search is a scan either way.
-SEARCHABLE_SQL = (
-    "lower(concat_ws(' ', e.event, array_to_string(map_values(e.resource), ' '), "
-    "array_to_string(flatten(list_transform(e.related, lambda r: map_values(r))), ' '), "
-    "e.payload::VARCHAR))"
-)

@@ -57,7 +57,9 @@ def logs_to_events(
     """Map an ``ExportLogsServiceRequest`` to events; ``received_us`` stamps undated records."""
     cols = EventColumns()
     result = MappingResult(cols)
-    append = cols.append
+    # Labels go into the columns as JSON text; a resource's is serialized once for all of
+    # its records.
+    append = cols.append_json
     dumps = orjson.dumps
     max_labels = limits.max_labels_per_resource
     max_related = limits.max_related_resources
@@ -66,13 +68,14 @@ def logs_to_events(
 
     for ri, rl in enumerate(request.resource_logs):
         resource, res_cut = resource_labels(rl.resource, max_labels)
+        resource_id = resource[RESOURCE_ID]
+        resource_json = dumps(resource).decode()
         res_key = identity_digest(rl.resource)
-        res_size = len(dumps(resource)) + _EVENT_OVERHEAD
+        res_size = len(resource_json) + _EVENT_OVERHEAD
         for si, sl in enumerate(rl.scope_logs):
             scope = sl.scope
             scope_item = scope_related(scope)
             scope_key = identity_digest(scope)
-            shared_size = res_size + (len(dumps(scope_item)) if scope_item else 0)
             for li, record in enumerate(sl.log_records):
                 attrs = record.attributes
                 values = attributes_to_values(attrs) if attrs else {}
@@ -125,7 +128,8 @@ def logs_to_events(
                 if truncated:
                     payload[TRUNCATED] = truncated
                 payload_bytes = dumps(payload)
-                size = shared_size + len(payload_bytes) + 4 * len(name)
+                related_bytes = dumps(related)
+                size = res_size + len(payload_bytes) + len(related_bytes) + 4 * len(name)
                 if size > max_bytes:
                     result.reject(
                         f"{_where(ri, si, li)}: event is about {size} bytes of JSON; "
@@ -144,8 +148,9 @@ def logs_to_events(
                     ),
                     occurred,
                     name,
-                    resource,
-                    related,
+                    resource_id,
+                    resource_json,
+                    related_bytes.decode(),
                     payload_bytes.decode(),
                 )
     return result

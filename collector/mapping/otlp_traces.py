@@ -45,6 +45,11 @@ TRACE_ID_LABEL = "otel.trace_id"
 # Room for the event's fixed JSON (keys, id, times, event name) in the size estimate.
 _EVENT_OVERHEAD = 300
 
+# JSON fragments of the related items Herald writes itself (keys and values need no escaping).
+_TRACE_ROLE = f'"{RESOURCE_ROLE}":"trace"'
+_PARENT_ROLE = f'"{RESOURCE_ROLE}":"parent-span"'
+_LINK_ROLE = f'"{RESOURCE_ROLE}":"link"'
+
 
 def traces_to_events(
     request: ExportTraceServiceRequest, received_us: int, limits: Limits
@@ -52,11 +57,14 @@ def traces_to_events(
     """Map an ``ExportTraceServiceRequest`` to events; ``received_us`` stamps undated spans.
 
     One loop, few helper calls: this runs per span on the ingest hot path, and Python function
-    calls are a large share of the cost per span.
+    calls are a large share of the cost per span. Labels go into the columns as JSON text, so
+    what many events share is serialized once: the resource per ``ResourceSpans``, the
+    related list of a span's events per span. The JSON that is stored is also what the size
+    check measures.
     """
     cols = EventColumns()
     result = MappingResult(cols)
-    append = cols.append
+    append = cols.append_json
     dumps = orjson.dumps
     max_labels = limits.max_labels_per_resource
     max_related = limits.max_related_resources
@@ -65,11 +73,16 @@ def traces_to_events(
 
     for ri, rs in enumerate(request.resource_spans):
         resource, res_cut = resource_labels(rs.resource, max_labels)
-        # Byte sizes of the parts shared by many events, for the event size check.
-        res_size = len(dumps(resource)) + _EVENT_OVERHEAD
+        resource_id = resource[RESOURCE_ID]
+        resource_json = dumps(resource).decode()
+        res_size = len(resource_json) + _EVENT_OVERHEAD
+        # The JSON of a span's trace item is rebuilt only when the trace changes (SDKs send a
+        # trace's spans together).
+        last_trace_id = b""
+        trace_hex = trace_json = ""
         for si, ss in enumerate(rs.scope_spans):
             scope_item = scope_related(ss.scope)
-            shared_size = res_size + (len(dumps(scope_item)) if scope_item else 0)
+            scope_json = dumps(scope_item).decode() if scope_item is not None else ""
             for pi, span in enumerate(ss.spans):
                 trace_id = span.trace_id
                 span_id = span.span_id
@@ -90,7 +103,10 @@ def traces_to_events(
                     result.reject(f"{_where(ri, si, pi, span)}: {problem}")
                     continue
 
-                trace_hex = trace_id.hex()
+                if trace_id != last_trace_id:
+                    last_trace_id = trace_id
+                    trace_hex = trace_id.hex()
+                    trace_json = f'{{"{RESOURCE_ID}":"otel.trace.{trace_hex}",{_TRACE_ROLE}}}'
                 name = span.name
                 kind = span.kind
                 kind_s = SPAN_KINDS[kind] if 0 <= kind <= 5 else "unspecified"
@@ -113,14 +129,14 @@ def traces_to_events(
                         truncated["span"] = cut
                 else:
                     span_item = span_base
-                trace_item = {RESOURCE_ID: "otel.trace." + trace_hex, RESOURCE_ROLE: "trace"}
-                related = [span_item, trace_item]
+                span_json = dumps(span_item).decode()
+                # The related list is joined from JSON parts: ids and roles need no escaping,
+                # and the trace and scope parts are shared by many spans.
+                related = [span_json, trace_json]
                 if parent and parent != ZERO_SPAN_ID:
-                    related.append(
-                        {RESOURCE_ID: "otel.span." + parent.hex(), RESOURCE_ROLE: "parent-span"}
-                    )
-                if scope_item is not None:
-                    related.append(scope_item)
+                    related.append(f'{{"{RESOURCE_ID}":"otel.span.{parent.hex()}",{_PARENT_ROLE}}}')
+                if scope_json:
+                    related.append(scope_json)
                 links = span.links
                 cut = _add_links(links, related, max_related) if links else 0
                 if len(related) > max_related:
@@ -129,6 +145,7 @@ def traces_to_events(
                 if cut:
                     truncated = truncated or {}
                     truncated["related"] = cut
+                related_json = "[" + ",".join(related) + "]"
 
                 start = span.start_time_unix_nano
                 end = span.end_time_unix_nano
@@ -149,10 +166,8 @@ def traces_to_events(
                 }
                 if truncated:
                     payload[TRUNCATED] = truncated
-                payload_bytes = dumps(payload)
-                # The span's labels are the one big part of unknown size (orjson measures them
-                # faster than summing lengths); the other related items are ids, ~100 bytes.
-                size = shared_size + len(payload_bytes) + len(dumps(span_item)) + 100 * len(related)
+                payload_json = dumps(payload).decode()
+                size = res_size + len(payload_json) + len(related_json)
                 if size > max_bytes:
                     result.reject(
                         f"{_where(ri, si, pi, span)}: event is about {size} bytes of JSON; "
@@ -164,23 +179,27 @@ def traces_to_events(
                     derived_id(b"span", trace_id, span_id),
                     occurred,
                     event_name,
-                    resource,
-                    related,
-                    payload_bytes.decode(),
+                    resource_id,
+                    resource_json,
+                    related_json,
+                    payload_json,
                 )
 
                 events = span.events
                 if events:
-                    ev_related = [span_base, trace_item]
-                    if scope_item is not None:
-                        ev_related.append(scope_item)
+                    base_json = span_json if span_item is span_base else dumps(span_base).decode()
+                    ev_related = [base_json, trace_json]
+                    if scope_json:
+                        ev_related.append(scope_json)
                     ev_truncated = {"resource": res_cut} if res_cut else None
                     if len(ev_related) > max_related:
                         ev_truncated = ev_truncated or {}
                         ev_truncated["related"] = len(ev_related) - max_related
                         del ev_related[max_related:]
-                    # span name (twice: label and payload) and ids bound the rest of the size
-                    ev_shared_size = shared_size + 12 * len(name) + 200
+                    # The span's events share their related list: serialized once.
+                    ev_related_json = "[" + ",".join(ev_related) + "]"
+                    # + the span name in the payload (at most 6 bytes a character escaped)
+                    ev_shared_size = res_size + len(ev_related_json) + 6 * len(name)
                     for ei, ev in enumerate(events):
                         ev_name = ev.name
                         if not ev_name or len(ev_name) > max_name:
@@ -196,11 +215,12 @@ def traces_to_events(
                         if ev_truncated:
                             ev_payload[TRUNCATED] = ev_truncated
                         ev_bytes = dumps(ev_payload)
-                        if ev_shared_size + len(ev_bytes) + 4 * len(ev_name) > max_bytes:
+                        ev_size = ev_shared_size + len(ev_bytes) + 6 * len(ev_name)
+                        if ev_size > max_bytes:
                             result.note(
                                 f"{_where(ri, si, pi, span)}, event {ei}: event is about "
-                                f"{ev_shared_size + len(ev_bytes)} bytes of JSON; at most "
-                                f"{max_bytes} are allowed; the span was kept without it"
+                                f"{ev_size} bytes of JSON; at most {max_bytes} are allowed; "
+                                "the span was kept without it"
                             )
                             continue
                         ev_time = ev.time_unix_nano
@@ -208,15 +228,16 @@ def traces_to_events(
                             derived_id(b"span-event", trace_id, span_id, ei.to_bytes(4, "big")),
                             ev_time // 1000 if ev_time else occurred,
                             ev_name,
-                            resource,
-                            ev_related,
+                            resource_id,
+                            resource_json,
+                            ev_related_json,
                             ev_bytes.decode(),
                         )
     return result
 
 
-def _add_links(links: Any, related: list[dict[str, str]], max_related: int) -> int:
-    """Append each link as a ``link`` related resource; return how many did not fit.
+def _add_links(links: Any, related: list[str], max_related: int) -> int:
+    """Append each link as a ``link`` related resource (JSON); return how many did not fit.
 
     A link without a valid span_id cannot name a span and is skipped (OTel APIs keep such
     links when they carry attributes; they have nothing to point at here).
@@ -229,11 +250,15 @@ def _add_links(links: Any, related: list[dict[str, str]], max_related: int) -> i
         if len(related) >= max_related:
             cut += 1  # counted, not built: a span may carry many thousands of links
             continue
-        item = {RESOURCE_ID: "otel.span." + link_span.hex(), RESOURCE_ROLE: "link"}
         link_trace = link.trace_id
-        if len(link_trace) == 16 and link_trace != ZERO_TRACE_ID:
-            item[TRACE_ID_LABEL] = link_trace.hex()
-        related.append(item)
+        trace_label = (
+            f',"{TRACE_ID_LABEL}":"{link_trace.hex()}"'
+            if len(link_trace) == 16 and link_trace != ZERO_TRACE_ID
+            else ""
+        )
+        related.append(
+            f'{{"{RESOURCE_ID}":"otel.span.{link_span.hex()}",{_LINK_ROLE}{trace_label}}}'
+        )
     return cut
 
 

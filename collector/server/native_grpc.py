@@ -1,15 +1,27 @@
-"""Herald's native gRPC service (``herald.v1.Herald``): decode → ingest → reply. No storage here."""
+"""Herald's native gRPC service (``herald.v1.Herald``): ingest, the feed, counts, one event,
+the live tail and SQL. Each method is auth → decode → call the domain object → encode; no
+storage or query logic lives here."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import grpc
+import orjson
+import pyarrow as pa
 
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.config import Scope
+from collector.domain.filters import parse_filter
 from collector.errors import HeraldError
 from collector.server.auth import Authenticator
 from collector.server.ingest import NativeIngest
 from collector.server.status import abort_grpc
+from collector.store.reader import EventReader
+from collector.tail import TailHub, to_wire
+
+TAIL_BACKFILL_DEFAULT = 100
 
 
 def authorization(context: grpc.aio.ServicerContext) -> str | None:
@@ -20,12 +32,23 @@ def authorization(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+def arrow_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 class HeraldServicer(herald_pb2_grpc.HeraldServicer):
-    def __init__(self, ingest: NativeIngest, auth: Authenticator) -> None:
+    def __init__(
+        self, ingest: NativeIngest, reader: EventReader, tail: TailHub, auth: Authenticator
+    ) -> None:
         self._ingest = ingest
+        self._reader = reader
+        self._tail = tail
         self._auth = auth
 
-    async def Emit(  # noqa: N802 (gRPC method name)
+    async def Emit(  # noqa: N802 (gRPC method names)
         self, request: herald_pb2.EmitRequest, context: grpc.aio.ServicerContext
     ) -> herald_pb2.EmitResponse:
         try:
@@ -38,3 +61,85 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             accepted=accepted,
             errors=[herald_pb2.EmitError(index=i, message=m) for i, m in errors],
         )
+
+    async def QueryEvents(  # noqa: N802
+        self, request: herald_pb2.QueryRequest, context: grpc.aio.ServicerContext
+    ) -> herald_pb2.QueryResponse:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            filter = None if request.page_token else parse_filter(request.filter_json or None)
+            page = await asyncio.to_thread(
+                self._reader.query, filter, request.limit or None, request.page_token or None
+            )
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        return herald_pb2.QueryResponse(
+            events_json=orjson.dumps([e.to_dict() for e in page.events]),
+            total=page.total,
+            next_page=page.next_page or "",
+        )
+
+    async def CountEvents(  # noqa: N802
+        self, request: herald_pb2.CountRequest, context: grpc.aio.ServicerContext
+    ) -> herald_pb2.CountResponse:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            filter = parse_filter(request.filter_json or None)
+            counts = await asyncio.to_thread(
+                self._reader.count, filter, request.countable, request.time_unit or "day",
+                request.time_interval or 1.0,
+            )
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        return herald_pb2.CountResponse(counts_json=orjson.dumps([c.to_dict() for c in counts]))
+
+    async def GetEvent(  # noqa: N802
+        self, request: herald_pb2.GetEventRequest, context: grpc.aio.ServicerContext
+    ) -> herald_pb2.EventResponse:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            event = await asyncio.to_thread(self._reader.get, request.id)
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        return herald_pb2.EventResponse(event_json=orjson.dumps(event.to_dict()))
+
+    async def Tail(  # noqa: N802
+        self, request: herald_pb2.TailRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[herald_pb2.TailMessage]:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            filter = parse_filter(request.filter_json or None)
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        # Subscribe before the backfill query, so nothing committed in between is missed;
+        # the subscription's seen-ids keep the two from overlapping.
+        sub = self._tail.subscribe(filter)
+        try:
+            if request.backfill:
+                limit = request.backfill_limit or TAIL_BACKFILL_DEFAULT
+                for event in await asyncio.to_thread(self._reader.recent, filter, limit):
+                    sub.mark_seen(str(event.id))
+                    yield herald_pb2.TailMessage(event_json=orjson.dumps(event.to_dict()))
+            while True:
+                kind, item = await sub.next()
+                if kind == "lagged":
+                    yield herald_pb2.TailMessage(lagged=item)
+                else:
+                    yield herald_pb2.TailMessage(event_json=orjson.dumps(to_wire(item)))
+        finally:
+            self._tail.unsubscribe(sub)
+
+    async def Sql(  # noqa: N802
+        self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext
+    ) -> herald_pb2.SqlResponse:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            result = await asyncio.to_thread(self._reader.sql, request.sql)
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        return herald_pb2.SqlResponse(arrow_ipc=arrow_ipc(result.table), truncated=result.truncated)

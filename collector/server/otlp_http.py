@@ -73,8 +73,7 @@ def _export_handler(signal: _Signal) -> Callable[[web.Request], Awaitable[web.St
                 request,
                 415,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"unsupported Content-Type {content_type!r}: OTLP/HTTP takes {PROTOBUF} "
-                f"or {JSON}",
+                f"unsupported Content-Type {content_type!r}: OTLP/HTTP takes {PROTOBUF} or {JSON}",
             )
         try:
             body = await read_body(request)

@@ -54,14 +54,35 @@ import orjson
 from pydantic import ValidationError
 
 from collector.domain.events import (
+    RESOURCE_NAME,
     ReceivedEvent,
     datetime_to_us,
     format_time,
     to_utc,
     us_to_datetime,
 )
-from collector.domain.filters import EventFilter, EventOrder
-from collector.errors import InvalidFilter
+from collector.domain.filters import (
+    JSON_LABELS,
+    MAP_LABELS,
+    EventFilter,
+    EventOrder,
+    LabelStorage,
+)
+from collector.errors import InvalidFilter, StoreError
+
+# --------------------------------------------------------------------------- storage
+
+
+def label_storage(cur: duckdb.DuckDBPyConnection) -> LabelStorage:
+    """How this database keeps label sets (``events.resource`` is ``JSON`` or a ``MAP``)."""
+    row = cur.execute(
+        "SELECT data_type FROM duckdb_columns() "
+        "WHERE table_name = 'events' AND column_name = 'resource' AND schema_name = 'main'"
+    ).fetchone()
+    if row is None:
+        raise StoreError("the store has no events table (was it migrated?)")
+    return MAP_LABELS if str(row[0]).upper().startswith("MAP") else JSON_LABELS
+
 
 # --------------------------------------------------------------------------- paging
 
@@ -110,7 +131,7 @@ def _sign(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, body, hashlib.sha256).digest()
 
 
-def encode_page_token(state: _PageState, key: bytes) -> str:
+def _encode_page_token(state: _PageState, key: bytes) -> str:
     body = orjson.dumps(
         {
             "v": TOKEN_VERSION,
@@ -125,8 +146,8 @@ def encode_page_token(state: _PageState, key: bytes) -> str:
     return f"{_b64(body)}.{_b64(_sign(key, body))}"
 
 
-def decode_page_token(token: str, key: bytes) -> _PageState:
-    """Verify and read a token from ``encode_page_token``; ``InvalidFilter`` if it is not one."""
+def _decode_page_token(token: str, key: bytes) -> _PageState:
+    """Verify and read a token from ``_encode_page_token``; ``InvalidFilter`` if it is not one."""
     try:
         body_text, signature_text = token.split(".")
         body = _unb64(body_text)
@@ -151,7 +172,14 @@ def decode_page_token(token: str, key: bytes) -> _PageState:
             cursor=(int(cursor[0]), str(UUID(cursor[1]))) if cursor else None,
             data_range=(int(data_range[0]), int(data_range[1])) if data_range else None,
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError):
+    except (
+        orjson.JSONDecodeError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        ValidationError,
+    ):
         raise InvalidFilter("invalid page token: malformed contents") from None
 
 
@@ -172,11 +200,11 @@ def _fetch_scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -
 
 
 def _page_keys(
-    cur: duckdb.DuckDBPyConnection, state: _PageState, want: int
+    cur: duckdb.DuckDBPyConnection, state: _PageState, want: int, storage: LabelStorage
 ) -> list[tuple[datetime, str]]:
     """The (occurred, id) of the next ``want`` rows, in feed order."""
     flt = state.filter
-    where, params = flt.to_sql()
+    where, params = flt.to_sql(storage)
     keyset, keyset_params = _keyset_sql(flt.order, state.cursor)
     direction = "DESC" if flt.order is EventOrder.DESC else "ASC"
     order_by = f"ORDER BY e.occurred {direction}, e.id {direction}"
@@ -232,12 +260,24 @@ def _page_keys(
     return [(r[0], r[1]) for r in rows]
 
 
-def _labels(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
-    return dict(pairs) if pairs else {}
+def _labels(value: Any) -> dict[str, str]:
+    # JSON storage gives text; MAP storage gives Arrow's list of (key, value) pairs.
+    if isinstance(value, str):
+        return orjson.loads(value)  # type: ignore[no-any-return]
+    return dict(value) if value else {}
+
+
+def _related(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return orjson.loads(value)  # type: ignore[no-any-return]
+    return [dict(item) for item in value] if value else []
 
 
 def _fetch_events(
-    cur: duckdb.DuckDBPyConnection, state: _PageState, keys: list[tuple[datetime, str]]
+    cur: duckdb.DuckDBPyConnection,
+    state: _PageState,
+    keys: list[tuple[datetime, str]],
+    storage: LabelStorage,
 ) -> list[ReceivedEvent]:
     """The full events for ``keys``, in the keys' order.
 
@@ -248,15 +288,19 @@ def _fetch_events(
     """
     if not keys:
         return []
-    where, params = state.filter.to_sql()
+    where, params = state.filter.to_sql(storage)
     lo = min(k[0] for k in keys)
     hi = max(k[0] for k in keys)
     sql = (
         f"SELECT {_EVENT_COLUMNS} FROM events e "
         f"WHERE e.occurred BETWEEN ? AND ? AND ({where}) AND e.received <= ?"
     )
-    bound = us_to_datetime(state.received_bound_us)
-    table = cur.execute(sql, [lo, hi, *params, bound]).fetch_arrow_table()
+    params = [lo, hi, *params, us_to_datetime(state.received_bound_us)]
+    if state.filter.distinct:
+        # One event per resource can be far apart, with many matching events in between.
+        sql += f" AND e.id IN ({', '.join(['?::UUID'] * len(keys))})"
+        params += [k[1] for k in keys]
+    table = cur.execute(sql, params).fetch_arrow_table()
     wanted = {k[1] for k in keys}
     by_id: dict[str, ReceivedEvent] = {}
     for row in table.to_pylist():
@@ -268,7 +312,7 @@ def _fetch_events(
             received=to_utc(row["received"]),
             event=row["event"],
             resource=_labels(row["resource"]),
-            related=[_labels(item) for item in row["related"]],
+            related=_related(row["related"]),
             payload=orjson.loads(row["payload"]),
             follows=row["follows"],
         )
@@ -292,11 +336,13 @@ def query_events(
     from another key raise ``InvalidFilter``.
     """
     if page_token is not None:
-        state = decode_page_token(page_token, token_key)
+        state = _decode_page_token(page_token, token_key)
+        storage = label_storage(cur)
     else:
         if limit < 0:
             raise InvalidFilter(f"limit must be 0 or more, got {limit}")
         resolved = (filter or EventFilter()).resolve(now)
+        storage = label_storage(cur)
         row = cur.execute(
             "SELECT max(received), min(occurred), max(occurred) FROM events"
         ).fetchone()
@@ -306,7 +352,7 @@ def query_events(
         state = _PageState(
             filter=resolved,
             limit=limit,
-            total=_count_total(cur, resolved, bound_us),
+            total=_count_total(cur, resolved, bound_us, storage),
             received_bound_us=bound_us,
             cursor=None,
             data_range=(datetime_to_us(row[1]), datetime_to_us(row[2])),
@@ -316,13 +362,13 @@ def query_events(
         limit = min(limit, state.filter.logical_limit)
     if limit == 0 or state.total == 0:
         return Page(events=[], total=state.total, next_page=None)
-    keys = _page_keys(cur, state, limit + 1)
+    keys = _page_keys(cur, state, limit + 1, storage)
     more = len(keys) > limit
     keys = keys[:limit]
     next_page = None
     if more:
         last_occurred, last_id = keys[-1]
-        next_page = encode_page_token(
+        next_page = _encode_page_token(
             _PageState(
                 filter=state.filter,
                 limit=state.limit,
@@ -333,13 +379,17 @@ def query_events(
             ),
             token_key,
         )
-    return Page(events=_fetch_events(cur, state, keys), total=state.total, next_page=next_page)
+    events = _fetch_events(cur, state, keys, storage)
+    return Page(events=events, total=state.total, next_page=next_page)
 
 
 def _count_total(
-    cur: duckdb.DuckDBPyConnection, flt: EventFilter, received_bound_us: int
+    cur: duckdb.DuckDBPyConnection,
+    flt: EventFilter,
+    received_bound_us: int,
+    storage: LabelStorage,
 ) -> int:
-    where, params = flt.to_sql()
+    where, params = flt.to_sql(storage)
     what = "count(DISTINCT e.resource_id)" if flt.distinct else "count(*)"
     sql = f"SELECT {what} FROM events e WHERE ({where}) AND e.received <= ?"
     return int(_fetch_scalar(cur, sql, [*params, us_to_datetime(received_bound_us)]))
@@ -404,7 +454,11 @@ def _parse_enum(kind: type[StrEnum], value: str | StrEnum, what: str) -> Any:
 
 
 def time_buckets(
-    since: datetime, until: datetime, time_unit: TimeUnit, time_interval: float, now: datetime
+    since: datetime,
+    until: datetime,
+    time_unit: TimeUnit | str,
+    time_interval: float,
+    now: datetime,
 ) -> tuple[int, timedelta, int]:
     """Prefect's bucket rules: ``(first bucket index since the pivot, bucket size, count)``.
 
@@ -414,7 +468,7 @@ def time_buckets(
     """
     if time_interval < MIN_INTERVAL:
         raise InvalidFilter("The minimum interval is 0.01")
-    delta = time_unit.as_timedelta(time_interval)
+    delta = _parse_enum(TimeUnit, time_unit, "time_unit").as_timedelta(time_interval)
     delta_us = delta // timedelta(microseconds=1)
     if delta_us <= 0:
         raise InvalidFilter("The minimum interval is 0.01")
@@ -453,25 +507,42 @@ def count_events(
     if time_interval < MIN_INTERVAL:
         raise InvalidFilter("The minimum interval is 0.01")
     resolved = (filter or EventFilter()).resolve(now)
-    where, params = resolved.to_sql()
+    storage = label_storage(cur)
+    where, params = resolved.to_sql(storage)
     if countable in (Countable.DAY, Countable.TIME):
         if countable is Countable.DAY:
             unit, time_interval = TimeUnit.DAY, 1.0
         return _count_by_time(cur, resolved, where, params, unit, time_interval, now)
     if countable is Countable.EVENT:
-        value, label = "e.event", "e.event"
-    else:
-        # The label is the resource's most recent display name (Prefect's coalesce).
-        value = "e.resource_id"
-        label = (
-            "arg_max(coalesce(e.resource['prefect.resource.name'], e.resource['prefect.name'], "
-            "e.resource_id), e.occurred)"
+        sql = (
+            "SELECT e.event AS value, e.event AS label, count(*) AS n, min(e.occurred), "
+            f"max(e.occurred) FROM events e WHERE {where} GROUP BY e.event "
+            "ORDER BY n DESC, label ASC, value ASC"
         )
-    sql = (
-        f"SELECT {value} AS value, {label} AS label, count(*) AS n, min(e.occurred), "
-        f"max(e.occurred) FROM events e WHERE {where} GROUP BY {value} "
-        f"ORDER BY n DESC, label ASC, value ASC"
-    )
+    else:
+        # The label is the resource's most recent display name (Prefect's coalesce). Measured
+        # on 1M events / 1,000 resources: with JSON text it is 3x faster to keep the latest
+        # label set per resource and read it once (26 vs 88 ms); with MAPs it is 3x slower
+        # (258 vs 85 ms, copying maps), so MAPs read the name on every row.
+        if storage.kind == "json":
+            name, name_params = storage.label("latest", RESOURCE_NAME)
+            alt, alt_params = storage.label("latest", "prefect.name")
+            inner = "arg_max(e.resource, e.occurred) AS latest"
+            label = f"coalesce({name}, {alt}, value)"
+        else:
+            name, name_params = storage.label("e.resource", RESOURCE_NAME)
+            alt, alt_params = storage.label("e.resource", "prefect.name")
+            inner = f"arg_max(coalesce({name}, {alt}, e.resource_id), e.occurred) AS latest"
+            label = "latest"
+        sql = (
+            f"SELECT value, {label} AS label, n, first_at, last_at FROM ("
+            f"SELECT e.resource_id AS value, {inner}, count(*) AS n, "
+            f"min(e.occurred) AS first_at, max(e.occurred) AS last_at "
+            f"FROM events e WHERE {where} GROUP BY e.resource_id"
+            f") ORDER BY n DESC, label ASC, value ASC"
+        )
+        # The name lookups come before the filter's placeholders in the text.
+        params = [*name_params, *alt_params, *params]
     return [
         EventCount(
             value=row[0],
@@ -533,6 +604,7 @@ __all__ = [
     "Page",
     "TimeUnit",
     "count_events",
+    "label_storage",
     "query_events",
     "time_buckets",
 ]

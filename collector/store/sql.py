@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from collector.errors import InvalidSql
 
@@ -25,11 +26,16 @@ _EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?(.*)$", re.I | re.S)
 
 @dataclass(frozen=True, slots=True)
 class SqlResult:
-    """Columns (name, DuckDB type), rows, and whether rows were cut at the row limit."""
+    """The result as an Arrow table (types kept for parquet/CSV/JSON export), and whether rows
+    were cut at the row limit."""
 
-    columns: list[tuple[str, str]]
-    rows: list[tuple[Any, ...]]
+    table: pa.Table
     truncated: bool
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        columns = [c.to_pylist() for c in self.table.columns]
+        return list(zip(*columns, strict=True)) if columns else []
 
 
 def check_readonly(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -71,8 +77,17 @@ def run_readonly(
     timer.start()
     try:
         cursor.execute(sql)
-        columns = [(d[0], str(d[1])) for d in (cursor.description or [])]
-        rows = cursor.fetchmany(max_rows + 1)
+        reader = cursor.fetch_record_batch(rows_per_batch=min(max_rows + 1, 100_000))
+        batches: list[pa.RecordBatch] = []
+        count = 0
+        while count <= max_rows:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            batches.append(batch)
+            count += batch.num_rows
+        table = pa.Table.from_batches(batches, schema=reader.schema)
     except duckdb.InterruptException:
         raise InvalidSql(f"query stopped after the {timeout:g} s time limit") from None
     except duckdb.PermissionException as exc:
@@ -91,4 +106,4 @@ def run_readonly(
             cursor.execute("ROLLBACK")
         except duckdb.Error:
             pass
-    return SqlResult(columns=columns, rows=rows[:max_rows], truncated=len(rows) > max_rows)
+    return SqlResult(table=table.slice(0, max_rows), truncated=table.num_rows > max_rows)

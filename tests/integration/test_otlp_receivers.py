@@ -281,7 +281,9 @@ def test_sdk_spans_are_stored_field_by_field(
     assert exporter.results == [SpanExportResult.SUCCESS] * 3
     assert stored(herald) == 4  # three spans and the exception span event
     ctx, charge_ctx, retry_ctx = (
-        order.get_span_context(), charge.get_span_context(), retry.get_span_context()
+        order.get_span_context(),
+        charge.get_span_context(),
+        retry.get_span_context(),
     )
     trace_hex, order_hex = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
     scope = {
@@ -373,7 +375,10 @@ def test_sdk_spans_are_stored_field_by_field(
         "otel.trace_id": trace_hex,
     }
     assert [r["prefect.resource.role"] for r in linked.related] == [
-        "span", "trace", "scope", "link"
+        "span",
+        "trace",
+        "scope",
+        "link",
     ]
 
 
@@ -534,24 +539,30 @@ def test_otlp_json_with_hex_ids(herald: Herald) -> None:
     body = {
         "resourceSpans": [
             {
-                "resource": {"attributes": [
-                    {"key": "service.name", "value": {"stringValue": "web"}},
-                    {"key": "process.pid", "value": {"intValue": "77"}},
-                ]},
-                "scopeSpans": [{
-                    "scope": {"name": "browser", "version": "2"},
-                    "spans": [{
-                        "traceId": "5B8EFFF798038103D269B633813FC60C",  # hex, any case
-                        "spanId": "eee19b7ec3c1b174",
-                        "parentSpanId": "eee19b7ec3c1b173",
-                        "name": "GET /cart",
-                        "kind": 3,
-                        "startTimeUnixNano": "1764000000000000000",
-                        "endTimeUnixNano": 1764000000250000000,
-                        "status": {"code": 1},
-                        "unknownField": {"ignored": True},
-                    }],
-                }],
+                "resource": {
+                    "attributes": [
+                        {"key": "service.name", "value": {"stringValue": "web"}},
+                        {"key": "process.pid", "value": {"intValue": "77"}},
+                    ]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "browser", "version": "2"},
+                        "spans": [
+                            {
+                                "traceId": "5B8EFFF798038103D269B633813FC60C",  # hex, any case
+                                "spanId": "eee19b7ec3c1b174",
+                                "parentSpanId": "eee19b7ec3c1b173",
+                                "name": "GET /cart",
+                                "kind": 3,
+                                "startTimeUnixNano": "1764000000000000000",
+                                "endTimeUnixNano": 1764000000250000000,
+                                "status": {"code": 1},
+                                "unknownField": {"ignored": True},
+                            }
+                        ],
+                    }
+                ],
             }
         ]
     }
@@ -578,19 +589,36 @@ def test_otlp_json_with_hex_ids(herald: Herald) -> None:
     assert event.payload["duration_ms"] == 250.0
     assert event.occurred == at_us(1_764_000_000_250_000_000)
 
-    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
-        {"eventName": "browser.page_view", "timeUnixNano": "1764000000000000000",
-         "body": {"stringValue": "/cart"}, "traceId": "5b8efff798038103d269b633813fc60c"},
-    ]}]}]}
-    reply = http_post(herald, "/v1/logs", gzip.compress(orjson.dumps(logs)),
-                      {**JSON, "Content-Encoding": "gzip"})
+    logs = {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "eventName": "browser.page_view",
+                                "timeUnixNano": "1764000000000000000",
+                                "body": {"stringValue": "/cart"},
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                            },
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    reply = http_post(
+        herald, "/v1/logs", gzip.compress(orjson.dumps(logs)), {**JSON, "Content-Encoding": "gzip"}
+    )
     assert reply.status_code == 200 and reply.json() == {}
     [view] = events_named(herald, "browser.page_view")
     assert view.resource["prefect.resource.id"] == "otel.service.unknown_service"
-    assert view.related == [{
-        "prefect.resource.id": "otel.trace.5b8efff798038103d269b633813fc60c",
-        "prefect.resource.role": "trace",
-    }]
+    assert view.related == [
+        {
+            "prefect.resource.id": "otel.trace.5b8efff798038103d269b633813fc60c",
+            "prefect.resource.role": "trace",
+        }
+    ]
 
 
 def test_protobuf_reply_is_protobuf(herald: Herald) -> None:
@@ -755,7 +783,9 @@ def test_bad_token_is_unauthenticated_and_nothing_is_stored(secured_herald: Hera
         grpc_export(herald, request, token=READ_TOKEN)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     reply = http_post(
-        herald, "/v1/traces", request.SerializeToString(),
+        herald,
+        "/v1/traces",
+        request.SerializeToString(),
         {**PROTOBUF, "Authorization": f"Bearer {READ_TOKEN}"},
     )
     assert reply.status_code == 403

@@ -5,19 +5,23 @@ store. All three must give the expected events."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import duckdb
 import orjson
 import pytest
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import ReceivedEvent, datetime_to_us
-from collector.domain.filters import EventFilter, parse_filter
+from collector.domain.filters import JSON_LABELS, MAP_LABELS, EventFilter, parse_filter
+from collector.domain.text_search import parse_text_query
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import EventStore, columns_to_arrow
+from collector.store.queries import label_storage
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -100,8 +104,19 @@ WORLD: dict[str, tuple[float, str, dict[str, str], list[dict[str, str]], dict[st
             "back": "c\\d",
             "glob": "x*y",
             "bracket": "[ab]",
+            "$dollar": "1",
+            "/slash": "2",
+            'quo"te': "3",
+            "back\\key": "4",
+            "a.b": "5",
         },
-        [],
+        [
+            {
+                "prefect.resource.id": 'app.dir."quoted"',
+                "prefect.resource.role": "parent",
+                "name": "Ünïcode",
+            }
+        ],
         {},
     ),
     "checkout_error": (
@@ -141,35 +156,63 @@ def _occurred(name: str) -> datetime:
     return NOW - timedelta(minutes=WORLD[name][0])
 
 
+@dataclass
+class World:
+    """The stored world plus copies of ``events`` in both label storages (MAP and JSON), so
+    every SQL path is checked whichever one ``collector.store.schema`` uses."""
+
+    store: EventStore
+    cur: duckdb.DuckDBPyConnection
+    events: list[ReceivedEvent]
+
+    def ids(self, flt: EventFilter, table: str = "events") -> set[str]:
+        storage = {"events_map": MAP_LABELS, "events_json": JSON_LABELS}.get(table)
+        where, params = flt.to_sql(storage or label_storage(self.cur))
+        sql = f"SELECT e.id::VARCHAR FROM {table} e WHERE {where}"
+        names = {v: k for k, v in IDS.items()}
+        return {names[r[0]] for r in self.cur.execute(sql, params).fetchall()}
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EventStore, list]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     cols = EventColumns()
     events = []
     for name, (_, event, resource, related, payload) in WORLD.items():
         payload_json = orjson.dumps(payload).decode()
-        cols.append(IDS[name], datetime_to_us(_occurred(name)), event, resource, related,
-                    payload_json)
+        cols.append(
+            IDS[name], datetime_to_us(_occurred(name)), event, resource, related, payload_json
+        )
         events.append(
             ReceivedEvent(
-                id=IDS[name], occurred=_occurred(name), received=NOW, event=event,
-                resource=resource, related=related, payload=payload,
+                id=IDS[name],
+                occurred=_occurred(name),
+                received=NOW,
+                event=event,
+                resource=resource,
+                related=related,
+                payload=payload,
             )
         )
     store = EventStore(Path(tmp_path_factory.mktemp("filters")) / "t.duckdb")
     store.append(columns_to_arrow(cols, [datetime_to_us(NOW)] * len(cols)))
-    yield store, events
-    store.close()
-
-
-def _by_sql(store: EventStore, flt: EventFilter) -> set[str]:
-    where, params = flt.to_sql()
     cur = store.cursor()
-    try:
-        rows = cur.execute(f"SELECT e.id::VARCHAR FROM events e WHERE {where}", params).fetchall()
-    finally:
-        cur.close()
-    names = {v: k for k, v in IDS.items()}
-    return {names[r[0]] for r in rows}
+    if label_storage(cur) is MAP_LABELS:
+        as_map = "resource, related"
+        as_json = "to_json(resource) AS resource, to_json(related) AS related"
+    else:
+        as_map = (
+            "resource::MAP(VARCHAR, VARCHAR) AS resource, "
+            "related::MAP(VARCHAR, VARCHAR)[] AS related"
+        )
+        as_json = "resource, related"
+    for table, labels in (("events_map", as_map), ("events_json", as_json)):
+        cur.execute(
+            f"CREATE TEMP TABLE {table} AS SELECT id, occurred, received, event, resource_id, "
+            f"{labels}, payload, follows FROM events"
+        )
+    yield World(store, cur, events)
+    cur.close()
+    store.close()
 
 
 def _by_includes(events: list[ReceivedEvent], flt: EventFilter) -> set[str]:
@@ -187,156 +230,323 @@ CASES = [
     pytest.param({}, CURRENT, id="default-window"),
     pytest.param(
         {"occurred": {"since": "2020-01-01T00:00:00Z", "until": "2030-01-01T00:00:00Z"}},
-        set(NAMES), id="wide-window",
+        set(NAMES),
+        id="wide-window",
     ),
     pytest.param(
-        {"occurred": {"since": _occurred("cat_failed").isoformat(),
-                      "until": _occurred("order_created").isoformat()}},
-        {"order_created", "spider_completed", "cat_failed"}, id="window-is-inclusive",
+        {
+            "occurred": {
+                "since": _occurred("cat_failed").isoformat(),
+                "until": _occurred("order_created").isoformat(),
+            }
+        },
+        {"order_created", "spider_completed", "cat_failed"},
+        id="window-is-inclusive",
     ),
     pytest.param(
         {"occurred": {"since": "2026-11-24T11:15:00", "until": "2026-11-24T11:45:00"}},
-        {"order_created", "spider_completed", "cat_failed"}, id="naive-times-are-utc",
+        {"order_created", "spider_completed", "cat_failed"},
+        id="naive-times-are-utc",
     ),
     # event names
-    pytest.param({"event": {"prefix": ["app.order."]}}, {"order_shipped", "order_created"},
-                 id="prefix"),
-    pytest.param({"event": {"prefix": ["app.order.s", "otel."]}},
-                 {"order_shipped", "checkout_error"}, id="prefixes-or"),
-    pytest.param({"event": {"name": ["prefect.flow-run.Failed", "app.file.uploaded"]}},
-                 {"cat_failed", "odd_file"}, id="names-or"),
+    pytest.param(
+        {"event": {"prefix": ["app.order."]}}, {"order_shipped", "order_created"}, id="prefix"
+    ),
+    pytest.param(
+        {"event": {"prefix": ["app.order.s", "otel."]}},
+        {"order_shipped", "checkout_error"},
+        id="prefixes-or",
+    ),
+    pytest.param(
+        {"event": {"name": ["prefect.flow-run.Failed", "app.file.uploaded"]}},
+        {"cat_failed", "odd_file"},
+        id="names-or",
+    ),
     pytest.param({"event": {"name": ["prefect.flow-run"]}}, set(), id="name-is-exact"),
-    pytest.param({"event": {"exclude_prefix": ["prefect.", "app."]}}, {"checkout_error"},
-                 id="exclude-prefix"),
-    pytest.param({"event": {"exclude_name": ["prefect.log.write"]}}, CURRENT - {"spider_log"},
-                 id="exclude-name"),
-    pytest.param({"event": {"prefix": ["prefect."], "exclude_name": ["prefect.log.write"]}},
-                 {"spider_completed", "cat_failed"}, id="criteria-are-and"),
+    pytest.param(
+        {"event": {"exclude_prefix": ["prefect.", "app."]}}, {"checkout_error"}, id="exclude-prefix"
+    ),
+    pytest.param(
+        {"event": {"exclude_name": ["prefect.log.write"]}},
+        CURRENT - {"spider_log"},
+        id="exclude-name",
+    ),
+    pytest.param(
+        {"event": {"prefix": ["prefect."], "exclude_name": ["prefect.log.write"]}},
+        {"spider_completed", "cat_failed"},
+        id="criteria-are-and",
+    ),
     pytest.param({"event": {"prefix": []}}, CURRENT, id="empty-prefix-list-is-no-constraint"),
     # resource id / prefix
-    pytest.param({"resource": {"id": ["prefect.flow-run.abc"]}},
-                 {"spider_completed", "spider_log"}, id="resource-id"),
-    pytest.param({"resource": {"id_prefix": ["app.order.", "app.file"]}},
-                 {"order_shipped", "order_created", "odd_file"}, id="resource-id-prefix"),
+    pytest.param(
+        {"resource": {"id": ["prefect.flow-run.abc"]}},
+        {"spider_completed", "spider_log"},
+        id="resource-id",
+    ),
+    pytest.param(
+        {"resource": {"id_prefix": ["app.order.", "app.file"]}},
+        {"order_shipped", "order_created", "odd_file"},
+        id="resource-id-prefix",
+    ),
     # resource labels (P§4.2)
     pytest.param({"resource": {"labels": {"region": "eu"}}}, {"order_shipped"}, id="label"),
-    pytest.param({"resource": {"labels": {"region": ["eu", "us"]}}},
-                 {"order_shipped", "order_created"}, id="label-list-or"),
-    pytest.param({"resource": {"labels": {"region": "!eu"}}}, {"order_created"},
-                 id="negated-label-needs-the-label"),
-    pytest.param({"resource": {"labels": {"region": "!nah"}}},
-                 {"order_shipped", "order_created"}, id="negated-literal"),
+    pytest.param(
+        {"resource": {"labels": {"region": ["eu", "us"]}}},
+        {"order_shipped", "order_created"},
+        id="label-list-or",
+    ),
+    pytest.param(
+        {"resource": {"labels": {"region": "!eu"}}},
+        {"order_created"},
+        id="negated-label-needs-the-label",
+    ),
+    pytest.param(
+        {"resource": {"labels": {"region": "!nah"}}},
+        {"order_shipped", "order_created"},
+        id="negated-literal",
+    ),
     pytest.param({"resource": {"labels": {"region": []}}}, set(), id="empty-value-list"),
     pytest.param({"resource": {"labels": {}}}, CURRENT, id="empty-spec-is-no-constraint"),
-    pytest.param({"resource": {"labels": {"region": ["us", "!eu", "xx"]}}}, {"order_created"},
-                 id="mixed-list"),
-    pytest.param({"resource": {"labels": {"path": "*.csv"}}}, {"order_shipped"},
-                 id="leading-glob"),
-    pytest.param({"resource": {"labels": {"path": "s3://*.csv"}}}, {"order_shipped"},
-                 id="middle-glob"),
-    pytest.param({"resource": {"labels": {"prefect.resource.name": "?idy-sp*er"}}},
-                 {"spider_completed"}, id="question-mark-and-star"),
-    pytest.param({"resource": {"labels": {"prefect.resource.id": "app.order.*"}}},
-                 {"order_shipped", "order_created"}, id="resource-id-label-glob"),
-    pytest.param({"resource": {"labels": {"prefect.resource.id": "!app.*"}}},
-                 CURRENT - {"order_shipped", "order_created", "odd_file"},
-                 id="resource-id-label-negated"),
-    pytest.param({"resource": {"labels": {"region": "eu", "prefect.resource.name": "Order*"}}},
-                 {"order_shipped"}, id="labels-and"),
-    pytest.param({"resource": {"labels": {"region": "eu", "prefect.resource.name": "x*"}}},
-                 set(), id="labels-and-one-fails"),
+    pytest.param(
+        {"resource": {"labels": {"region": ["us", "!eu", "xx"]}}},
+        {"order_created"},
+        id="mixed-list",
+    ),
+    pytest.param({"resource": {"labels": {"path": "*.csv"}}}, {"order_shipped"}, id="leading-glob"),
+    pytest.param(
+        {"resource": {"labels": {"path": "s3://*.csv"}}}, {"order_shipped"}, id="middle-glob"
+    ),
+    pytest.param(
+        {"resource": {"labels": {"prefect.resource.name": "?idy-sp*er"}}},
+        {"spider_completed"},
+        id="question-mark-and-star",
+    ),
+    pytest.param(
+        {"resource": {"labels": {"prefect.resource.id": "app.order.*"}}},
+        {"order_shipped", "order_created"},
+        id="resource-id-label-glob",
+    ),
+    pytest.param(
+        {"resource": {"labels": {"prefect.resource.id": "!app.*"}}},
+        CURRENT - {"order_shipped", "order_created", "odd_file"},
+        id="resource-id-label-negated",
+    ),
+    pytest.param(
+        {"resource": {"labels": {"region": "eu", "prefect.resource.name": "Order*"}}},
+        {"order_shipped"},
+        id="labels-and",
+    ),
+    pytest.param(
+        {"resource": {"labels": {"region": "eu", "prefect.resource.name": "x*"}}},
+        set(),
+        id="labels-and-one-fails",
+    ),
     pytest.param({"resource": {"labels": {"pct": "100%"}}}, {"odd_file"}, id="percent-literal"),
     pytest.param({"resource": {"labels": {"pct": "10%"}}}, set(), id="percent-not-wildcard"),
-    pytest.param({"resource": {"labels": {"under": "a_b"}}}, {"odd_file"},
-                 id="underscore-literal"),
+    pytest.param({"resource": {"labels": {"under": "a_b"}}}, {"odd_file"}, id="underscore-literal"),
     pytest.param({"resource": {"labels": {"under": "axb"}}}, set(), id="underscore-not-wildcard"),
-    pytest.param({"resource": {"labels": {"under": "a?b"}}}, {"odd_file"},
-                 id="question-mark-matches-underscore"),
-    pytest.param({"resource": {"labels": {"back": "c\\d"}}}, {"odd_file"},
-                 id="backslash-literal"),
-    pytest.param({"resource": {"labels": {"back": "c\\*"}}}, {"odd_file"},
-                 id="backslash-then-glob"),
+    pytest.param(
+        {"resource": {"labels": {"under": "a?b"}}},
+        {"odd_file"},
+        id="question-mark-matches-underscore",
+    ),
+    pytest.param({"resource": {"labels": {"back": "c\\d"}}}, {"odd_file"}, id="backslash-literal"),
+    pytest.param(
+        {"resource": {"labels": {"back": "c\\*"}}}, {"odd_file"}, id="backslash-then-glob"
+    ),
     pytest.param({"resource": {"labels": {"glob": "x*y"}}}, {"odd_file"}, id="star-in-value"),
-    pytest.param({"resource": {"labels": {"bracket": "[ab]"}}}, {"odd_file"},
-                 id="brackets-literal"),
-    pytest.param({"resource": {"labels": {"bracket": "[a]*"}}}, set(),
-                 id="brackets-not-a-class"),
-    pytest.param({"resource": {"labels": {"it's": "x' OR 1=1 --"}}}, set(),
-                 id="quotes-are-parameters"),
+    pytest.param(
+        {"resource": {"labels": {"bracket": "[ab]"}}}, {"odd_file"}, id="brackets-literal"
+    ),
+    pytest.param({"resource": {"labels": {"bracket": "[a]*"}}}, set(), id="brackets-not-a-class"),
+    pytest.param(
+        {"resource": {"labels": {"it's": "x' OR 1=1 --"}}}, set(), id="quotes-are-parameters"
+    ),
+    pytest.param(
+        {
+            "resource": {
+                "labels": {
+                    "$dollar": "1",
+                    "/slash": "2",
+                    'quo"te': "3",
+                    "back\\key": "4",
+                    "a.b": "5",
+                }
+            }
+        },
+        {"odd_file"},
+        id="keys-are-literal-not-paths",
+    ),
+    pytest.param({"resource": {"labels": {"a": "*"}}}, set(), id="dotted-key-is-not-nested"),
     # related (P§4.3): one related resource satisfies every criterion of one filter
-    pytest.param({"related": {"role": ["flow"]}}, {"spider_completed", "cat_failed"},
-                 id="related-role"),
-    pytest.param({"related": {"id": ["app.customer.17"]}}, {"order_shipped", "order_created"},
-                 id="related-id"),
-    pytest.param({"related": {"id": ["prefect.flow-run.abc"]}}, set(),
-                 id="related-excludes-primary"),
-    pytest.param({"related": {"resources_in_roles": [["prefect.tag.nightly", "tag"],
-                                                     ["app.customer.17", "nope"]]}},
-                 {"spider_completed", "cat_failed"}, id="resources-in-roles"),
-    pytest.param({"related": {"role": ["tag"], "id": ["prefect.flow.1"]}}, set(),
-                 id="same-resource-must-match-all"),
-    pytest.param({"related": {"labels": {"prefect.resource.role": "flow",
-                                         "prefect.resource.name": "etl"}}},
-                 {"spider_completed"}, id="related-labels"),
-    pytest.param({"related": {"labels": {"prefect.resource.role": "!tag"}}},
-                 {"order_shipped", "order_created", "spider_completed", "cat_failed",
-                  "checkout_error"}, id="related-negated-role"),
-    pytest.param({"related": {"labels": {"otel.trace_id": "t?"}}}, {"checkout_error"},
-                 id="related-label-glob"),
-    pytest.param({"related": [{"role": ["flow"]}, {"id": ["prefect.tag.nightly"]}]},
-                 {"spider_completed", "cat_failed"}, id="related-list-is-and"),
-    pytest.param({"related": [{"role": ["flow"]}, {"id": ["prefect.tag.vip"]}]}, set(),
-                 id="related-list-all-must-hold"),
+    pytest.param(
+        {"related": {"role": ["flow"]}}, {"spider_completed", "cat_failed"}, id="related-role"
+    ),
+    pytest.param(
+        {"related": {"id": ["app.customer.17"]}},
+        {"order_shipped", "order_created"},
+        id="related-id",
+    ),
+    pytest.param(
+        {"related": {"id": ["prefect.flow-run.abc"]}}, set(), id="related-excludes-primary"
+    ),
+    pytest.param(
+        {
+            "related": {
+                "resources_in_roles": [["prefect.tag.nightly", "tag"], ["app.customer.17", "nope"]]
+            }
+        },
+        {"spider_completed", "cat_failed"},
+        id="resources-in-roles",
+    ),
+    pytest.param(
+        {"related": {"role": ["tag"], "id": ["prefect.flow.1"]}},
+        set(),
+        id="same-resource-must-match-all",
+    ),
+    pytest.param(
+        {"related": {"labels": {"prefect.resource.role": "flow", "prefect.resource.name": "etl"}}},
+        {"spider_completed"},
+        id="related-labels",
+    ),
+    pytest.param(
+        {"related": {"labels": {"prefect.resource.role": "!tag"}}},
+        {
+            "order_shipped",
+            "order_created",
+            "spider_completed",
+            "cat_failed",
+            "odd_file",
+            "checkout_error",
+        },
+        id="related-negated-role",
+    ),
+    pytest.param(
+        {"related": {"labels": {"otel.trace_id": "t?"}}},
+        {"checkout_error"},
+        id="related-label-glob",
+    ),
+    pytest.param(
+        {"related": {"id": ['app.dir."quoted"']}}, {"odd_file"}, id="related-id-with-quotes"
+    ),
+    pytest.param(
+        {"related": {"labels": {"name": "Ünïcode"}}}, {"odd_file"}, id="related-non-ascii-value"
+    ),
+    pytest.param(
+        {"related": {"labels": {"name": ["Ünï*", "nope"]}}},
+        {"odd_file"},
+        id="related-non-ascii-prefix",
+    ),
+    pytest.param(
+        {"related": {"id": ["app.customer.17", "prefect.flow.2"], "role": ["flow"]}},
+        {"cat_failed"},
+        id="related-id-list-and-role",
+    ),
+    pytest.param(
+        {"related": [{"role": ["flow"]}, {"id": ["prefect.tag.nightly"]}]},
+        {"spider_completed", "cat_failed"},
+        id="related-list-is-and",
+    ),
+    pytest.param(
+        {"related": [{"role": ["flow"]}, {"id": ["prefect.tag.vip"]}]},
+        set(),
+        id="related-list-all-must-hold",
+    ),
     pytest.param({"related": {}}, CURRENT, id="empty-related-is-no-constraint"),
     pytest.param({"related": {"labels": {}}}, CURRENT, id="related-empty-labels"),
     pytest.param({"related": {"labels": {"x": []}}}, set(), id="related-empty-value-list"),
-    pytest.param({"resource": {"id": ["prefect.flow-run.abc"]}, "related": {}},
-                 {"spider_completed", "spider_log"}, id="noop-related-does-not-interfere"),
+    pytest.param(
+        {"resource": {"id": ["prefect.flow-run.abc"]}, "related": {}},
+        {"spider_completed", "spider_log"},
+        id="noop-related-does-not-interfere",
+    ),
     # any_resource: primary or any related
-    pytest.param({"any_resource": {"id": ["prefect.flow-run.abc"]}},
-                 {"spider_completed", "spider_log"}, id="any-primary"),
-    pytest.param({"any_resource": {"id": ["prefect.flow.1"]}}, {"spider_completed"},
-                 id="any-related"),
-    pytest.param({"any_resource": {"id_prefix": ["prefect.tag."]}},
-                 {"order_shipped", "spider_completed", "cat_failed"}, id="any-id-prefix"),
-    pytest.param({"any_resource": {"labels": {"prefect.resource.role": "flow"}}},
-                 {"spider_completed", "cat_failed"}, id="any-role-label"),
-    pytest.param({"any_resource": {"labels": {"region": "eu"}}}, {"order_shipped"},
-                 id="any-primary-label"),
-    pytest.param({"any_resource": {"id_prefix": ["prefect.flow"],
-                                   "labels": {"prefect.resource.name": "report"}}},
-                 {"cat_failed"}, id="any-one-resource-all-criteria"),
-    pytest.param({"any_resource": [{"id_prefix": ["prefect.flow-run."]},
-                                   {"id_prefix": ["prefect.tag."]}]},
-                 {"spider_completed", "cat_failed"}, id="any-list-is-and"),
+    pytest.param(
+        {"any_resource": {"id": ["prefect.flow-run.abc"]}},
+        {"spider_completed", "spider_log"},
+        id="any-primary",
+    ),
+    pytest.param(
+        {"any_resource": {"id": ["prefect.flow.1"]}}, {"spider_completed"}, id="any-related"
+    ),
+    pytest.param(
+        {"any_resource": {"id_prefix": ["prefect.tag."]}},
+        {"order_shipped", "spider_completed", "cat_failed"},
+        id="any-id-prefix",
+    ),
+    pytest.param(
+        {"any_resource": {"labels": {"prefect.resource.role": "flow"}}},
+        {"spider_completed", "cat_failed"},
+        id="any-role-label",
+    ),
+    pytest.param(
+        {"any_resource": {"labels": {"region": "eu"}}}, {"order_shipped"}, id="any-primary-label"
+    ),
+    pytest.param(
+        {
+            "any_resource": {
+                "id_prefix": ["prefect.flow"],
+                "labels": {"prefect.resource.name": "report"},
+            }
+        },
+        {"cat_failed"},
+        id="any-one-resource-all-criteria",
+    ),
+    pytest.param(
+        {"any_resource": [{"id_prefix": ["prefect.flow-run."]}, {"id_prefix": ["prefect.tag."]}]},
+        {"spider_completed", "cat_failed"},
+        id="any-list-is-and",
+    ),
+    pytest.param(
+        {"any_resource": {"id_prefix": ["app.dir."]}}, {"odd_file"}, id="any-related-id-prefix"
+    ),
+    pytest.param(
+        {"any_resource": {"labels": {"prefect.resource.role": "parent", "name": "Ünïcode"}}},
+        {"odd_file"},
+        id="any-related-labels",
+    ),
     pytest.param({"any_resource": {}}, CURRENT, id="empty-any-is-no-constraint"),
     pytest.param({"any_resource": {"labels": {"region": []}}}, set(), id="any-empty-value-list"),
     # ids
-    pytest.param({"id": {"id": [IDS["odd_file"], IDS["cat_failed"], _id(999)]}},
-                 {"odd_file", "cat_failed"}, id="ids"),
+    pytest.param(
+        {"id": {"id": [IDS["odd_file"], IDS["cat_failed"], _id(999)]}},
+        {"odd_file", "cat_failed"},
+        id="ids",
+    ),
     pytest.param({"id": {"id": []}}, CURRENT, id="empty-id-list"),
     # text (P§4.4)
     pytest.param({"text": {"query": "DHL"}}, {"order_shipped"}, id="text-term"),
-    pytest.param({"text": {"query": "dhl ups"}}, {"order_shipped", "order_created"},
-                 id="text-or-case-insensitive"),
-    pytest.param({"text": {"query": '"connection timeout"'}}, {"cat_failed"},
-                 id="text-phrase"),
+    pytest.param(
+        {"text": {"query": "dhl ups"}},
+        {"order_shipped", "order_created"},
+        id="text-or-case-insensitive",
+    ),
+    pytest.param({"text": {"query": '"connection timeout"'}}, {"cat_failed"}, id="text-phrase"),
     pytest.param({"text": {"query": '"timeout connection"'}}, set(), id="text-phrase-order"),
     pytest.param({"text": {"query": "order -created"}}, {"order_shipped"}, id="text-exclude"),
-    pytest.param({"text": {"query": "!debug"}}, CURRENT - {"spider_log"},
-                 id="text-bang-exclude-only"),
-    pytest.param({"text": {"query": '-"connection timeout"'}}, CURRENT - {"cat_failed"},
-                 id="text-exclude-phrase"),
+    pytest.param(
+        {"text": {"query": "!debug"}}, CURRENT - {"spider_log"}, id="text-bang-exclude-only"
+    ),
+    pytest.param(
+        {"text": {"query": '-"connection timeout"'}},
+        CURRENT - {"cat_failed"},
+        id="text-exclude-phrase",
+    ),
     pytest.param({"text": {"query": "+nightly +failed"}}, {"cat_failed"}, id="text-required"),
     pytest.param({"text": {"query": "エラー"}}, {"order_created"}, id="text-unicode"),
     pytest.param({"text": {"query": "fragile äö"}}, {"order_created"}, id="text-unicode-case"),
     pytest.param({"text": {"query": "checkout"}}, {"checkout_error"}, id="text-label-value"),
     pytest.param({"text": {"query": "etl"}}, {"spider_completed"}, id="text-related-value"),
-    pytest.param({"text": {"query": "carrier"}}, {"order_shipped", "order_created"},
-                 id="text-payload-keys-searched"),
+    pytest.param({"text": {"query": "ÜNÏCODE"}}, {"odd_file"}, id="text-related-unicode"),
+    pytest.param(
+        {"text": {"query": "carrier"}},
+        {"order_shipped", "order_created"},
+        id="text-payload-keys-searched",
+    ),
     pytest.param({"text": {"query": "state-name"}}, set(), id="text-label-keys-not-searched"),
-    pytest.param({"text": {"query": "spider completed"}}, {"spider_completed"},
-                 id="text-terms-across-fields"),
+    pytest.param(
+        {"text": {"query": "spider completed"}}, {"spider_completed"}, id="text-terms-across-fields"
+    ),
     pytest.param({"text": {"query": "nonexistent"}}, set(), id="text-no-match"),
     pytest.param({"text": {"query": ""}}, CURRENT, id="text-empty"),
     pytest.param({"text": {"query": "   - "}}, CURRENT, id="text-whitespace-and-lone-prefix"),
@@ -351,28 +561,29 @@ CASES = [
             "text": {"query": "timeout"},
             "order": "ASC",
         },
-        {"cat_failed"}, id="all-parts-and",
+        {"cat_failed"},
+        id="all-parts-and",
     ),
 ]
 
 
 @pytest.mark.parametrize(("data", "expected"), CASES)
 def test_filter_cases_agree_in_memory_and_in_sql(
-    world: tuple[EventStore, list[ReceivedEvent]], data: dict, expected: set[str]
+    world: World, data: dict, expected: set[str]
 ) -> None:
-    store, events = world
     flt = parse_filter(data).resolve(NOW)
-    assert _by_includes(events, flt) == expected
-    assert _by_dict_includes(events, flt) == expected
-    assert _by_sql(store, flt) == expected
+    assert _by_includes(world.events, flt) == expected, "includes(ReceivedEvent)"
+    assert _by_dict_includes(world.events, flt) == expected, "includes(dict)"
+    assert world.ids(flt) == expected, "to_sql() on the store"
+    assert world.ids(flt, "events_map") == expected, "to_sql(MAP_LABELS)"
+    assert world.ids(flt, "events_json") == expected, "to_sql(JSON_LABELS)"
 
 
-def test_unresolved_window_is_unbounded(world: tuple[EventStore, list[ReceivedEvent]]) -> None:
-    store, events = world
+def test_unresolved_window_is_unbounded(world: World) -> None:
     flt = parse_filter({"event": {"prefix": ["app.order."]}})
     expected = {"order_shipped", "order_created", "ancient", "future"}
-    assert _by_includes(events, flt) == expected
-    assert _by_sql(store, flt) == expected
+    assert _by_includes(world.events, flt) == expected
+    assert world.ids(flt) == expected
 
 
 def test_defaults_are_prefects() -> None:
@@ -410,13 +621,17 @@ def test_accepts_prefect_json_as_is() -> None:
     ("data", "message"),
     [
         pytest.param({"evnt": {}}, "filter.evnt: unknown field", id="unknown-top-level"),
-        pytest.param({"event": {"prefixes": ["a"]}}, "filter.event.prefixes: unknown field",
-                     id="unknown-nested"),
+        pytest.param(
+            {"event": {"prefixes": ["a"]}},
+            "filter.event.prefixes: unknown field",
+            id="unknown-nested",
+        ),
         pytest.param({"text": {"query": "x" * 201}}, "filter.text.query", id="text-too-long"),
         pytest.param({"id": {"id": ["not-a-uuid"]}}, "filter.id.id.0", id="bad-uuid"),
         pytest.param({"order": "SIDEWAYS"}, "filter.order", id="bad-order"),
-        pytest.param({"resource": {"labels": {"k": 1}}}, "filter.resource.labels.k",
-                     id="non-string-label"),
+        pytest.param(
+            {"resource": {"labels": {"k": 1}}}, "filter.resource.labels.k", id="non-string-label"
+        ),
     ],
 )
 def test_invalid_filters_name_the_field(data: dict, message: str) -> None:
@@ -446,3 +661,35 @@ def test_sql_never_contains_user_values() -> None:
 
 def test_empty_filter_compiles_to_true() -> None:
     assert EventFilter().to_sql() == ("TRUE", [])
+
+
+@pytest.mark.parametrize(
+    ("query", "include", "exclude", "required"),
+    [
+        pytest.param("error", ["error"], [], [], id="term"),
+        pytest.param("error warn", ["error", "warn"], [], [], id="terms-or"),
+        pytest.param("error -debug !trace", ["error"], ["debug", "trace"], [], id="excludes"),
+        pytest.param("+a +b", [], [], ["a", "b"], id="required"),
+        pytest.param('"connection timeout"', ["connection timeout"], [], [], id="phrase"),
+        pytest.param('-"a b" +"c d"', [], ["a b"], ["c d"], id="prefixed-phrases"),
+        pytest.param('"say \\"hi\\""', ['say "hi"'], [], [], id="escaped-quote"),
+        pytest.param('"a\\\\b"', ["a\\b"], [], [], id="escaped-backslash"),
+        pytest.param('"a\\nb"', ["a\\nb"], [], [], id="other-backslash-kept"),
+        pytest.param("a\\b", ["a\\b"], [], [], id="backslash-outside-quotes"),
+        pytest.param("- x + y !", ["x", "y"], [], [], id="prefix-then-space-ignored"),
+        pytest.param('abc"def"', ["abc", "def"], [], [], id="quote-ends-a-term"),
+        pytest.param('"unclosed phrase', ["unclosed phrase"], [], [], id="unclosed-phrase"),
+        pytest.param('"" "  "', [], [], [], id="empty-phrases"),
+        pytest.param("+-x", [], [], ["-x"], id="only-first-prefix-counts"),
+        pytest.param("   ", [], [], [], id="whitespace"),
+    ],
+)
+def test_text_query_parser(
+    query: str, include: list[str], exclude: list[str], required: list[str]
+) -> None:
+    parsed = parse_text_query(query)
+    assert (list(parsed.include), list(parsed.exclude), list(parsed.required)) == (
+        include,
+        exclude,
+        required,
+    )

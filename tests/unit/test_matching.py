@@ -80,15 +80,31 @@ SPEC_CASES = [
     pytest.param({"missing": "*"}, FILE, False, id="missing-label-never-matches"),
     pytest.param({"only-a-negative": "!nah"}, FILE, False, id="negative-requires-label"),
     pytest.param({"kind": "!dir"}, FILE, True, id="negative-present-label"),
-    pytest.param({"kind": ["dev-*", "!dev-automations"]}, {"kind": "prod"}, True,
-                 id="mixed-list-admits-other-values"),
-    pytest.param({"kind": ["this", "!that", "other"]}, {"kind": "that"}, False,
-                 id="mixed-list-rejects-only-the-negated"),
-    pytest.param({"kind": ["this", "!that", "other"]}, {"kind": "else"}, True,
-                 id="mixed-list-accepts-anything-else"),
+    pytest.param(
+        {"kind": ["dev-*", "!dev-automations"]},
+        {"kind": "prod"},
+        True,
+        id="mixed-list-admits-other-values",
+    ),
+    pytest.param(
+        {"kind": ["this", "!that", "other"]},
+        {"kind": "that"},
+        False,
+        id="mixed-list-rejects-only-the-negated",
+    ),
+    pytest.param(
+        {"kind": ["this", "!that", "other"]},
+        {"kind": "else"},
+        True,
+        id="mixed-list-accepts-anything-else",
+    ),
     pytest.param({"prefect.resource.id": "app.file.*"}, FILE, True, id="resource-id-glob"),
-    pytest.param({"prefect.resource.id": "app.*", "kind": "!file"}, FILE, False,
-                 id="and-with-failing-negation"),
+    pytest.param(
+        {"prefect.resource.id": "app.*", "kind": "!file"},
+        FILE,
+        False,
+        id="and-with-failing-negation",
+    ),
 ]
 
 

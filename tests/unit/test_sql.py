@@ -35,7 +35,7 @@ def run(store: EventStore, sql: str, timeout: float = 5.0, max_rows: int = 100):
 )
 def test_read_only_statements_run(store: EventStore, sql: str) -> None:
     result = run(store, sql)
-    assert result.columns
+    assert result.table.num_columns
 
 
 @pytest.mark.parametrize(
