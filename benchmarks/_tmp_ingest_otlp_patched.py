@@ -60,16 +60,33 @@ SCENARIOS = {
     "http-logs": ("http", "logs"),
 }
 GRPC_METHODS = {
-    "traces": ("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-               ExportTraceServiceResponse),
-    "logs": ("/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-             ExportLogsServiceResponse),
+    "traces": (
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ExportTraceServiceResponse,
+    ),
+    "logs": (
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        ExportLogsServiceResponse,
+    ),
 }
 HTTP_PATHS = {"traces": "/v1/traces", "logs": "/v1/logs"}
 PROFILE_SUFFIX = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}
 
-ROUTES = [f"/api/{r}" for r in ("cart", "orders", "items/{id}", "users/{id}", "search",
-                                "checkout", "payments", "inventory", "shipping", "health")]
+ROUTES = [
+    f"/api/{r}"
+    for r in (
+        "cart",
+        "orders",
+        "items/{id}",
+        "users/{id}",
+        "search",
+        "checkout",
+        "payments",
+        "inventory",
+        "shipping",
+        "health",
+    )
+]
 RESOURCE = {
     "service.name": "checkout",
     "service.namespace": "shop",
@@ -121,18 +138,20 @@ def trace_template(rng: random.Random, suffix: bytes, span_events: int) -> bytes
         span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(100_000, 90_000_000)
         error = rng.random() < 0.05
         status = 500 if error else 200
-        span.attributes.extend([
-            _kv("http.request.method", "GET"),
-            _kv("http.route", route),
-            _kv("url.path", route.replace("{id}", str(rng.randrange(10_000)))),
-            _kv("http.response.status_code", status),
-            _kv("server.address", "checkout.shop.svc"),
-            _kv("server.port", 8080),
-            _kv("client.address", f"10.0.{rng.randrange(256)}.{rng.randrange(256)}"),
-            _kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
-            _kv("network.protocol.version", "1.1"),
-            _kv("app.cache.hit_ratio", round(rng.random(), 3)),
-        ])
+        span.attributes.extend(
+            [
+                _kv("http.request.method", "GET"),
+                _kv("http.route", route),
+                _kv("url.path", route.replace("{id}", str(rng.randrange(10_000)))),
+                _kv("http.response.status_code", status),
+                _kv("server.address", "checkout.shop.svc"),
+                _kv("server.port", 8080),
+                _kv("client.address", f"10.0.{rng.randrange(256)}.{rng.randrange(256)}"),
+                _kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
+                _kv("network.protocol.version", "1.1"),
+                _kv("app.cache.hit_ratio", round(rng.random(), 3)),
+            ]
+        )
         if error:
             span.status.code = 2
             span.status.message = "upstream returned 500"
@@ -140,11 +159,13 @@ def trace_template(rng: random.Random, suffix: bytes, span_events: int) -> bytes
             ev = span.events.add()
             ev.name = "exception" if error else "cache.miss"
             ev.time_unix_nano = span.start_time_unix_nano + e * 1000
-            ev.attributes.extend([
-                _kv("exception.type", "TimeoutError"),
-                _kv("exception.message", "upstream timed out after 30s"),
-                _kv("attempt", e),
-            ])
+            ev.attributes.extend(
+                [
+                    _kv("exception.type", "TimeoutError"),
+                    _kv("exception.message", "upstream timed out after 30s"),
+                    _kv("attempt", e),
+                ]
+            )
     return req.SerializeToString()
 
 
@@ -168,14 +189,16 @@ def logs_template(rng: random.Random, suffix: bytes) -> bytes:
         rec.trace_id = rng.randbytes(8) + suffix
         rec.span_id = rng.randbytes(8)
         rec.flags = 1
-        rec.attributes.extend([
-            _kv("code.function.name", "process_order"),
-            _kv("code.file.path", "/app/checkout/orders.py"),
-            _kv("code.line.number", rng.randrange(1, 900)),
-            _kv("order.id", rng.randrange(100_000)),
-            _kv("customer.tier", rng.choice(("free", "pro", "enterprise"))),
-            _kv("retry", rng.random() < 0.1),
-        ])
+        rec.attributes.extend(
+            [
+                _kv("code.function.name", "process_order"),
+                _kv("code.file.path", "/app/checkout/orders.py"),
+                _kv("code.line.number", rng.randrange(1, 900)),
+                _kv("order.id", rng.randrange(100_000)),
+                _kv("customer.tier", rng.choice(("free", "pro", "enterprise"))),
+                _kv("retry", rng.random() < 0.1),
+            ]
+        )
     return req.SerializeToString()
 
 
@@ -194,8 +217,15 @@ class ClientResult:
 
 
 def client(
-    index: int, transport: str, signal_name: str, address: str, span_events: int,
-    ready: Any, start: Any, stop_at: Any, out: Any,
+    index: int,
+    transport: str,
+    signal_name: str,
+    address: str,
+    span_events: int,
+    ready: Any,
+    start: Any,
+    stop_at: Any,
+    out: Any,
 ) -> None:
     """One load-generating process: warm up, wait for the start, send until ``stop_at``."""
     rng = random.Random(index)
@@ -279,9 +309,20 @@ class Server:
     def __init__(self, db: Path) -> None:
         self.db = db
         self.proc = subprocess.Popen(
-            [sys.executable, "/tmp/serve_patched.py", "serve", "--db", str(db),
-             "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "/tmp/serve_patched.py",
+                "serve",
+                "--db",
+                str(db),
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stderr is not None
         self.log: list[str] = []
@@ -363,8 +404,20 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
         stop_at = ctx.Value("d", 0.0)
         out = ctx.Queue()
         procs = [
-            ctx.Process(target=client, args=(i, transport, signal_name, address,
-                                             args.span_events, ready, start, stop_at, out))
+            ctx.Process(
+                target=client,
+                args=(
+                    i,
+                    transport,
+                    signal_name,
+                    address,
+                    args.span_events,
+                    ready,
+                    start,
+                    stop_at,
+                    out,
+                ),
+            )
             for i in range(args.clients)
         ]
         for p in procs:
@@ -374,12 +427,24 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             profiler = subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                 str(server.proc.pid), "--duration", str(int(args.seconds)), "--rate", "200",
-                 "--nonblocking", "--format", args.profile_format,
-                 *(["--gil"] if args.profile_gil else []),
-                 "-o", str(args.profile / f"{name}.{PROFILE_SUFFIX[args.profile_format]}")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(server.proc.pid),
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    args.profile_format,
+                    *(["--gil"] if args.profile_gil else []),
+                    "-o",
+                    str(args.profile / f"{name}.{PROFILE_SUFFIX[args.profile_format]}"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         stop_at.value = t0 + args.seconds
@@ -433,40 +498,62 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured time per scenario")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--span-events", type=int, default=0, help="span events per span")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated, from {', '.join(SCENARIOS)}")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="record a py-spy flame graph of the server per scenario into DIR")
-    parser.add_argument("--profile-format", choices=sorted(PROFILE_SUFFIX), default="flamegraph",
-                        help="py-spy output format (raw = collapsed stacks, for scripts)")
-    parser.add_argument("--profile-gil", action="store_true",
-                        help="sample only the thread holding the GIL (where serialized time goes)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record a py-spy flame graph of the server per scenario into DIR",
+    )
+    parser.add_argument(
+        "--profile-format",
+        choices=sorted(PROFILE_SUFFIX),
+        default="flamegraph",
+        help="py-spy output format (raw = collapsed stacks, for scripts)",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="sample only the thread holding the GIL (where serialized time goes)",
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
 
-    print(f"{os.cpu_count()} CPUs, {args.clients} client processes, {ITEMS} items/request, "
-          f"{args.span_events} span events/span, {args.seconds:g} s per scenario")
+    print(
+        f"{os.cpu_count()} CPUs, {args.clients} client processes, {ITEMS} items/request, "
+        f"{args.span_events} span events/span, {args.seconds:g} s per scenario"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="herald-bench-otlp-") as tmp:
         for name in names:
             rows.append(run_scenario(name, args, Path(tmp)))
-    header = (f"{'scenario':<12} {'requests':>8} {'items/s acked':>13} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'busy':>5} {'errors':>6} {'events in file':>15} "
-              f"{'check':>5} {'RSS max MB':>10} {'server CPU':>10}")
+    header = (
+        f"{'scenario':<12} {'requests':>8} {'items/s acked':>13} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'busy':>5} {'errors':>6} {'events in file':>15} "
+        f"{'check':>5} {'RSS max MB':>10} {'server CPU':>10}"
+    )
     print(header)
     print("-" * len(header))
     failed = False
     for r in rows:
         ok = r.stored_events == r.expected_events and r.exit_code == 0 and not r.errors
         failed |= not ok
-        print(f"{r.scenario:<12} {r.requests:>8} {r.rate:>13,.0f} {r.p50_ms:>7.1f} "
-              f"{r.p99_ms:>7.1f} {r.busy:>5} {r.errors:>6} {r.stored_events:>15,} "
-              f"{'ok' if ok else 'FAIL':>5} {r.rss_mb:>10.0f} {r.cpu_pct:>9.0f}%")
-    print("items/s = spans (traces) or log records (logs) answered OK, i.e. committed; "
-          "'check' = events in the file after SIGTERM equal the acknowledged ones")
+        print(
+            f"{r.scenario:<12} {r.requests:>8} {r.rate:>13,.0f} {r.p50_ms:>7.1f} "
+            f"{r.p99_ms:>7.1f} {r.busy:>5} {r.errors:>6} {r.stored_events:>15,} "
+            f"{'ok' if ok else 'FAIL':>5} {r.rss_mb:>10.0f} {r.cpu_pct:>9.0f}%"
+        )
+    print(
+        "items/s = spans (traces) or log records (logs) answered OK, i.e. committed; "
+        "'check' = events in the file after SIGTERM equal the acknowledged ones"
+    )
     if failed:
         sys.exit(1)
 
