@@ -24,7 +24,7 @@ lint: $(STAMP)
 
 # Regenerate collector/_proto from proto/ (generated code is checked in).
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/collector/_proto/herald.proto
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/collector/_proto/herald.proto proto/collector/_proto/automations.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -212,6 +212,7 @@ class ClientResult:
     rejected_items: int = 0
     busy: int = 0
     errors: int = 0
+    warmup_items: int = 0
     first_error: str = ""
     latencies: list[float] | None = None
 
@@ -263,9 +264,13 @@ def client(
         headers = {"Content-Type": "application/x-protobuf"}
 
         def send(body: bytes) -> tuple[str, int]:
-            conn.request("POST", path, body, headers)
-            reply = conn.getresponse()
-            data = reply.read()
+            try:
+                conn.request("POST", path, body, headers)
+                reply = conn.getresponse()
+                data = reply.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()  # http.client reconnects on the next request
+                return f"error {type(exc).__name__}: {exc}", 0
             if reply.status == 200:
                 return "ok", _rejected(response_type.FromString(data))
             if reply.status in (429, 503):
@@ -274,6 +279,10 @@ def client(
 
     result = ClientResult(latencies=[])
     outcome, _ = send(next_body())  # warm-up: connection set up, not measured
+    if outcome == "ok":
+        result.warmup_items = ITEMS  # acknowledged, so the file must hold it too
+    elif outcome != "busy":
+        result.first_error = f"warm-up: {outcome}"
     ready.release()
     start.wait()
     deadline = stop_at.value
@@ -392,11 +401,13 @@ class Row:
     rss_mb: float
     cpu_pct: float
     exit_code: int
+    server_log_tail: str
+    client_errors: list[str]
 
 
-def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
+def run_scenario(name: str, args: argparse.Namespace, db: Path) -> Row:
     transport, signal_name = SCENARIOS[name]
-    server = Server(workdir / f"{name}.duckdb")
+    server = Server(db)
     profiler = None
     try:
         address = server.grpc if transport == "grpc" else server.http
@@ -457,8 +468,6 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
             p.join()
         if profiler is not None:
             profiler.wait(timeout=120)
-        # Warm-up sends are acknowledged too; they count toward what the file must hold.
-        warmups = len(procs)
         code = server.stop()
         stored = server.count_events()
     finally:
@@ -466,14 +475,16 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
             server.proc.kill()
     total = ClientResult()
     lats: list[float] = []
+    errors: list[str] = []
     for _, r, _ in results:
         total.requests += r.requests
         total.acked_items += r.acked_items
         total.busy += r.busy
         total.errors += r.errors
+        total.warmup_items += r.warmup_items
         lats += r.latencies or []
         if r.first_error:
-            print(f"  {name}: {r.first_error}", file=sys.stderr)
+            errors.append(r.first_error)
     lats.sort()
     per_item = 1 + args.span_events if signal_name == "traces" else 1
     return Row(
@@ -485,11 +496,13 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> Row:
         p99_ms=lats[min(len(lats) - 1, int(len(lats) * 0.99))] * 1000 if lats else 0.0,
         busy=total.busy,
         errors=total.errors,
-        expected_events=(total.acked_items + warmups * ITEMS) * per_item,
+        expected_events=(total.acked_items + total.warmup_items) * per_item,
         stored_events=stored,
         rss_mb=server.max_rss_mb,
         cpu_pct=100 * cpu / elapsed,
         exit_code=code,
+        server_log_tail="".join(server.log[-5:]),
+        client_errors=errors,
     )
 
 
@@ -532,8 +545,8 @@ def main() -> None:
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="herald-bench-otlp-") as tmp:
-        for name in names:
-            rows.append(run_scenario(name, args, Path(tmp)))
+        for i, name in enumerate(names):
+            rows.append(run_scenario(name, args, Path(tmp) / f"{i}-{name}.duckdb"))
     header = (
         f"{'scenario':<12} {'requests':>8} {'items/s acked':>13} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'busy':>5} {'errors':>6} {'events in file':>15} "
@@ -554,6 +567,16 @@ def main() -> None:
         "items/s = spans (traces) or log records (logs) answered OK, i.e. committed; "
         "'check' = events in the file after SIGTERM equal the acknowledged ones"
     )
+    for r in rows:
+        for error in r.client_errors:
+            print(f"{r.scenario}: a client saw {error}", file=sys.stderr)
+        if r.stored_events != r.expected_events or r.exit_code != 0:
+            print(
+                f"{r.scenario}: {r.stored_events} events in the file, {r.expected_events} "
+                f"acknowledged; server exit code {r.exit_code}; its last lines:\n"
+                f"{r.server_log_tail}",
+                file=sys.stderr,
+            )
     if failed:
         sys.exit(1)
 

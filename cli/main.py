@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli._state import CliState
-from cli import events
+from cli import automations, events
 from cli.emit import emit
 from cli.serve import serve
 from cli.sql import sql
@@ -38,6 +38,7 @@ def root(
 app.command()(serve)
 app.command()(emit)
 app.add_typer(events.app, name="events")
+app.add_typer(automations.app, name="automations")
 app.command()(sql)
 
 

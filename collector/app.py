@@ -11,12 +11,14 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
-from collector._proto import herald_pb2_grpc
+from collector._proto import automations_pb2_grpc, herald_pb2_grpc
+from collector.automations.runner import AutomationRunner
 from collector.clock import Clock, SystemClock
 from collector.config import Config
 from collector.domain.events import Limits
 from collector.errors import ConfigError, StoreError
 from collector.server.auth import Authenticator, bind_allowed, split_address
+from collector.server.automations_grpc import AutomationsServicer
 from collector.server.http_server import Route, build_app
 from collector.server.ingest import NativeIngest
 from collector.server.feed_http import feed_routes
@@ -55,6 +57,7 @@ class Herald:
         self.writer: BatchWriter | None = None
         self.reader: EventReader | None = None
         self.tail: TailHub | None = None
+        self.automations: AutomationRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,6 +79,10 @@ class Herald:
         self.reader = EventReader(self.store, cfg.query, clock=self.clock)
         self.tail = TailHub(asyncio.get_running_loop(), cfg.query.tail_buffer_events)
         self.writer.add_listener(self.tail.on_commit)
+        self.automations = AutomationRunner(
+            self.store, self.writer, cfg.automations, self.limits, clock=self.clock,
+            shutdown_grace_seconds=cfg.server.shutdown_grace_seconds,
+        )
         ingest = NativeIngest(self.writer, self.limits)
         otlp = OtlpIngest(self.writer, self.limits)
         try:
@@ -87,6 +94,8 @@ class Herald:
             await self.stop()
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if cfg.automations.enabled:
+            await self.automations.start()
 
     def _tls(self) -> tuple[bytes, bytes] | None:
         tls = self.config.tls
@@ -109,6 +118,10 @@ class Herald:
         assert self.reader is not None and self.tail is not None
         herald_pb2_grpc.add_HeraldServicer_to_server(
             HeraldServicer(ingest, self.reader, self.tail, self.auth), server
+        )
+        assert self.automations is not None
+        automations_pb2_grpc.add_AutomationsServicer_to_server(
+            AutomationsServicer(self.automations, self.auth), server
         )
         # OTLP on the same server and port as the native API (SPEC §3: both on :4317).
         for otlp_servicer in (TraceServicer, LogsServicer, MetricsServicer):
@@ -180,6 +193,10 @@ class Herald:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+        if self.automations is not None:
+            # Before the writer: the runner's last events and state go through the store.
+            await self.automations.stop()
+            self.automations = None
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop)
             self.writer = None

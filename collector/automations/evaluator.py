@@ -22,6 +22,10 @@ back, so the server can persist it with its watermark and resume after a restart
 are derived from what fired (automation, trigger path, key, window, event), so re-deriving a
 firing after a restart gives the same id and the store can drop the duplicate.
 
+Hooks for a server: ``wants(name)`` says whether an event can matter to any loaded trigger
+(the rest only need ``advance_clock``), and ``skip(event, automation)`` lets the server's loop
+guard keep an event from being evaluated against one automation.
+
 An ``Evaluator`` is not thread-safe: one task owns it.
 """
 
@@ -307,11 +311,15 @@ class Evaluator:
         expired_bucket_buffer: timedelta = EXPIRED_BUCKET_BUFFER,
         seen_max: int = SEEN_EVENT_MAX,
         leader_processed: Callable[[UUID], bool] | None = None,
+        skip: Callable[[ReceivedEvent, Automation], bool] | None = None,
     ) -> None:
         self._clock = clock
         self._buffer = expired_bucket_buffer
         self._seen_max = seen_max
         self._leader_processed = leader_processed
+        # The server's loop guard: True = do not evaluate this event against this automation.
+        self._skip = skip
+        self._wants: dict[str, bool] = {}  # event name -> some trigger may cover it
         self._nodes: dict[_NodeKey, _Node] = {}
         self._event_nodes: list[_Node] = []
         self._proactive_nodes: list[_Node] = []
@@ -357,6 +365,7 @@ class Evaluator:
             else:
                 for name in dict.fromkeys(names):
                     self._by_name.setdefault(name, []).append(node)
+        self._wants = {}
         self._loaded = True
         self._reconcile()
 
@@ -384,6 +393,34 @@ class Evaluator:
             self._hold(event)
             return []
         return self._process(event, now)
+
+    def wants(self, name: str, event_id: UUID | str | None = None) -> bool:
+        """Whether ``on_event`` could do anything with such an event: some loaded trigger's
+        ``expect``/``after`` names match it, or held followers wait for it as their leader.
+        A server skips the other events cheaply (calling ``advance_clock`` for them)."""
+        if event_id is not None and self._s.followers:
+            leader = event_id if isinstance(event_id, UUID) else UUID(event_id)
+            if leader in self._s.followers:
+                return True
+        known = self._wants.get(name)
+        if known is None:
+            known = name in self._by_name or any(
+                expects(n.trigger, name) or starts_after(n.trigger, name)  # type: ignore[arg-type]
+                for n in self._any_name
+            )
+            if len(self._wants) >= 10_000:  # names are few in practice; bound it anyway
+                self._wants.clear()
+            self._wants[name] = known
+        return known
+
+    def advance_clock(self, occurred: datetime) -> None:
+        """Move the events clock for events that ``wants`` said to skip (P§5.8: every event
+        moves it, not only the ones a trigger covers)."""
+        now = self._clock.now()
+        stamp = min(occurred, now)
+        if self._s.events_clock is None or stamp >= self._s.events_clock:
+            self._s.events_clock = stamp
+        self._s.events_clock_updated = now
 
     def _hold(self, event: ReceivedEvent) -> None:
         event_id = _event_id(event)
@@ -457,6 +494,8 @@ class Evaluator:
             trigger = node.trigger
             assert isinstance(trigger, EventTrigger)
             if not covers(trigger, event):
+                continue
+            if self._skip is not None and self._skip(event, node.automation):
                 continue
             key = bucketing_key(trigger, event)
             is_expected = expects(trigger, event.event)

@@ -7,9 +7,10 @@ touch DuckDB or read the clock: ``resolve(now)`` fills Prefect's time defaults f
 ``now``; an unresolved ``since``/``until`` means "unbounded" on both paths. User values, label
 keys included, only ever travel as ``?`` parameters, never inside the SQL text.
 
-How labels are read in SQL depends on how the store keeps them (``MAP(VARCHAR, VARCHAR)`` or
-``JSON``): ``LabelStorage`` holds those few expressions, ``to_sql(storage)`` takes one, and
-``collector.store.queries.label_storage(cur)`` tells which one a database uses.
+Labels are stored as DuckDB ``JSON`` text written by orjson (``collector.store.schema``; MAP
+columns were measured several times slower to insert and dropped): a label is read with
+``labels ->> '$."key"'``, and because that text has no insignificant whitespace, a plain value
+must appear in it as ``"value"`` — which lets the SQL test a cheap substring before parsing JSON.
 
 Decisions where Prefect's two paths disagree (Herald's two paths must not):
 
@@ -114,7 +115,7 @@ class EventView:
 EventLike = ReceivedEvent | Mapping[str, Any] | EventView
 
 
-# --------------------------------------------------------------------------- label storage
+# --------------------------------------------------------------------------- label SQL
 
 
 def _json_path(key: str) -> str:
@@ -122,13 +123,42 @@ def _json_path(key: str) -> str:
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _quoted(value: str, *, prefix: bool = False) -> str | None:
-    """How ``value`` (or a value starting with ``prefix``) must appear in stored JSON text:
-    ``"value"`` (``"prefix``), or None when JSON encoders may escape one of its characters
-    (anything but printable ASCII without ``"``, ``\\`` and ``/``)."""
-    if not all(" " <= ch <= "~" and ch not in '"\\/' for ch in value):
+def label_sql(labels: str, key: str) -> Sql:
+    """The label ``key`` of the label set ``labels`` (``e.resource`` or ``r``, one related
+    item) as a VARCHAR expression with its parameters; NULL when the label is missing."""
+    return f"({labels} ->> ?)", [_json_path(key)]
+
+
+# The related resources as a list DuckDB's list lambdas can walk.
+RELATED_ITEMS = "CAST(e.related AS JSON[])"
+
+# The SQL twin of text_search.searchable_text (lowercased). concat_ws over the four parts
+# measured ~25% faster than one list_concat + array_to_string (775 ms vs 1,050 ms per 1M
+# events); a text search over whole rows is a full scan either way.
+SEARCHABLE_SQL = (
+    "lower(concat_ws(' ', e.event, "
+    "array_to_string(json_extract_string(e.resource, '$.*'), ' '), "
+    "array_to_string(json_extract_string(e.related, '$[*].*'), ' '), "
+    "e.payload::VARCHAR))"
+)
+
+
+def _json_safe(text: str) -> bool:
+    """True if JSON encoders write ``text`` as itself: printable ASCII without ``"``, ``\\``
+    and ``/`` (orjson escapes only ``"``, ``\\`` and control characters; others may escape
+    ``/`` or non-ASCII characters too)."""
+    return all(" " <= ch <= "~" and ch not in '"\\/' for ch in text)
+
+
+def _member(key: str, value: str, *, prefix: bool = False) -> str | None:
+    """The text ``"key":"value"`` (``"key":"prefix`` for a prefix) that a stored label set
+    holding that label must contain, or None if one of them may be escaped.
+
+    Relies on the stored form of label sets: compact JSON, as orjson writes it and as
+    ``collector.mapping`` builds it by hand — no whitespace around ``:``."""
+    if not (_json_safe(key) and _json_safe(value)):
         return None
-    return f'"{value}' if prefix else f'"{value}"'
+    return f'"{key}":"{value}' if prefix else f'"{key}":"{value}"'
 
 
 def _hint_group(texts: list[str | None]) -> list[str]:
@@ -136,65 +166,14 @@ def _hint_group(texts: list[str | None]) -> list[str]:
     return [t for t in texts if t is not None] if texts and None not in texts else []
 
 
-@dataclass(frozen=True, slots=True)
-class LabelStorage:
-    """How the ``events`` table keeps label sets, as the few SQL expressions that read them.
-
-    ``label(labels, key)`` is a VARCHAR expression (plus parameters) that is NULL when the label
-    is missing; ``labels`` is ``e.resource`` or ``r``, one item of ``related_items``.
-    """
-
-    kind: str
-    related_items: str
-    searchable: str
-    _label: Callable[[str, str], Sql]
-    # JSON only: a cheap substring test on the raw related text, see `related_hint`.
-    substring_hints: bool = False
-
-    def label(self, labels: str, key: str) -> Sql:
-        return self._label(labels, key)
-
-    def related_hint(self, groups: list[list[str]]) -> Sql | None:
-        """A necessary condition on the raw related JSON text: for each group, one of its
-        substrings occurs in ``e.related`` (JSON storage only). Measured on 1M events: a related
-        (role, id) filter 956 ms → 168 ms, as the substring search skips most rows before any
-        JSON is parsed."""
-        groups = [g for g in groups if g]
-        if not self.substring_hints or not groups:
-            return None
-        clauses = [_any_of(["contains(e.related, ?)"] * len(g)) for g in groups]
-        return _all_of(clauses), [text for g in groups for text in g]
-
-
-# `searchable` mirrors text_search.searchable_text. concat_ws over the four parts measured ~25%
-# faster than one list_concat + array_to_string (775 ms vs 1,050 ms per 1M events); a text
-# search over whole rows is a full scan either way.
-MAP_LABELS = LabelStorage(
-    kind="map",
-    related_items="e.related",
-    searchable=(
-        "lower(concat_ws(' ', e.event, array_to_string(map_values(e.resource), ' '), "
-        "array_to_string(flatten(list_transform(e.related, lambda r: map_values(r))), ' '), "
-        "e.payload::VARCHAR))"
-    ),
-    _label=lambda labels, key: (f"{labels}[?]", [key]),
-)
-
-JSON_LABELS = LabelStorage(
-    kind="json",
-    related_items="CAST(e.related AS JSON[])",
-    searchable=(
-        "lower(concat_ws(' ', e.event, "
-        "array_to_string(json_extract_string(e.resource, '$.*'), ' '), "
-        "array_to_string(json_extract_string(e.related, '$[*].*'), ' '), "
-        "e.payload::VARCHAR))"
-    ),
-    _label=lambda labels, key: (f"({labels} ->> ?)", [_json_path(key)]),
-    substring_hints=True,
-)
-
-# What `collector.store.schema` creates today; `queries.label_storage(cur)` checks a database.
-DEFAULT_STORAGE = JSON_LABELS
+def _substring_hint(column: str, groups: list[list[str]]) -> Sql | None:
+    """A necessary condition on the raw JSON text of ``column``: for each group, one of its
+    substrings occurs in it (so ``contains`` rejects most rows before any JSON is parsed)."""
+    groups = [g for g in groups if g]
+    if not groups:
+        return None
+    clauses = [_any_of([f"contains({column}, ?)"] * len(g)) for g in groups]
+    return _all_of(clauses), [text for g in groups for text in g]
 
 
 # --------------------------------------------------------------------------- SQL building
@@ -214,7 +193,7 @@ def _all_of(clauses: list[str]) -> str:
     return clauses[0] if len(clauses) == 1 else "(" + " AND ".join(clauses) + ")"
 
 
-def _label_sql(value: Sql, expected: str | Sequence[str]) -> Sql:
+def _patterns_sql(value: Sql, expected: str | Sequence[str]) -> Sql:
     """One label's patterns (ORed) against ``value``, a VARCHAR expression with its own
     parameters that is NULL when the label is missing. NULL never satisfies ``=``, ``<>``,
     ``LIKE`` or ``NOT LIKE``: exactly "a missing label never matches, negated or not" — as long
@@ -261,54 +240,61 @@ def _prefix_sql(value: Sql, prefixes: Sequence[str]) -> Sql:
     return _any_of(clauses), params
 
 
+def _label_hints(label: str, expected: str | Sequence[str]) -> list[str]:
+    """Substrings one of which a label set's JSON text must contain for ``label`` to match
+    ``expected``; empty (no hint) unless every pattern is a plain value or a ``prefix*``."""
+    texts: list[str | None] = []
+    for pattern in as_patterns(expected):
+        negated, body = split_negation(pattern)
+        if not negated and not is_glob(body):
+            texts.append(_member(label, body))
+        elif not negated and body.endswith("*") and body[:-1] and not is_glob(body[:-1]):
+            texts.append(_member(label, body[:-1], prefix=True))
+        else:
+            texts.append(None)
+    return _hint_group(texts)
+
+
 def _spec_sql(
     spec: Mapping[str, str | Sequence[str]],
     labels: str,
-    storage: LabelStorage,
     id_column: str | None = None,
+    *,
+    hinted: bool = False,
 ) -> Sql:
-    """A ResourceSpecification against the label set ``labels``. ``id_column`` is a non-null
-    column equal to the set's ``prefect.resource.id`` (the primary's ``resource_id``), which
-    DuckDB reads much faster than a label lookup."""
-    clauses: list[str] = []
-    params: list[Any] = []
+    """A ResourceSpecification against the label set ``labels``.
+
+    ``id_column`` is a non-null column equal to the set's ``prefect.resource.id`` (the
+    primary's ``resource_id``), which DuckDB reads much faster than a label lookup, so those
+    labels are tested first. With ``hinted`` (``labels`` is a stored column), each label's exact
+    test is preceded by a substring test on the raw text (``_label_hints``)."""
+    first: list[Sql] = []
+    rest: list[Sql] = []
     for label, expected in spec.items():
         if label == RESOURCE_ID and id_column is not None:
-            value: Sql = (id_column, [])
-        else:
-            value = storage.label(labels, label)
-        sql, p = _label_sql(value, expected)
-        clauses.append(sql)
-        params += p
-    return _all_of(clauses), params
+            first.append(_patterns_sql((id_column, []), expected))
+            continue
+        hint = _substring_hint(labels, [_label_hints(label, expected)]) if hinted else None
+        if hint is not None:
+            rest.append(hint)
+        rest.append(_patterns_sql(label_sql(labels, label), expected))
+    parts = first + rest
+    return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
 def _spec_hints(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
-    """Per label, substrings one of which the stored text must contain for ``spec`` to match:
-    only for labels whose patterns are all plain values or ``prefix*`` globs."""
-    groups: list[list[str]] = []
-    for expected in spec.values():
-        texts: list[str | None] = []
-        for pattern in as_patterns(expected):
-            negated, body = split_negation(pattern)
-            if not negated and not is_glob(body):
-                texts.append(_quoted(body))
-            elif not negated and body.endswith("*") and body[:-1] and not is_glob(body[:-1]):
-                texts.append(_quoted(body[:-1], prefix=True))
-            else:
-                texts.append(None)
-        groups.append(_hint_group(texts))
-    return groups
+    """Per label of ``spec``, the substrings of ``_label_hints``."""
+    return [_label_hints(label, expected) for label, expected in spec.items()]
 
 
-def _exists_related(condition: Sql, storage: LabelStorage, hints: list[list[str]]) -> Sql:
+def _exists_related(condition: Sql, hints: list[list[str]]) -> Sql:
     # Measured on 1M events × 3 related (numbers in collector/store/queries.py): lambdas over
     # the list run >10x faster than `EXISTS (SELECT 1 FROM unnest(e.related) …)`, which DuckDB
     # plans as a correlated join; list_filter, list_bool_or(list_transform) and
     # list_contains(list_transform, true) are within noise of each other.
     sql, params = condition
-    exists = f"len(list_filter({storage.related_items}, lambda r: {sql})) > 0"
-    hint = storage.related_hint(hints)
+    exists = f"len(list_filter({RELATED_ITEMS}, lambda r: {sql})) > 0"
+    hint = _substring_hint("e.related", hints)
     if hint is None:
         return exists, params
     return f"({hint[0]} AND {exists})", [*hint[1], *params]
@@ -330,7 +316,7 @@ class _FilterPart(BaseModel):
     def _includes(self, event: EventView) -> bool:
         raise NotImplementedError
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         """A WHERE fragment over ``events`` aliased ``e`` and its ``?`` parameters."""
         raise NotImplementedError
 
@@ -362,7 +348,7 @@ class EventOccurredFilter(_FilterPart):
             return False
         return not (self.until is not None and occurred > self.until)
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         clauses: list[str] = []
         params: list[Any] = []
         if self.since is not None:
@@ -392,7 +378,7 @@ class EventNameFilter(_FilterPart):
             return False
         return not (self.exclude_name and name in self.exclude_name)
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         clauses: list[str] = []
         params: list[Any] = []
         if self.prefix:
@@ -433,14 +419,14 @@ class EventResourceFilter(_FilterPart):
             return False
         return not (self.labels and not self._labels_match(event.resource))
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         parts: list[Sql] = []
         if self.id:
             parts.append(_in_sql(("e.resource_id", []), self.id))
         if self.id_prefix:
             parts.append(_prefix_sql(("e.resource_id", []), self.id_prefix))
         if self.labels:
-            parts.append(_spec_sql(self.labels, "e.resource", storage, "e.resource_id"))
+            parts.append(_spec_sql(self.labels, "e.resource", "e.resource_id", hinted=True))
         return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
@@ -478,18 +464,17 @@ class EventRelatedFilter(_FilterPart):
             return True  # an empty related filter does not require related resources
         return any(self._item_matches(item) for item in event.related)
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         if self._is_noop:
             return TRUE_SQL
-        rid, role = storage.label("r", RESOURCE_ID), storage.label("r", RESOURCE_ROLE)
+        rid, role = label_sql("r", RESOURCE_ID), label_sql("r", RESOURCE_ROLE)
         parts: list[Sql] = []
+        # Substring hints, the most selective first: ids, then labels, then roles (a role
+        # is shared by many resources; its hint only helps when nothing else is given).
         hints: list[list[str]] = []
         if self.id:
             parts.append(_in_sql(rid, self.id))
-            hints.append(_hint_group([_quoted(v) for v in self.id]))
-        if self.role:
-            parts.append(_in_sql(role, self.role))
-            hints.append(_hint_group([_quoted(v) for v in self.role]))
+            hints.append(_hint_group([_member(RESOURCE_ID, v) for v in self.id]))
         if self.resources_in_roles:
             pairs: list[str] = []
             pair_params: list[Any] = []
@@ -497,12 +482,16 @@ class EventRelatedFilter(_FilterPart):
                 pairs.append(f"({rid[0]} = ? AND {role[0]} = ?)")
                 pair_params += [*rid[1], resource_id, *role[1], resource_role]
             parts.append((_any_of(pairs), pair_params))
-            hints.append(_hint_group([_quoted(i) for i, _ in self.resources_in_roles]))
+            ids = [_member(RESOURCE_ID, i) for i, _ in self.resources_in_roles]
+            hints.append(_hint_group(ids))
         if self.labels:
-            parts.append(_spec_sql(self.labels, "r", storage))
+            parts.append(_spec_sql(self.labels, "r"))
             hints += _spec_hints(self.labels)
+        if self.role:
+            parts.append(_in_sql(role, self.role))
+            hints.append(_hint_group([_member(RESOURCE_ROLE, v) for v in self.role]))
         condition = (_all_of([p[0] for p in parts]), [x for p in parts for x in p[1]])
-        return _exists_related(condition, storage, hints)
+        return _exists_related(condition, hints)
 
 
 class EventAnyResourceFilter(_FilterPart):
@@ -535,28 +524,27 @@ class EventAnyResourceFilter(_FilterPart):
             return True
         return any(self._resource_matches(item) for item in event.related)
 
-    def _conditions(
-        self, labels: str, rid: Sql, storage: LabelStorage, id_column: str | None
-    ) -> Sql:
+    def _conditions(self, labels: str, rid: Sql, id_column: str | None) -> Sql:
         parts: list[Sql] = []
         if self.id:
             parts.append(_in_sql(rid, self.id))
         if self.id_prefix:
             parts.append(_prefix_sql(rid, self.id_prefix))
         if self.labels:
-            parts.append(_spec_sql(self.labels, labels, storage, id_column))
+            hinted = labels == "e.resource"
+            parts.append(_spec_sql(self.labels, labels, id_column, hinted=hinted))
         return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         if self._is_noop:
             return TRUE_SQL
-        primary = self._conditions("e.resource", ("e.resource_id", []), storage, "e.resource_id")
-        hints = [_hint_group([_quoted(v) for v in self.id or []])]
-        hints.append(_hint_group([_quoted(p, prefix=True) for p in self.id_prefix or []]))
+        primary = self._conditions("e.resource", ("e.resource_id", []), "e.resource_id")
+        hints = [_hint_group([_member(RESOURCE_ID, v) for v in self.id or []])]
+        prefixes = [_member(RESOURCE_ID, p, prefix=True) for p in self.id_prefix or []]
+        hints.append(_hint_group(prefixes))
         hints += _spec_hints(self.labels or {})
         related = _exists_related(
-            self._conditions("r", storage.label("r", RESOURCE_ID), storage, None),
-            storage,
+            self._conditions("r", label_sql("r", RESOURCE_ID), None),
             hints,
         )
         return f"({primary[0]} OR {related[0]})", primary[1] + related[1]
@@ -570,7 +558,7 @@ class EventIDFilter(_FilterPart):
     def _includes(self, event: EventView) -> bool:
         return not (self.id and event.id not in self.id)
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         if not self.id:
             return TRUE_SQL
         return f"e.id IN ({', '.join(['?::UUID'] * len(self.id))})", [str(i) for i in self.id]
@@ -592,11 +580,11 @@ class EventTextFilter(_FilterPart):
         text = searchable_text(event.event, event.resource, event.related, event.payload_json)
         return parsed.matches(text)
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         parsed = self.parsed
         clauses: list[str] = []
         params: list[Any] = []
-        has = f"contains({storage.searchable}, ?)"
+        has = f"contains({SEARCHABLE_SQL}, ?)"
         if parsed.include:
             clauses.append(_any_of([has] * len(parsed.include)))
             params += [t.lower() for t in parsed.include]
@@ -648,14 +636,15 @@ class EventFilter(_FilterPart):
     @property
     def parts(self) -> list[_FilterPart]:
         """Every sub-filter, lists flattened (they are ANDed)."""
-        out: list[_FilterPart] = [self.occurred]
+        # Cheapest and most selective first (ids, names, the resource id column), full-text
+        # search last: the SQL is ANDed in this order, and so is ``includes()``.
+        out: list[_FilterPart] = [self.occurred, self.id]
         if self.event is not None:
             out.append(self.event)
         if self.resource is not None:
             out.append(self.resource)
         out += _as_list(self.related)
         out += _as_list(self.any_resource)
-        out.append(self.id)
         if self.text is not None:
             out.append(self.text)
         return out
@@ -676,11 +665,11 @@ class EventFilter(_FilterPart):
     def _includes(self, event: EventView) -> bool:
         return all(part._includes(event) for part in self.parts)
 
-    def to_sql(self, storage: LabelStorage = DEFAULT_STORAGE) -> Sql:
+    def to_sql(self) -> Sql:
         clauses: list[str] = []
         params: list[Any] = []
         for part in self.parts:
-            sql, p = part.to_sql(storage)
+            sql, p = part.to_sql()
             if sql != "TRUE":
                 clauses.append(sql)
                 params += p
@@ -712,9 +701,8 @@ def parse_filter(data: Any) -> EventFilter:
 
 __all__ = [
     "DEFAULT_LOOKBACK",
-    "DEFAULT_STORAGE",
-    "JSON_LABELS",
-    "MAP_LABELS",
+    "RELATED_ITEMS",
+    "SEARCHABLE_SQL",
     "EventAnyResourceFilter",
     "EventFilter",
     "EventIDFilter",
@@ -725,6 +713,6 @@ __all__ = [
     "EventResourceFilter",
     "EventTextFilter",
     "EventView",
-    "LabelStorage",
+    "label_sql",
     "parse_filter",
 ]

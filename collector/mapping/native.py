@@ -2,7 +2,8 @@
 
 One function serves ``POST /api/events``, the gRPC ``Emit`` and the SDK: a JSON list of events
 is validated item by item (per-item errors; the valid ones are kept), ``id`` defaults to a new
-UUIDv7 and ``occurred`` to ``received``; naive times are UTC. This is a hot path, so it checks
+UUIDv7 and ``occurred`` to ``received`` (or to the time inside a given UUIDv7 id); naive times
+are UTC. This is a hot path, so it checks
 the grammar by hand (``check_event_parts``) instead of building a pydantic model per event.
 """
 
@@ -76,8 +77,15 @@ def _one(item: Any, cols: EventColumns, received_us: int, limits: Limits) -> Non
         payload = {}
     elif type(payload) is not dict:
         raise InvalidEvent("payload: must be a JSON object")
-    occurred = _occurred_us(item.get("occurred"), received_us)
-    event_id = _uuid(item.get("id"), "id") or uuid7_str()
+    given_id = _uuid(item.get("id"), "id")
+    event_id = given_id or uuid7_str()
+    raw_occurred = item.get("occurred")
+    if raw_occurred is None and given_id is not None and given_id[14] == "7":
+        # A UUIDv7 id carries the time it was made: use it as `occurred`, so re-sending the
+        # same id-only event maps to the same (id, occurred) and dedupes (docs/ingest.md).
+        occurred = int(given_id[:8] + given_id[9:13], 16) * 1000
+    else:
+        occurred = _occurred_us(raw_occurred, received_us)
     follows = _uuid(item.get("follows"), "follows")
     # Each part is serialized once: for the size check and for storage.
     resource_json = _dumps(resource).decode()

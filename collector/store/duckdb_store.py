@@ -2,14 +2,16 @@
 
 One read-write connection per process (DuckDB allows one writing process per file). Writes come
 only from the ``BatchWriter`` thread; reads use their own cursors. Inserts go through Arrow
-(``INSERT OR IGNORE … SELECT FROM arrow``), never row by row; the primary key on ``id`` makes a
-re-sent event a no-op (dedupe). Labels and payloads travel as Arrow's canonical JSON extension
+(``INSERT … SELECT FROM arrow``), never row by row; a re-sent event is a no-op (dedupe, see
+``_INSERT``). Labels and payloads travel as Arrow's canonical JSON extension
 type, which DuckDB takes as ``JSON`` without re-parsing.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import ReceivedEvent
@@ -62,11 +65,17 @@ def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
     )
 
 
+# Dedupe without a primary key: an ART index on ``id`` must live in memory (measured ~60 bytes
+# per event: 600 MB at 10M events, and DuckDB cannot evict it), so instead each batch is
+# anti-joined against the stored events whose ``occurred`` lies in the batch's range — zone
+# maps keep that scan to a few row groups, and a re-sent event (SDK retry, re-exported OTLP
+# span) carries the same id *and* occurred. Measured: 127k rows/s vs 70k with the PK.
 _INSERT = """
-INSERT OR IGNORE INTO events
-SELECT id::UUID, occurred, received, event, resource_id,
+INSERT INTO events
+SELECT {distinct} id::UUID, occurred, received, event, resource_id,
        resource, related, payload, follows::UUID
 FROM batch
+WHERE id::UUID NOT IN (SELECT id FROM events WHERE occurred BETWEEN $lo AND $hi)
 """
 
 _EVENT_COLUMNS = "id, occurred, received, event, resource, related, payload, follows"
@@ -119,16 +128,43 @@ class EventStore:
 
         Duplicate ids (already stored, or repeated inside the batch) are skipped.
         """
+        bounds = pc.min_max(batch.column("occurred"))
+        repeated = pc.count_distinct(batch.column("id")).as_py() != batch.num_rows
+        sql = _INSERT.format(distinct="DISTINCT ON (id)" if repeated else "")
         with self._write_lock:
             cur = self._conn.cursor()
             try:
                 cur.register("batch", batch)
-                row = cur.execute(_INSERT).fetchone()
+                row = cur.execute(
+                    sql, {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}
+                ).fetchone()
             except duckdb.Error as exc:
                 raise StoreError(f"insert failed: {exc}") from exc
             finally:
                 cur.close()
         return int(row[0]) if row else 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside one transaction that holds the write lock, for writes other than
+        event batches (automations, their firings and state): committed when the block ends,
+        rolled back if it raises. DuckDB errors surface as ``StoreError``."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                raise StoreError(f"write failed: {exc}") from exc
+            finally:
+                cur.close()
 
     def get_event(self, event_id: str) -> ReceivedEvent | None:
         cur = self.cursor()

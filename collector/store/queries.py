@@ -14,27 +14,32 @@ nor appear mid-way; ``total`` is counted once, on the first page, like Prefect's
 Page tokens are opaque: ``base64url(json) "." base64url(HMAC-SHA256(key, json))``. A token that
 does not decode or whose signature does not match raises ``InvalidFilter``.
 
-Measured on this 2-core machine, 1M synthetic events over 7 days (5 resource labels,
-3 related resources; ``benchmarks``-style, see the report of issue 3), p50:
+How a page is read, and why (measured on this 2-core machine, shared with other work so
+±50% noise; 1M synthetic events over 7 days, 5 resource labels, 3 related resources, p50):
 
-=====================================================================  ============
-name prefix + ``resource['region'] = ?``, top 51 over all columns       273 ms
-same, narrow top 51 (id, occurred only)                                 103 ms
-same, narrow, newest 1 h window first (the probe below)                   3 ms
-fetch 51 full rows by (occurred range, id IN): fetchall() / Arrow        13 / 3 ms
-count(*) name prefix + label (reads the whole ``resource`` MAP column)     92 ms
-count(*) name prefix only                                                  4 ms
-related (role, id): ``EXISTS (… unnest(e.related) …)``                  3760 ms
-related (role, id): ``len(list_filter(e.related, lambda r: …)) > 0``     283 ms
-related (role, id): ``list_bool_or(list_transform(…))``                  265 ms
-=====================================================================  ============
+==========================================================  ========  ========
+name prefix + ``region = 'eu'`` (83k matches)                  MAP       JSON
+==========================================================  ========  ========
+top 51 selecting all columns (one query)                       273 ms
+top 51 selecting (occurred, id) only                           103 ms     38 ms
+same, inside a 1 h window at the newest end                      3 ms      3 ms
+51 full rows by (occurred range + filter), via Arrow           2.5 ms    2.5 ms
+``count(*)`` of the filter (the page's ``total``)             72-92 ms  37-100 ms
+related (role, id) with ``EXISTS (… unnest(e.related) …)``   3760 ms
+related (role, id) with ``list_filter(…, lambda r: …)``        283 ms   956 ms
+same plus a substring pre-check on the JSON text                         168 ms
+==========================================================  ========  ========
 
-Hence: (1) pick the page's keys with a narrow query over a time window probed newest-first
-(an exact answer as soon as the window holds a full page: every row outside it sorts later),
-(2) fetch the full rows of just those keys through Arrow (DuckDB's Python conversion of MAP
-values is ~10x slower than Arrow's), (3) related filters as ``list_filter`` lambdas.
-The remaining first-page cost is the ``total`` count, bounded by how fast DuckDB reads the
-``resource`` MAP column; see the report for the schema change that removes it.
+So a page is (1) the keys of the next ``limit + 1`` rows, by a narrow query over a time window
+probed from the newest (oldest, for ASC) end and widened until it holds a full page — exact,
+since every row outside the window sorts after every row inside it; (2) the full rows of those
+keys, through Arrow (DuckDB's own Python conversion of MAP values costs ~1 ms per row); and on
+the first page (3) the ``total`` count, which dominates: it reads the label column of every row
+in range (end to end: ~45 ms JSON / ~90 ms MAP at 1M, ~700 ms at 10M; later pages 5-15 ms at
+both sizes). Keeping distinct label sets in their own table, referenced by an integer column
+of ``events``, would make (3) an integer semi-join: 84 ms → 5 ms at 1M in a trial. The probes
+rely on rows being stored roughly in ``occurred`` order (as ingest appends them); for data that
+is not, they stay exact but prune nothing, costing up to two extra narrow scans.
 """
 
 from __future__ import annotations
@@ -61,28 +66,8 @@ from collector.domain.events import (
     to_utc,
     us_to_datetime,
 )
-from collector.domain.filters import (
-    JSON_LABELS,
-    MAP_LABELS,
-    EventFilter,
-    EventOrder,
-    LabelStorage,
-)
-from collector.errors import InvalidFilter, StoreError
-
-# --------------------------------------------------------------------------- storage
-
-
-def label_storage(cur: duckdb.DuckDBPyConnection) -> LabelStorage:
-    """How this database keeps label sets (``events.resource`` is ``JSON`` or a ``MAP``)."""
-    row = cur.execute(
-        "SELECT data_type FROM duckdb_columns() "
-        "WHERE table_name = 'events' AND column_name = 'resource' AND schema_name = 'main'"
-    ).fetchone()
-    if row is None:
-        raise StoreError("the store has no events table (was it migrated?)")
-    return MAP_LABELS if str(row[0]).upper().startswith("MAP") else JSON_LABELS
-
+from collector.domain.filters import EventFilter, EventOrder, label_sql
+from collector.errors import InvalidFilter
 
 # --------------------------------------------------------------------------- paging
 
@@ -200,11 +185,11 @@ def _fetch_scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -
 
 
 def _page_keys(
-    cur: duckdb.DuckDBPyConnection, state: _PageState, want: int, storage: LabelStorage
+    cur: duckdb.DuckDBPyConnection, state: _PageState, want: int
 ) -> list[tuple[datetime, str]]:
     """The (occurred, id) of the next ``want`` rows, in feed order."""
     flt = state.filter
-    where, params = flt.to_sql(storage)
+    where, params = flt.to_sql()
     keyset, keyset_params = _keyset_sql(flt.order, state.cursor)
     direction = "DESC" if flt.order is EventOrder.DESC else "ASC"
     order_by = f"ORDER BY e.occurred {direction}, e.id {direction}"
@@ -260,24 +245,10 @@ def _page_keys(
     return [(r[0], r[1]) for r in rows]
 
 
-def _labels(value: Any) -> dict[str, str]:
-    # JSON storage gives text; MAP storage gives Arrow's list of (key, value) pairs.
-    if isinstance(value, str):
-        return orjson.loads(value)  # type: ignore[no-any-return]
-    return dict(value) if value else {}
-
-
-def _related(value: Any) -> list[dict[str, str]]:
-    if isinstance(value, str):
-        return orjson.loads(value)  # type: ignore[no-any-return]
-    return [dict(item) for item in value] if value else []
-
-
 def _fetch_events(
     cur: duckdb.DuckDBPyConnection,
     state: _PageState,
     keys: list[tuple[datetime, str]],
-    storage: LabelStorage,
 ) -> list[ReceivedEvent]:
     """The full events for ``keys``, in the keys' order.
 
@@ -288,7 +259,7 @@ def _fetch_events(
     """
     if not keys:
         return []
-    where, params = state.filter.to_sql(storage)
+    where, params = state.filter.to_sql()
     lo = min(k[0] for k in keys)
     hi = max(k[0] for k in keys)
     sql = (
@@ -311,8 +282,8 @@ def _fetch_events(
             occurred=to_utc(row["occurred"]),
             received=to_utc(row["received"]),
             event=row["event"],
-            resource=_labels(row["resource"]),
-            related=_related(row["related"]),
+            resource=orjson.loads(row["resource"]),
+            related=orjson.loads(row["related"]),
             payload=orjson.loads(row["payload"]),
             follows=row["follows"],
         )
@@ -337,12 +308,10 @@ def query_events(
     """
     if page_token is not None:
         state = _decode_page_token(page_token, token_key)
-        storage = label_storage(cur)
     else:
         if limit < 0:
             raise InvalidFilter(f"limit must be 0 or more, got {limit}")
         resolved = (filter or EventFilter()).resolve(now)
-        storage = label_storage(cur)
         row = cur.execute(
             "SELECT max(received), min(occurred), max(occurred) FROM events"
         ).fetchone()
@@ -352,7 +321,7 @@ def query_events(
         state = _PageState(
             filter=resolved,
             limit=limit,
-            total=_count_total(cur, resolved, bound_us, storage),
+            total=_count_total(cur, resolved, bound_us),
             received_bound_us=bound_us,
             cursor=None,
             data_range=(datetime_to_us(row[1]), datetime_to_us(row[2])),
@@ -362,7 +331,7 @@ def query_events(
         limit = min(limit, state.filter.logical_limit)
     if limit == 0 or state.total == 0:
         return Page(events=[], total=state.total, next_page=None)
-    keys = _page_keys(cur, state, limit + 1, storage)
+    keys = _page_keys(cur, state, limit + 1)
     more = len(keys) > limit
     keys = keys[:limit]
     next_page = None
@@ -379,7 +348,7 @@ def query_events(
             ),
             token_key,
         )
-    events = _fetch_events(cur, state, keys, storage)
+    events = _fetch_events(cur, state, keys)
     return Page(events=events, total=state.total, next_page=next_page)
 
 
@@ -387,9 +356,8 @@ def _count_total(
     cur: duckdb.DuckDBPyConnection,
     flt: EventFilter,
     received_bound_us: int,
-    storage: LabelStorage,
 ) -> int:
-    where, params = flt.to_sql(storage)
+    where, params = flt.to_sql()
     what = "count(DISTINCT e.resource_id)" if flt.distinct else "count(*)"
     sql = f"SELECT {what} FROM events e WHERE ({where}) AND e.received <= ?"
     return int(_fetch_scalar(cur, sql, [*params, us_to_datetime(received_bound_us)]))
@@ -507,8 +475,7 @@ def count_events(
     if time_interval < MIN_INTERVAL:
         raise InvalidFilter("The minimum interval is 0.01")
     resolved = (filter or EventFilter()).resolve(now)
-    storage = label_storage(cur)
-    where, params = resolved.to_sql(storage)
+    where, params = resolved.to_sql()
     if countable in (Countable.DAY, Countable.TIME):
         if countable is Countable.DAY:
             unit, time_interval = TimeUnit.DAY, 1.0
@@ -521,22 +488,14 @@ def count_events(
         )
     else:
         # The label is the resource's most recent display name (Prefect's coalesce). Measured
-        # on 1M events / 1,000 resources: with JSON text it is 3x faster to keep the latest
-        # label set per resource and read it once (26 vs 88 ms); with MAPs it is 3x slower
-        # (258 vs 85 ms, copying maps), so MAPs read the name on every row.
-        if storage.kind == "json":
-            name, name_params = storage.label("latest", RESOURCE_NAME)
-            alt, alt_params = storage.label("latest", "prefect.name")
-            inner = "arg_max(e.resource, e.occurred) AS latest"
-            label = f"coalesce({name}, {alt}, value)"
-        else:
-            name, name_params = storage.label("e.resource", RESOURCE_NAME)
-            alt, alt_params = storage.label("e.resource", "prefect.name")
-            inner = f"arg_max(coalesce({name}, {alt}, e.resource_id), e.occurred) AS latest"
-            label = "latest"
+        # on 1M events / 1,000 resources: keeping the latest label set per resource and
+        # reading the name from it once is 3x faster than reading it on every row (26 vs 88 ms).
+        name, name_params = label_sql("latest", RESOURCE_NAME)
+        alt, alt_params = label_sql("latest", "prefect.name")
         sql = (
-            f"SELECT value, {label} AS label, n, first_at, last_at FROM ("
-            f"SELECT e.resource_id AS value, {inner}, count(*) AS n, "
+            f"SELECT value, coalesce({name}, {alt}, value) AS label, n, first_at, last_at FROM ("
+            f"SELECT e.resource_id AS value, arg_max(e.resource, e.occurred) AS latest, "
+            f"count(*) AS n, "
             f"min(e.occurred) AS first_at, max(e.occurred) AS last_at "
             f"FROM events e WHERE {where} GROUP BY e.resource_id"
             f") ORDER BY n DESC, label ASC, value ASC"
@@ -604,7 +563,6 @@ __all__ = [
     "Page",
     "TimeUnit",
     "count_events",
-    "label_storage",
     "query_events",
     "time_buckets",
 ]

@@ -19,6 +19,8 @@ import duckdb
 import httpx
 import pytest
 
+from collector.domain.ids import uuid7_str
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
@@ -93,7 +95,7 @@ def test_serve_cli_http_sdk_sigterm_restart(tmp_path: Path) -> None:
         assert cli.returncode == 0, cli.stderr
         cli_id = cli.stdout.strip()
 
-        http_id = "0193a000-0000-7000-8000-0000000000aa"
+        http_id = uuid7_str()
         reply = httpx.post(
             f"http://{served.http}/api/events",
             json=[{"event": "curl.sent", "resource": {"prefect.resource.id": "curl.1"},

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
 from collector.domain.columns import EventColumns
+from collector.domain.ids import uuid7_str
 from collector.errors import Busy, ConfigError
 from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
@@ -33,8 +34,7 @@ def test_non_loopback_bind_with_insecure_is_allowed(db_path: Path) -> None:
 
 def test_events_survive_a_restart(db_path: Path) -> None:
     config = test_config(db_path)
-    event = {"event": "a.b", "resource": {"prefect.resource.id": "r"},
-             "id": "0193a000-0000-7000-8000-000000000001"}
+    event = {"event": "a.b", "resource": {"prefect.resource.id": "r"}, "id": uuid7_str()}
     with running_herald(config) as herald:
         assert httpx.post(f"http://{herald.http_address}/api/events", json=[event]).status_code == 204
     with running_herald(config) as herald:

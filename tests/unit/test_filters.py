@@ -17,11 +17,10 @@ import pytest
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import ReceivedEvent, datetime_to_us
-from collector.domain.filters import JSON_LABELS, MAP_LABELS, EventFilter, parse_filter
+from collector.domain.filters import EventFilter, parse_filter
 from collector.domain.text_search import parse_text_query
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import EventStore, columns_to_arrow
-from collector.store.queries import label_storage
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -158,17 +157,16 @@ def _occurred(name: str) -> datetime:
 
 @dataclass
 class World:
-    """The stored world plus copies of ``events`` in both label storages (MAP and JSON), so
-    every SQL path is checked whichever one ``collector.store.schema`` uses."""
+    """The world, stored through the ingest path's Arrow insert (so labels are the JSON text
+    ingest writes), and as ``ReceivedEvent`` objects."""
 
     store: EventStore
     cur: duckdb.DuckDBPyConnection
     events: list[ReceivedEvent]
 
-    def ids(self, flt: EventFilter, table: str = "events") -> set[str]:
-        storage = {"events_map": MAP_LABELS, "events_json": JSON_LABELS}.get(table)
-        where, params = flt.to_sql(storage or label_storage(self.cur))
-        sql = f"SELECT e.id::VARCHAR FROM {table} e WHERE {where}"
+    def ids(self, flt: EventFilter) -> set[str]:
+        where, params = flt.to_sql()
+        sql = f"SELECT e.id::VARCHAR FROM events e WHERE {where}"
         names = {v: k for k, v in IDS.items()}
         return {names[r[0]] for r in self.cur.execute(sql, params).fetchall()}
 
@@ -196,20 +194,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     store = EventStore(Path(tmp_path_factory.mktemp("filters")) / "t.duckdb")
     store.append(columns_to_arrow(cols, [datetime_to_us(NOW)] * len(cols)))
     cur = store.cursor()
-    if label_storage(cur) is MAP_LABELS:
-        as_map = "resource, related"
-        as_json = "to_json(resource) AS resource, to_json(related) AS related"
-    else:
-        as_map = (
-            "resource::MAP(VARCHAR, VARCHAR) AS resource, "
-            "related::MAP(VARCHAR, VARCHAR)[] AS related"
-        )
-        as_json = "resource, related"
-    for table, labels in (("events_map", as_map), ("events_json", as_json)):
-        cur.execute(
-            f"CREATE TEMP TABLE {table} AS SELECT id, occurred, received, event, resource_id, "
-            f"{labels}, payload, follows FROM events"
-        )
     yield World(store, cur, events)
     cur.close()
     store.close()
@@ -575,8 +559,6 @@ def test_filter_cases_agree_in_memory_and_in_sql(
     assert _by_includes(world.events, flt) == expected, "includes(ReceivedEvent)"
     assert _by_dict_includes(world.events, flt) == expected, "includes(dict)"
     assert world.ids(flt) == expected, "to_sql() on the store"
-    assert world.ids(flt, "events_map") == expected, "to_sql(MAP_LABELS)"
-    assert world.ids(flt, "events_json") == expected, "to_sql(JSON_LABELS)"
 
 
 def test_unresolved_window_is_unbounded(world: World) -> None:

@@ -15,14 +15,13 @@ import pytest
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import datetime_to_us
-from collector.domain.filters import MAP_LABELS, EventFilter, parse_filter
+from collector.domain.filters import EventFilter, parse_filter
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import EventStore, columns_to_arrow
 from collector.store.queries import (
     PIVOT,
     Page,
     count_events,
-    label_storage,
     query_events,
     time_buckets,
 )
@@ -32,17 +31,11 @@ KEY = b"test-key-0123456789"
 
 
 class Feed:
-    """A store plus helpers to add events and read every page of a query.
+    """A store plus helpers to add events and read every page of a query."""
 
-    With ``mirror=True`` the queries run against an in-memory copy of ``events`` whose label
-    columns use the *other* storage (MAP if the store uses JSON, and the reverse), so both
-    SQL dialects of ``collector.domain.filters`` are exercised whichever the schema uses.
-    """
-
-    def __init__(self, path: Path, *, mirror: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.store = EventStore(path)
         self._store_cur = self.store.cursor()
-        self._mirror = duckdb.connect() if mirror else None
         self._n = 0
         self._pending = EventColumns()
         self._received: list[int] = []
@@ -53,31 +46,9 @@ class Feed:
         if self._pending:
             self.store.append(columns_to_arrow(self._pending, self._received))
             self._pending, self._received = EventColumns(), []
-            if self._mirror is not None:
-                self._copy_to_mirror()
-        return self._mirror if self._mirror is not None else self._store_cur
-
-    def _copy_to_mirror(self) -> None:
-        assert self._mirror is not None
-        rows = self._store_cur.execute("SELECT * FROM events").fetch_arrow_table()
-        if label_storage(self._store_cur) is MAP_LABELS:
-            labels = "to_json(resource) AS resource, to_json(related) AS related"
-        else:
-            labels = (
-                "resource::JSON::MAP(VARCHAR, VARCHAR) AS resource, "
-                "related::JSON::MAP(VARCHAR, VARCHAR)[] AS related"
-            )
-        self._mirror.execute("SET TimeZone = 'UTC'")
-        self._mirror.register("stored", rows)
-        self._mirror.execute(
-            "CREATE OR REPLACE TABLE events AS SELECT id::UUID AS id, occurred, received, event, "
-            f"resource_id, {labels}, payload::JSON AS payload, follows::UUID AS follows FROM stored"
-        )
-        self._mirror.unregister("stored")
+        return self._store_cur
 
     def close(self) -> None:
-        if self._mirror is not None:
-            self._mirror.close()
         self._store_cur.close()
         self.store.close()
 
@@ -133,14 +104,6 @@ def feed(tmp_path: Path) -> Iterator[Feed]:
     f.close()
 
 
-@pytest.fixture(params=["store", "other-labels"])
-def any_feed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Feed]:
-    """A feed on the store's own schema, and one on the other label storage."""
-    f = Feed(tmp_path / "t.duckdb", mirror=request.param == "other-labels")
-    yield f
-    f.close()
-
-
 def flatten(pages: list[list[str]]) -> list[str]:
     return [i for page in pages for i in page]
 
@@ -158,25 +121,25 @@ def test_pages_cover_everything_once_in_order(feed: Feed, order: str) -> None:
 
 
 @pytest.mark.parametrize("order", ["DESC", "ASC"])
-def test_paging_is_stable_while_events_arrive(any_feed: Feed, order: str) -> None:
+def test_paging_is_stable_while_events_arrive(feed: Feed, order: str) -> None:
     for m in range(20):
-        any_feed.add(minutes_ago=100 - m)
-    snapshot = any_feed.expected({"order": order})
-    first = any_feed.page({"order": order}, limit=6)
+        feed.add(minutes_ago=100 - m)
+    snapshot = feed.expected({"order": order})
+    first = feed.page({"order": order}, limit=6)
     assert first.total == 20
     # While the client pages: newer events, events backdated into the middle of the range
     # (late arrivals), and events at exactly the last-seen time.
     last = first.events[-1]
     for m in range(10):
-        any_feed.add(minutes_ago=m, received=NOW + timedelta(seconds=1))
-    any_feed.add(minutes_ago=95, received=NOW + timedelta(seconds=2))
-    any_feed.add(
+        feed.add(minutes_ago=m, received=NOW + timedelta(seconds=1))
+    feed.add(minutes_ago=95, received=NOW + timedelta(seconds=2))
+    feed.add(
         minutes_ago=(NOW - last.occurred).total_seconds() / 60, received=NOW + timedelta(seconds=3)
     )
     seen = [str(e.id) for e in first.events]
     page = first
     while page.next_page:
-        page = any_feed.page(token=page.next_page)
+        page = feed.page(token=page.next_page)
         assert page.total == 20
         seen += [str(e.id) for e in page.events]
     assert seen == snapshot  # no gaps, no repeats, nothing new mid-way
@@ -192,13 +155,13 @@ def test_ties_on_occurred_split_across_pages(feed: Feed, order: str) -> None:
 
 
 @pytest.mark.parametrize("order", ["DESC", "ASC"])
-def test_pages_with_filter_and_old_matches(any_feed: Feed, order: str) -> None:
+def test_pages_with_filter_and_old_matches(feed: Feed, order: str) -> None:
     # The newest events do not match, so the newest-first probe window misses and widens
     # (DESC); the oldest-first one (ASC) finds a full page at once.
     for m in range(200):
-        any_feed.add(minutes_ago=m, name="app.noise")
+        feed.add(minutes_ago=m, name="app.noise")
     for m in range(60):
-        any_feed.add(
+        feed.add(
             minutes_ago=5000 + m,
             name="app.order.shipped",
             resource={"prefect.resource.id": f"app.order.{m}", "region": "eu"},
@@ -208,8 +171,8 @@ def test_pages_with_filter_and_old_matches(any_feed: Feed, order: str) -> None:
         "resource": {"labels": {"region": "eu"}},
         "order": order,
     }
-    assert any_feed.page(flt).total == 60
-    assert flatten(any_feed.all_pages(flt, limit=5)) == any_feed.expected(flt)
+    assert feed.page(flt).total == 60
+    assert flatten(feed.all_pages(flt, limit=5)) == feed.expected(flt)
 
 
 def test_dense_recent_matches_are_exact(feed: Feed) -> None:
@@ -259,12 +222,12 @@ def test_id_filter_caps_the_page(feed: Feed) -> None:
     assert page.next_page is None
 
 
-def test_events_round_trip(any_feed: Feed) -> None:
+def test_events_round_trip(feed: Feed) -> None:
     related = [{"prefect.resource.id": "app.customer.1", "prefect.resource.role": "customer"}]
-    event_id = any_feed.add(
+    event_id = feed.add(
         minutes_ago=1, resource={"prefect.resource.id": "r", "k": "v"}, related=related
     )
-    (event,) = any_feed.page().events
+    (event,) = feed.page().events
     assert str(event.id) == event_id
     assert event.resource == {"prefect.resource.id": "r", "k": "v"}
     assert event.related == related
@@ -282,13 +245,13 @@ def test_events_round_trip(any_feed: Feed) -> None:
     ],
 )
 def test_distinct_returns_the_first_event_per_resource(
-    any_feed: Feed, order: str, expected: list[tuple[int, int]]
+    feed: Feed, order: str, expected: list[tuple[int, int]]
 ) -> None:
     for m in range(12):
-        any_feed.add(minutes_ago=m, resource={"prefect.resource.id": f"app.order.{m % 4}"})
+        feed.add(minutes_ago=m, resource={"prefect.resource.id": f"app.order.{m % 4}"})
     flt = {"resource": {"distinct": True}, "order": order}
-    assert any_feed.page(flt, limit=3).total == 4
-    events = [any_feed.store.get_event(i) for i in flatten(any_feed.all_pages(flt, limit=3))]
+    assert feed.page(flt, limit=3).total == 4
+    events = [feed.store.get_event(i) for i in flatten(feed.all_pages(flt, limit=3))]
     assert [(e.resource["prefect.resource.id"], e.occurred) for e in events if e] == [
         (f"app.order.{k}", NOW - timedelta(minutes=m)) for k, m in expected
     ]
@@ -366,21 +329,21 @@ def test_count_by_event_orders_by_count_then_label(feed: Feed) -> None:
     assert counts[0].end_time == NOW - timedelta(minutes=1)
 
 
-def test_count_by_resource_labels_with_the_most_recent_name(any_feed: Feed) -> None:
+def test_count_by_resource_labels_with_the_most_recent_name(feed: Feed) -> None:
     def res(name_key: str | None, name: str = "") -> dict[str, str]:
         out = {"prefect.resource.id": "app.flow.1"}
         if name_key:
             out[name_key] = name
         return out
 
-    any_feed.add(minutes_ago=30, resource=res("prefect.resource.name", "old name"))
-    any_feed.add(minutes_ago=10, resource=res("prefect.resource.name", "new name"))
-    any_feed.add(minutes_ago=20, resource=res("prefect.resource.name", "middle name"))
-    any_feed.add(
+    feed.add(minutes_ago=30, resource=res("prefect.resource.name", "old name"))
+    feed.add(minutes_ago=10, resource=res("prefect.resource.name", "new name"))
+    feed.add(minutes_ago=20, resource=res("prefect.resource.name", "middle name"))
+    feed.add(
         minutes_ago=5, resource={"prefect.resource.id": "app.flow.2", "prefect.name": "legacy"}
     )
-    any_feed.add(minutes_ago=5, resource={"prefect.resource.id": "app.flow.3"})
-    counts = count_events(any_feed.cur, None, "resource", now=NOW)
+    feed.add(minutes_ago=5, resource={"prefect.resource.id": "app.flow.3"})
+    counts = count_events(feed.cur, None, "resource", now=NOW)
     assert [(c.value, c.label, c.count) for c in counts] == [
         ("app.flow.1", "new name", 3),  # most events first
         ("app.flow.3", "app.flow.3", 1),  # then by label: no name falls back to the id
@@ -399,13 +362,13 @@ def _window(since: datetime, until: datetime) -> EventFilter:
     return parse_filter({"occurred": {"since": since.isoformat(), "until": until.isoformat()}})
 
 
-def test_count_by_time_zero_fills_aligned_buckets(any_feed: Feed) -> None:
+def test_count_by_time_zero_fills_aligned_buckets(feed: Feed) -> None:
     day = datetime(2026, 11, 20, tzinfo=UTC)
-    any_feed.add(minutes_ago=(NOW - (day + timedelta(hours=1, minutes=5))).total_seconds() / 60)
-    any_feed.add(minutes_ago=(NOW - (day + timedelta(hours=1, minutes=55))).total_seconds() / 60)
-    any_feed.add(minutes_ago=(NOW - (day + timedelta(hours=3))).total_seconds() / 60)
+    feed.add(minutes_ago=(NOW - (day + timedelta(hours=1, minutes=5))).total_seconds() / 60)
+    feed.add(minutes_ago=(NOW - (day + timedelta(hours=1, minutes=55))).total_seconds() / 60)
+    feed.add(minutes_ago=(NOW - (day + timedelta(hours=3))).total_seconds() / 60)
     counts = count_events(
-        any_feed.cur,
+        feed.cur,
         _window(day + timedelta(minutes=30), day + timedelta(hours=4)),
         "time",
         "hour",
@@ -552,14 +515,3 @@ def test_event_count_wire_shape(feed: Feed) -> None:
         "start_time": "2026-11-24T11:59:00.000000Z",
         "end_time": "2026-11-24T11:59:00.000000Z",
     }
-
-
-def test_both_label_storages_are_covered(tmp_path: Path) -> None:
-    own, other = Feed(tmp_path / "a.duckdb"), Feed(tmp_path / "b.duckdb", mirror=True)
-    try:
-        own.add(1)
-        other.add(1)
-        assert {label_storage(own.cur).kind, label_storage(other.cur).kind} == {"map", "json"}
-    finally:
-        own.close()
-        other.close()

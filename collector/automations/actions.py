@@ -1,0 +1,361 @@
+"""Running one automation action (SPEC §7, Prefect P§6.3, §6.6): do-nothing, call-webhook,
+emit-event, pause-automation, resume-automation and run-command.
+
+``ActionExecutor.run`` renders the action's templates, does the work and returns an
+``Outcome`` (executed or failed, with a reason and details such as the webhook's response
+status). It never raises for the action's own failures: a bad template, a refused command, a
+webhook that kept failing all become ``failed`` outcomes that the runner records. Storing events
+and pausing automations are callbacks the runner provides, so this module knows neither the
+store nor the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from collector.automations.evaluator import Firing
+from collector.automations.events import (
+    Cause,
+    automation_id_of,
+    automation_resource_id,
+    cause_related,
+    derived_id,
+)
+from collector.automations.templates import TemplateEngine, build_context
+from collector.clock import Clock
+from collector.config import AutomationsConfig
+from collector.domain.automations import (
+    Automation,
+    CallWebhook,
+    DoNothing,
+    EmitEvent,
+    PauseAutomation,
+    ResumeAutomation,
+    RunCommand,
+)
+from collector.domain.events import RESOURCE_ID, RESOURCE_ROLE, ReceivedEvent, format_time
+from collector.errors import HeraldError, InvalidAutomation
+
+log = logging.getLogger(__name__)
+
+RESPONSE_BODY_LIMIT = 1000  # Prefect truncates webhook response bodies to 1000 characters
+OUTPUT_LIMIT = 1000
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+# Statuses worth retrying: the server may answer differently next time.
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
+
+# Stores events through the normal ingest path; raises HeraldError if they are rejected.
+# The flag says the action is being resumed after a restart: events already stored are skipped.
+EmitEvents = Callable[[list[dict[str, Any]], bool], Awaitable[None]]
+# Pauses (False) or resumes (True) an automation on behalf of another one.
+SetEnabled = Callable[[UUID, bool, Cause], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class ActionCall:
+    """What one action run needs: the action, where it sits, and what triggered it."""
+
+    automation: Automation
+    firing: Firing
+    action: Any
+    where: str  # e.g. actions[0] — prefixes template error messages
+    run_id: UUID
+    event: ReceivedEvent | None  # the event templates see as `event`
+    cause: Cause  # the cause of anything this action emits (loop guard)
+    resumed: bool = False  # run again after a restart interrupted it
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str  # executed | failed
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    response_status: int | None = None
+    targets: list[dict[str, str]] = field(default_factory=list)  # related in action events
+
+
+class ActionFailed(Exception):
+    """An action could not do its work; ``reason`` says why, ``detail`` adds facts."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: dict[str, Any] | None = None,
+        response_status: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail or {}
+        self.response_status = response_status
+
+
+def backoff_delay(attempt: int, base: float = BACKOFF_BASE_SECONDS) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (0-based): base·2^attempt, capped."""
+    return float(min(base * (2**attempt), BACKOFF_MAX_SECONDS))
+
+
+def _looks_like_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _redact(headers: httpx.Headers) -> dict[str, str]:
+    return {k: ("[redacted]" if k.lower() in _REDACTED_HEADERS else v) for k, v in headers.items()}
+
+
+def infer_automation(event: ReceivedEvent | None) -> UUID | None:
+    """The first ``herald.automation.<id>`` resource of the event (primary, then related)."""
+    if event is None:
+        return None
+    for labels in (event.resource, *event.related):
+        found = automation_id_of(labels.get(RESOURCE_ID, ""))
+        if found is not None:
+            return found
+    return None
+
+
+class ActionExecutor:
+    """Runs actions. One per runner: it shares the template cache and the HTTP client."""
+
+    def __init__(
+        self,
+        config: AutomationsConfig,
+        clock: Clock,
+        *,
+        http: httpx.AsyncClient,
+        emit: EmitEvents,
+        set_enabled: SetEnabled,
+        templates: TemplateEngine | None = None,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._http = http
+        self._emit = emit
+        self._set_enabled = set_enabled
+        self._templates = templates or TemplateEngine()
+        self._backoff_base = backoff_base
+
+    async def run(self, call: ActionCall) -> Outcome:
+        """Run one action; failures come back as a ``failed`` outcome, never raised."""
+        try:
+            return await self._dispatch(call)
+        except ActionFailed as exc:
+            return Outcome("failed", exc.reason, exc.detail, exc.response_status)
+        except InvalidAutomation as exc:
+            # A template that does not render: Prefect's "Template rendering failed".
+            return Outcome(
+                "failed", f"Template rendering failed: {exc}", {"template_error": str(exc)}
+            )
+        except HeraldError as exc:
+            return Outcome("failed", str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an action must never take the runner down
+            log.exception("action %s of automation %s failed", call.where, call.automation.id)
+            return Outcome("failed", f"unexpected error: {type(exc).__name__}: {exc}")
+
+    async def _dispatch(self, call: ActionCall) -> Outcome:
+        action = call.action
+        if isinstance(action, DoNothing):
+            return Outcome("executed")
+        if isinstance(action, CallWebhook):
+            return await self._webhook(call, action)
+        if isinstance(action, EmitEvent):
+            return await self._emit_event(call, action)
+        if isinstance(action, PauseAutomation | ResumeAutomation):
+            return await self._pause_or_resume(call, action)
+        if isinstance(action, RunCommand):
+            return await self._command(call, action)
+        raise ActionFailed(f"unknown action type {getattr(action, 'type', action)!r}")
+
+    def _context(self, call: ActionCall) -> dict[str, Any]:
+        return build_context(call.automation, call.firing, call.event)
+
+    def _render(self, text: str, context: dict[str, Any], where: str) -> str:
+        return self._templates.render(text, context, where)
+
+    # -- call-webhook -----------------------------------------------------------------------
+
+    def _default_body(self, call: ActionCall) -> str:
+        event = call.event
+        return json.dumps(
+            {
+                "automation": {"id": str(call.automation.id), "name": call.automation.name},
+                "firing": call.firing.to_dict(),
+                "event": event.to_dict() if event is not None else None,
+            }
+        )
+
+    async def _webhook(self, call: ActionCall, action: CallWebhook) -> Outcome:
+        context = self._context(call)
+        url = self._render(action.url, context, f"{call.where}.url")
+        headers = {
+            k: self._render(v, context, f"{call.where}.headers.{k}")
+            for k, v in action.headers.items()
+        }
+        body = (
+            self._render(action.body, context, f"{call.where}.body")
+            if action.body is not None
+            else self._default_body(call)
+        )
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = (
+                "application/json" if _looks_like_json(body) else "text/plain; charset=utf-8"
+            )
+        # The server's config bounds what one automation may ask for.
+        timeout = min(action.timeout_seconds, self._config.webhook_timeout_seconds)
+        retries = min(action.retries, self._config.webhook_retries)
+        content = body.encode() if action.method != "GET" else None
+        last = "no attempt was made"
+        status: int | None = None
+        attempts = 0
+        for attempt in range(retries + 1):
+            attempts = attempt + 1
+            try:
+                response = await self._http.request(
+                    action.method, url, headers=headers, content=content, timeout=timeout
+                )
+            except httpx.TimeoutException:
+                last = f"no answer within {timeout:g} s"
+                status = None
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                status = None
+            else:
+                status = response.status_code
+                detail = {
+                    "url": url,
+                    "method": action.method,
+                    "status_code": status,
+                    "attempts": attempts,
+                    "response_body": response.text[:RESPONSE_BODY_LIMIT],
+                    "response_headers": _redact(response.headers),
+                }
+                if response.is_success:
+                    return Outcome("executed", detail=detail, response_status=status)
+                last = f"the webhook answered {status} {response.reason_phrase}".rstrip()
+                if status not in _RETRY_STATUSES:
+                    raise ActionFailed(last, detail, status)
+            if attempt < retries:
+                await asyncio.sleep(backoff_delay(attempt, self._backoff_base))
+        raise ActionFailed(
+            f"{last} (after {attempts} attempt{'s' if attempts != 1 else ''})",
+            {"url": url, "method": action.method, "attempts": attempts, "status_code": status},
+            status,
+        )
+
+    # -- emit-event -------------------------------------------------------------------------
+
+    async def _emit_event(self, call: ActionCall, action: EmitEvent) -> Outcome:
+        context = self._context(call)
+        where = call.where
+        name = self._render(action.event, context, f"{where}.event")
+        resource = self._templates.render_value(action.resource, context, f"{where}.resource")
+        related = self._templates.render_value(action.related, context, f"{where}.related")
+        payload = self._templates.render_value(action.payload, context, f"{where}.payload")
+        # The loop guard's mark: which automations led to this event (events.py).
+        related = [*related, cause_related(call.automation, call.cause)]
+        event_id = derived_id("herald.automation.emit", call.run_id)
+        event = {
+            "occurred": format_time(self._clock.now()),
+            "event": name,
+            "resource": resource,
+            "related": related,
+            "payload": payload,
+            "id": str(event_id),
+        }
+        try:
+            await self._emit([event], call.resumed)
+        except HeraldError as exc:
+            raise ActionFailed(f"the event was not stored: {exc}", {"event": event}) from None
+        target = {RESOURCE_ID: f"herald.event.{event_id}", RESOURCE_ROLE: "emitted-event"}
+        return Outcome(
+            "executed", detail={"emitted_event": str(event_id), "event": name}, targets=[target]
+        )
+
+    # -- pause-automation / resume-automation -----------------------------------------------
+
+    async def _pause_or_resume(
+        self, call: ActionCall, action: PauseAutomation | ResumeAutomation
+    ) -> Outcome:
+        if action.source == "selected":
+            target = action.automation_id
+        else:
+            target = infer_automation(call.event)
+        if target is None:
+            raise ActionFailed("No automation could be inferred")
+        enable = isinstance(action, ResumeAutomation)
+        resource = {RESOURCE_ID: automation_resource_id(target), RESOURCE_ROLE: "target"}
+        try:
+            await self._set_enabled(target, enable, call.cause)
+        except HeraldError as exc:
+            raise ActionFailed(str(exc), {"automation_id": str(target)}) from None
+        return Outcome(
+            "executed",
+            detail={"automation_id": str(target), "enabled": enable},
+            targets=[resource],
+        )
+
+    # -- run-command ------------------------------------------------------------------------
+
+    async def _command(self, call: ActionCall, action: RunCommand) -> Outcome:
+        if not self._config.allow_commands:
+            raise ActionFailed(
+                "run-command is turned off on this server "
+                "(set automations.allow_commands = true to allow it)"
+            )
+        context = self._context(call)
+        argv = [
+            self._render(arg, context, f"{call.where}.argv[{i}]")
+            for i, arg in enumerate(action.argv)
+        ]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ActionFailed(
+                f"cannot start {argv[0]!r}: {exc.strerror or exc}", {"argv": argv}
+            ) from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), action.timeout_seconds)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise ActionFailed(
+                f"the command did not finish within {action.timeout_seconds:g} s (killed)",
+                {"argv": argv},
+            ) from None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
+        code = proc.returncode if proc.returncode is not None else -1
+        detail = {
+            "argv": argv,
+            "exit_code": code,
+            "stdout": out.decode(errors="replace")[:OUTPUT_LIMIT],
+            "stderr": err.decode(errors="replace")[:OUTPUT_LIMIT],
+        }
+        if code != 0:
+            raise ActionFailed(f"the command exited with status {code}", detail, code)
+        return Outcome("executed", detail=detail, response_status=code)

@@ -1,0 +1,209 @@
+"""Herald's automations gRPC service (``herald.v1.Automations``): create, update, delete, list,
+read, pause/resume, history and backtests. Each method is auth → decode JSON → call the
+``AutomationRunner`` → encode JSON; writes need the ``admin`` scope, reads ``read``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import grpc
+import orjson
+
+from collector._proto import automations_pb2, automations_pb2_grpc
+from collector.automations.backtest import backtest, firing_summary
+from collector.automations.runner import AutomationRunner, validate_automation
+from collector.config import Scope
+from collector.domain.automations import parse_trigger
+from collector.errors import HeraldError, InvalidInput
+from collector.server.auth import Authenticator
+from collector.server.native_grpc import authorization
+from collector.server.status import abort_grpc
+
+HISTORY_DEFAULT = 50
+HISTORY_MAX = 1000
+
+
+def _request(request: automations_pb2.JsonRequest) -> dict[str, Any]:
+    if not request.json:
+        return {}
+    try:
+        data = orjson.loads(request.json)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the request is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the request must be a JSON object")
+    return data
+
+
+def _reply(data: dict[str, Any]) -> automations_pb2.JsonReply:
+    return automations_pb2.JsonReply(json=orjson.dumps(data))
+
+
+def _uuid(data: dict[str, Any], key: str = "id") -> UUID:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{key}: required (an automation id)")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidInput(f"{key}: {value!r} is not a valid automation id") from None
+
+
+def _time(data: dict[str, Any], key: str, default: datetime | None = None) -> datetime:
+    value = data.get(key)
+    if value is None:
+        if default is None:
+            raise InvalidInput(f"{key}: required (an ISO 8601 time)")
+        return default
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(f"{key}: {value!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
+    def __init__(self, runner: AutomationRunner, auth: Authenticator) -> None:
+        self._runner = runner
+        self._auth = auth
+
+    async def _unary(
+        self,
+        request: automations_pb2.JsonRequest,
+        context: grpc.aio.ServicerContext,
+        scope: Scope,
+        handler: Any,
+    ) -> automations_pb2.JsonReply:
+        try:
+            self._auth.check(authorization(context), scope)
+            return _reply(await handler(_request(request)))
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise  # unreachable: abort raises
+
+    async def Create(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            if "automation" not in data:
+                raise InvalidInput("automation: required")
+            stored = await self._runner.create(data["automation"])
+            return {"automation": stored.to_dict()}
+
+        return await self._unary(request, context, Scope.ADMIN, handle)
+
+    async def Update(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            if "automation" not in data:
+                raise InvalidInput("automation: required")
+            stored = await self._runner.update(_uuid(data), data["automation"])
+            return {"automation": stored.to_dict()}
+
+        return await self._unary(request, context, Scope.ADMIN, handle)
+
+    async def Delete(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            stored = await self._runner.delete(_uuid(data))
+            return {"automation": stored.to_dict()}
+
+        return await self._unary(request, context, Scope.ADMIN, handle)
+
+    async def List(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            return {"automations": [s.to_dict() for s in await self._runner.list()]}
+
+        return await self._unary(request, context, Scope.READ, handle)
+
+    async def Read(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            if data.get("name") is not None:
+                found = await self._runner.find(str(data["name"]))
+            else:
+                found = [await self._runner.read(_uuid(data))]
+            return {"automations": [s.to_dict() for s in found]}
+
+        return await self._unary(request, context, Scope.READ, handle)
+
+    async def SetEnabled(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            enabled = data.get("enabled")
+            if not isinstance(enabled, bool):
+                raise InvalidInput("enabled: required (true or false)")
+            stored = await self._runner.set_enabled(_uuid(data), enabled)
+            return {"automation": stored.to_dict()}
+
+        return await self._unary(request, context, Scope.ADMIN, handle)
+
+    async def History(self, request, context):  # type: ignore[no-untyped-def]
+        async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            automation_id = _uuid(data, "automation_id") if data.get("automation_id") else None
+            limit = data.get("limit") or HISTORY_DEFAULT
+            if not isinstance(limit, int) or not 1 <= limit <= HISTORY_MAX:
+                raise InvalidInput(f"limit: must be a whole number from 1 to {HISTORY_MAX}")
+            return {"firings": await self._runner.history(automation_id, limit)}
+
+        return await self._unary(request, context, Scope.READ, handle)
+
+    async def _backtest_subject(self, data: dict[str, Any]) -> Any:
+        if data.get("automation") is not None:
+            return validate_automation(data["automation"])
+        if data.get("trigger") is not None:
+            trigger = parse_trigger(data["trigger"])
+            return validate_automation(
+                {"name": "backtest", "trigger": trigger.model_dump(mode="json"),
+                 "actions": [{"type": "do-nothing"}]}
+            )
+        if data.get("id") is not None:
+            return (await self._runner.read(_uuid(data))).automation
+        raise InvalidInput("give an automation, a trigger or an automation id to backtest")
+
+    async def Backtest(
+        self, request: automations_pb2.JsonRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[automations_pb2.JsonReply]:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            data = _request(request)
+            automation = await self._backtest_subject(data)
+            since = _time(data, "since")
+            until = _time(data, "until", datetime.now(UTC))
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        loop = asyncio.get_running_loop()
+        progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def report(done: int, total: int) -> None:
+            loop.call_soon_threadsafe(progress.put_nowait, (done, total))
+
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                backtest, self._runner.db, automation, since, until,
+                progress=report, stop=cancelled.is_set,
+            )
+        )
+        try:
+            while not work.done():
+                getter = asyncio.ensure_future(progress.get())
+                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    done, total = getter.result()
+                    yield _reply({"progress": {"done": done, "total": total}})
+                else:
+                    getter.cancel()
+            try:
+                firings, events, truncated = work.result()
+            except HeraldError as exc:
+                await abort_grpc(context, exc)
+                raise
+            yield _reply({
+                "firings": [firing_summary(f) for f in firings],
+                "events": events,
+                "truncated": truncated,
+                "automation": {"id": str(automation.id), "name": automation.name},
+            })
+        finally:
+            cancelled.set()

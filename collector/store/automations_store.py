@@ -1,0 +1,478 @@
+"""``AutomationStore``: the automation tables (SPEC §5, §7) and the event reads the automation
+runtime needs.
+
+It owns the SQL for ``automations``, ``automation_firings``, ``action_runs`` and
+``automation_state`` (schema version 2), plus two event scans: events received since a
+watermark (the evaluator's catch-up after a restart) and events that occurred in a time range
+(backtests). Writes go through ``EventStore.transaction`` so they share the store's one write
+lock with the ingest writer; reads use their own cursors. No evaluation and no actions here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import duckdb
+import orjson
+
+from collector.automations.evaluator import Firing
+from collector.domain.automations import Automation, parse_automation
+from collector.domain.columns import EventColumns
+from collector.domain.events import format_time, us_to_datetime
+from collector.errors import Conflict, NotFound, StoreError
+from collector.store.duckdb_store import EventStore
+
+STATE_KEY = "evaluator"
+_dumps = orjson.dumps
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # DuckDB hands back pytz-aware datetimes; normalise to the stdlib's UTC.
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAutomation:
+    """An automation as stored, with its ORM-like timestamps."""
+
+    automation: Automation
+    created: datetime
+    updated: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Prefect's read shape: the automation JSON plus ``created`` and ``updated``."""
+        return {
+            **self.automation.model_dump(mode="json"),
+            "created": format_time(self.created),
+            "updated": format_time(self.updated),
+        }
+
+
+@dataclass(slots=True)
+class ActionRun:
+    """One action a firing runs (``action_runs`` row)."""
+
+    id: UUID
+    firing_id: UUID
+    automation_id: UUID
+    action_list: str  # actions | actions_on_trigger | actions_on_resolve
+    action_index: int
+    action_type: str
+    phase: str  # trigger | resolve
+    status: str = "triggered"  # triggered | executed | failed
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    response_status: int | None = None
+    created: datetime | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "firing_id": str(self.firing_id),
+            "automation_id": str(self.automation_id),
+            "action_list": self.action_list,
+            "action_index": self.action_index,
+            "action_type": self.action_type,
+            "phase": self.phase,
+            "status": self.status,
+            "reason": self.reason,
+            "detail": self.detail,
+            "response_status": self.response_status,
+            "created": _time(self.created),
+            "started": _time(self.started),
+            "finished": _time(self.finished),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewFiring:
+    """A firing to record, with the id of the event that announces it and its action runs."""
+
+    firing: Firing
+    event_id: UUID
+    runs: list[ActionRun]
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorState:
+    """The evaluator's snapshot and the watermark it was taken at."""
+
+    snapshot: dict[str, Any]
+    watermark_us: int | None  # `received` (µs) of the last event the evaluator had seen
+    watermark_id: str | None = None
+    encoded: bytes | None = None  # the snapshot as JSON, when the caller has it already
+
+
+@dataclass(slots=True)
+class Unfinished:
+    """A firing whose announcement or actions did not complete (the process stopped)."""
+
+    firing: Firing
+    event_id: UUID
+    announced: bool
+    runs: list[ActionRun]
+
+
+_AUTOMATION_COLUMNS = "body, created, updated"
+_RUN_COLUMNS = (
+    "id, firing_id, automation_id, action_list, action_index, action_type, phase, status, "
+    "reason, detail, response_status, created, started, finished"
+)
+_EVENT_COLUMNS = (
+    "id::VARCHAR, epoch_us(occurred), event, resource_id, resource, related, payload, "
+    "follows::VARCHAR, epoch_us(received)"
+)
+
+
+def _automation(row: tuple[Any, ...]) -> StoredAutomation:
+    body, created, updated = row
+    return StoredAutomation(parse_automation(orjson.loads(body)), _utc(created), _utc(updated))  # type: ignore[arg-type]
+
+
+def _run(row: tuple[Any, ...]) -> ActionRun:
+    (id_, firing_id, automation_id, action_list, index, kind, phase, status, reason, detail,
+     response_status, created, started, finished) = row
+    return ActionRun(
+        id=id_, firing_id=firing_id, automation_id=automation_id, action_list=action_list,
+        action_index=index, action_type=kind, phase=phase, status=status, reason=reason,
+        detail=orjson.loads(detail) if detail else {}, response_status=response_status,
+        created=_utc(created), started=_utc(started), finished=_utc(finished),
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> tuple[EventColumns, list[int]]:
+    cols = EventColumns()
+    received: list[int] = []
+    for id_, occurred, name, rid, resource, related, payload, follows, rec in rows:
+        cols.append_json(id_, occurred, name, rid, resource, related, payload, follows)
+        received.append(rec)
+    return cols, received
+
+
+class AutomationStore:
+    """The automation tables of one ``EventStore``."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._store.cursor()
+        try:
+            return cur.execute(sql, list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+        finally:
+            cur.close()
+
+    # -- automations ------------------------------------------------------------------------
+
+    def list_automations(self) -> list[StoredAutomation]:
+        """Every automation, by name then creation (Prefect's default sort is NAME_ASC)."""
+        rows = self._read(f"SELECT {_AUTOMATION_COLUMNS} FROM automations ORDER BY name, created")
+        return [_automation(r) for r in rows]
+
+    def get_automation(self, automation_id: UUID) -> StoredAutomation | None:
+        rows = self._read(
+            f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?", [automation_id]
+        )
+        return _automation(rows[0]) if rows else None
+
+    def find_by_name(self, name: str) -> list[StoredAutomation]:
+        rows = self._read(
+            f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE name = ? ORDER BY created",
+            [name],
+        )
+        return [_automation(r) for r in rows]
+
+    @staticmethod
+    def _values(a: Automation) -> list[Any]:
+        body = _dumps(a.model_dump(mode="json")).decode()
+        return [a.name, a.description, a.enabled, list(a.tags), body]
+
+    def insert_automation(self, automation: Automation, now: datetime) -> StoredAutomation:
+        """Store a new automation; ``Conflict`` if its id is taken."""
+        with self._store.transaction() as cur:
+            taken = cur.execute(
+                "SELECT 1 FROM automations WHERE id = ?", [automation.id]
+            ).fetchone()
+            if taken:
+                raise Conflict(
+                    f"an automation with id {automation.id} already exists; update it with "
+                    f"`herald automations update --id {automation.id}`, or leave `id` out to "
+                    "create a copy"
+                )
+            cur.execute(
+                "INSERT INTO automations (id, name, description, enabled, tags, body, created, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [automation.id, *self._values(automation), now, now],
+            )
+        return StoredAutomation(automation, now, now)
+
+    def replace_automation(self, automation: Automation, now: datetime) -> StoredAutomation:
+        """Replace a stored automation (same id) as a whole; ``NotFound`` if there is none."""
+        with self._store.transaction() as cur:
+            row = cur.execute(
+                "SELECT created FROM automations WHERE id = ?", [automation.id]
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Automation with id '{automation.id}' not found.")
+            cur.execute(
+                "UPDATE automations SET name = ?, description = ?, enabled = ?, tags = ?, "
+                "body = ?, updated = ? WHERE id = ?",
+                [*self._values(automation), now, automation.id],
+            )
+        return StoredAutomation(automation, _utc(row[0]), now)  # type: ignore[arg-type]
+
+    def delete_automation(self, automation_id: UUID) -> StoredAutomation:
+        """Delete an automation (its firings and action runs stay, as history)."""
+        with self._store.transaction() as cur:
+            row = cur.execute(
+                f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?", [automation_id]
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Automation with id '{automation_id}' not found.")
+            cur.execute("DELETE FROM automations WHERE id = ?", [automation_id])
+        return _automation(row)
+
+    # -- firings and action runs ------------------------------------------------------------
+
+    def record(
+        self, firings: Iterable[NewFiring], state: EvaluatorState | None, now: datetime
+    ) -> set[UUID]:
+        """In one transaction: store the firings that are new (by id) with their action runs,
+        and the evaluator state. Returns the ids of the firings that were new."""
+        new: set[UUID] = set()
+        with self._store.transaction() as cur:
+            for item in firings:
+                f = item.firing
+                event = f.triggering_event
+                inserted = cur.execute(
+                    "INSERT OR IGNORE INTO automation_firings (id, automation_id, kind, "
+                    "occurred, trigger_path, bucket_key, triggering_event_id, event_id, "
+                    "announced, body, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?) "
+                    "RETURNING id",
+                    [
+                        f.id, f.automation_id, f.kind, f.occurred, f.trigger_path,
+                        _dumps(list(f.bucket_key)).decode(),
+                        event.id if event is not None else None, item.event_id,
+                        _dumps(f.to_dict()).decode(), now,
+                    ],
+                ).fetchall()
+                if not inserted:
+                    continue  # re-derived after a restart: already recorded
+                new.add(f.id)
+                for run in item.runs:
+                    run.created = now
+                    cur.execute(
+                        f"INSERT OR IGNORE INTO action_runs ({_RUN_COLUMNS}) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            run.id, run.firing_id, run.automation_id, run.action_list,
+                            run.action_index, run.action_type, run.phase, run.status,
+                            run.reason, _dumps(run.detail).decode(), run.response_status,
+                            now, None, None,
+                        ],
+                    )
+            if state is not None:
+                self._save_state(cur, state, now)
+        return new
+
+    def mark_announced(self, firing_id: UUID) -> None:
+        with self._store.transaction() as cur:
+            cur.execute(
+                "UPDATE automation_firings SET announced = true WHERE id = ?", [firing_id]
+            )
+
+    def start_run(self, run_id: UUID, started: datetime) -> None:
+        with self._store.transaction() as cur:
+            cur.execute("UPDATE action_runs SET started = ? WHERE id = ?", [started, run_id])
+
+    def finish_run(self, run: ActionRun) -> None:
+        """Record the outcome of an action run (status, reason, detail, times)."""
+        with self._store.transaction() as cur:
+            cur.execute(
+                "UPDATE action_runs SET status = ?, reason = ?, detail = ?, "
+                "response_status = ?, started = ?, finished = ? WHERE id = ?",
+                [
+                    run.status, run.reason, _dumps(run.detail, default=str).decode(),
+                    run.response_status, run.started, run.finished, run.id,
+                ],
+            )
+
+    def unfinished(self) -> list[Unfinished]:
+        """Firings not yet announced, or with action runs still ``triggered`` — the work a
+        stopped process left; oldest first."""
+        rows = self._read(
+            "SELECT f.id, f.body, f.event_id, f.announced FROM automation_firings AS f "
+            "WHERE NOT f.announced OR EXISTS (SELECT 1 FROM action_runs AS r "
+            "WHERE r.firing_id = f.id AND r.status = 'triggered') ORDER BY f.created, f.occurred"
+        )
+        if not rows:
+            return []
+        runs: dict[UUID, list[ActionRun]] = {}
+        for row in self._read(
+            f"SELECT {_RUN_COLUMNS} FROM action_runs WHERE status = 'triggered' "
+            "AND list_contains(?, firing_id) ORDER BY action_list, action_index",
+            [[r[0] for r in rows]],
+        ):
+            run = _run(row)
+            runs.setdefault(run.firing_id, []).append(run)
+        return [
+            Unfinished(Firing.from_dict(orjson.loads(body)), event_id, announced,
+                       runs.get(fid, []))
+            for fid, body, event_id, announced in rows
+        ]
+
+    def history(self, automation_id: UUID | None, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` firings (of one automation, or all), newest first, each with
+        its action runs."""
+        where, params = ("WHERE automation_id = ?", [automation_id]) if automation_id else ("", [])
+        rows = self._read(
+            "SELECT id, automation_id, kind, occurred, trigger_path, bucket_key, "
+            "triggering_event_id, event_id, announced, body, created FROM automation_firings "
+            f"{where} ORDER BY occurred DESC, created DESC LIMIT ?",
+            [*params, limit],
+        )
+        if not rows:
+            return []
+        runs: dict[UUID, list[dict[str, Any]]] = {}
+        for row in self._read(
+            f"SELECT {_RUN_COLUMNS} FROM action_runs WHERE list_contains(?, firing_id) "
+            "ORDER BY created, action_list, action_index",
+            [[r[0] for r in rows]],
+        ):
+            run = _run(row)
+            runs.setdefault(run.firing_id, []).append(run.to_dict())
+        out = []
+        for (fid, aid, kind, occurred, path, key, trig, event_id, announced, body,
+             created) in rows:
+            firing = orjson.loads(body)
+            event = firing.get("triggering_event") or {}
+            out.append({
+                "id": str(fid),
+                "automation_id": str(aid),
+                "kind": kind,
+                "occurred": format_time(occurred),
+                "trigger_path": path,
+                "bucket_key": orjson.loads(key),
+                "triggering_labels": firing.get("triggering_labels", {}),
+                "triggering_event_id": str(trig) if trig else None,
+                "triggering_event_name": event.get("event"),
+                "resolves": firing.get("resolves"),
+                "event_id": str(event_id),
+                "announced": announced,
+                "created": format_time(created),
+                "action_runs": runs.get(fid, []),
+            })
+        return out
+
+    # -- evaluator state --------------------------------------------------------------------
+
+    @staticmethod
+    def _save_state(cur: duckdb.DuckDBPyConnection, state: EvaluatorState, now: datetime) -> None:
+        cur.execute(
+            "INSERT OR REPLACE INTO automation_state (key, snapshot, watermark_received, "
+            "watermark_id, updated) VALUES (?, ?, ?, ?, ?)",
+            [
+                STATE_KEY,
+                (state.encoded or _dumps(state.snapshot)).decode(),
+                us_to_datetime(state.watermark_us) if state.watermark_us is not None else None,
+                state.watermark_id,
+                now,
+            ],
+        )
+
+    def save_state(self, state: EvaluatorState, now: datetime) -> None:
+        with self._store.transaction() as cur:
+            self._save_state(cur, state, now)
+
+    def load_state(self) -> EvaluatorState | None:
+        rows = self._read(
+            "SELECT snapshot, epoch_us(watermark_received), watermark_id::VARCHAR "
+            "FROM automation_state WHERE key = ?",
+            [STATE_KEY],
+        )
+        if not rows:
+            return None
+        snapshot, watermark, watermark_id = rows[0]
+        return EvaluatorState(orjson.loads(snapshot), watermark, watermark_id)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def events_received_since(
+        self, floor_us: int, after: tuple[int, int, str] | None, limit: int
+    ) -> tuple[EventColumns, list[int]]:
+        """Events with ``received >= floor_us``, in (received, occurred, id) order, after the
+        keyset ``after`` (the last row of the previous chunk)."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE received >= make_timestamptz(?)"
+        params: list[Any] = [floor_us]
+        if after is not None:
+            sql += (
+                " AND (epoch_us(received), epoch_us(occurred), id) > (?, ?, ?::UUID)"
+            )
+            params += list(after)
+        sql += " ORDER BY received, occurred, id LIMIT ?"
+        return _columns(self._read(sql, [*params, limit]))
+
+    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
+        """The event is stored and was received in ``[received_us - window_us, received_us)``
+        (the window keeps the lookup to recent row groups)."""
+        rows = self._read(
+            "SELECT 1 FROM events WHERE received >= make_timestamptz(?) "
+            "AND received < make_timestamptz(?) AND id = TRY_CAST(? AS UUID) LIMIT 1",
+            [received_us - window_us, received_us, event_id],
+        )
+        return bool(rows)
+
+    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
+        """The name of a stored event received since ``received_since``, or None."""
+        rows = self._read(
+            "SELECT event FROM events WHERE received >= ? AND id = ? LIMIT 1",
+            [received_since, event_id],
+        )
+        return str(rows[0][0]) if rows else None
+
+    @staticmethod
+    def _range(
+        since: datetime, until: datetime, names: list[str] | None
+    ) -> tuple[str, list[Any]]:
+        where = "occurred >= ? AND occurred <= ?"
+        params: list[Any] = [since, until]
+        if names is not None:
+            where += " AND list_contains(?, event)"
+            params.append(names)
+        return where, params
+
+    def count_events_between(
+        self, since: datetime, until: datetime, names: list[str] | None = None
+    ) -> int:
+        where, params = self._range(since, until, names)
+        rows = self._read(f"SELECT count(*) FROM events WHERE {where}", params)
+        return int(rows[0][0]) if rows else 0
+
+    def events_between(
+        self,
+        since: datetime,
+        until: datetime,
+        after: tuple[int, str] | None,
+        limit: int,
+        names: list[str] | None = None,
+    ) -> tuple[EventColumns, list[int]]:
+        """Events that occurred in ``[since, until]`` (optionally only these names), in
+        (occurred, id) order after the keyset ``after``."""
+        where, params = self._range(since, until, names)
+        if after is not None:
+            where += " AND (epoch_us(occurred), id) > (?, ?::UUID)"
+            params += list(after)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY occurred, id LIMIT ?"
+        return _columns(self._read(sql, [*params, limit]))
