@@ -287,6 +287,30 @@ def _spec_hints(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
     return [_label_hints(label, expected) for label, expected in spec.items()]
 
 
+# The stored columns whose raw text holds everything ``SEARCHABLE_SQL`` is built from, the
+# likeliest to hold a term first.
+_RAW_TEXT_COLUMNS = ("e.payload", "e.event", "e.resource", "e.related")
+
+
+def _text_sql(term: str) -> Sql:
+    """Whether the searchable text contains ``term`` (case-insensitively).
+
+    A term without spaces and without characters JSON may escape (``_json_safe``) lies within
+    the name, one label value or the payload, and so also in the lowercased raw text of one
+    of the stored columns (label values are stored verbatim, as orjson writes them). That
+    ``contains(lower(column), term)`` test is a necessary condition that is cheaper than
+    building the searchable text from parsed JSON, so it goes first. Measured on 1M events,
+    ``count(*)`` of one term: 2,300 ms → 1,600 ms; ``lower()`` of every row's text is most of
+    what remains."""
+    needle = term.lower()
+    exact = f"contains({SEARCHABLE_SQL}, ?)"
+    if " " in needle or not _json_safe(needle):
+        return exact, [needle]
+    columns = _RAW_TEXT_COLUMNS
+    pre = _any_of([f"contains(lower({column}), ?)" for column in columns])
+    return f"({pre} AND {exact})", [needle] * (len(columns) + 1)
+
+
 def _exists_related(condition: Sql, hints: list[list[str]]) -> Sql:
     # Measured on 1M events × 3 related (numbers in collector/store/queries.py): lambdas over
     # the list run >10x faster than `EXISTS (SELECT 1 FROM unnest(e.related) …)`, which DuckDB
@@ -584,15 +608,19 @@ class EventTextFilter(_FilterPart):
         parsed = self.parsed
         clauses: list[str] = []
         params: list[Any] = []
-        has = f"contains({SEARCHABLE_SQL}, ?)"
         if parsed.include:
-            clauses.append(_any_of([has] * len(parsed.include)))
-            params += [t.lower() for t in parsed.include]
+            included = [_text_sql(t) for t in parsed.include]
+            clauses.append(_any_of([sql for sql, _ in included]))
+            params += [x for _, p in included for x in p]
         # The searchable text is never NULL, so NOT is exact here.
-        clauses += [f"NOT {has}"] * len(parsed.exclude)
-        params += [t.lower() for t in parsed.exclude]
-        clauses += [has] * len(parsed.required)
-        params += [t.lower() for t in parsed.required]
+        for term in parsed.exclude:
+            sql, p = _text_sql(term)
+            clauses.append(f"NOT {sql}")
+            params += p
+        for term in parsed.required:
+            sql, p = _text_sql(term)
+            clauses.append(sql)
+            params += p
         return _all_of(clauses), params
 
 

