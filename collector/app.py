@@ -69,7 +69,9 @@ class Herald:
         cfg = self.config
         bind_allowed(cfg.server.grpc, self.auth, cfg.server.insecure)
         bind_allowed(cfg.server.http, self.auth, cfg.server.insecure)
-        self.store = await asyncio.to_thread(EventStore, cfg.storage.path)
+        self.store = await asyncio.to_thread(
+            EventStore, cfg.storage.path, checkpoint_wal_bytes=cfg.storage.checkpoint_wal_bytes
+        )
         self.writer = BatchWriter(
             self.store,
             batch_max_events=cfg.storage.batch_max_events,

@@ -67,6 +67,10 @@ class StorageConfig(_Section):
     queue_max_events: int = Field(
         100_000, gt=0, description="events waiting for commit before ingest answers 'busy'"
     )
+    checkpoint_wal_bytes: int = Field(
+        256 * 1024 * 1024, gt=0,
+        description="WAL size that forces a checkpoint while ingest is busy (idle: 16 MiB)",
+    )
     retention_days: float = Field(7.0, gt=0, description="delete events older than this")
     retention_overrides: dict[str, float] = Field(
         default_factory=dict, description="event name → retention days, overriding the default"

@@ -26,6 +26,9 @@ from collector.store.duckdb_store import EventStore, columns_to_arrow
 
 log = logging.getLogger(__name__)
 
+IDLE_SECONDS = 1.0
+IDLE_CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
+
 # Called on the writer thread after each commit with the committed columns and received stamps.
 CommitListener = Callable[[EventColumns, list[int]], None]
 
@@ -98,7 +101,16 @@ class BatchWriter:
     def _take(self) -> list[_Pending] | None:
         with self._cond:
             while not self._queue and not self._stopping:
-                self._cond.wait()
+                if not self._cond.wait(IDLE_SECONDS) and not self._queue:
+                    # Idle: a good moment for the checkpoint DuckDB would otherwise run
+                    # inside some busy commit.
+                    self._cond.release()
+                    try:
+                        self._store.checkpoint_if_wal_over(IDLE_CHECKPOINT_WAL_BYTES)
+                    except Exception as exc:
+                        log.warning("idle checkpoint failed: %s", exc)
+                    finally:
+                        self._cond.acquire()
             if not self._queue:
                 return None
             taken: list[_Pending] = []
