@@ -24,8 +24,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._server import ServerProcess  # noqa: E402
-from collector._proto import herald_pb2, herald_pb2_grpc  # noqa: E402
+from benchmarks._server import ServerProcess
+from collector._proto import herald_pb2, herald_pb2_grpc
 
 SERVICES = ["checkout", "payments", "inventory", "shipping", "search", "auth"]
 VERBS = ["created", "updated", "shipped", "failed", "retried", "completed"]

@@ -25,18 +25,14 @@ import http.client
 import multiprocessing as mp
 import os
 import random
-import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -48,9 +44,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._server import ServerProcess
+
 ITEMS = 512  # spans or log records per request
-READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
-ROOT = Path(__file__).resolve().parents[1]
 
 SCENARIOS = {
     # name: (transport, signal)
@@ -312,77 +309,6 @@ def _rejected(response: Any) -> int:
 # --- the server ----------------------------------------------------------------------------
 
 
-class Server:
-    """``herald serve`` as a child process; its addresses come from the readiness line."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "serve",
-                "--db",
-                str(db),
-                "--grpc",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stderr is not None
-        self.log: list[str] = []
-        for line in self.proc.stderr:
-            self.log.append(line)
-            if m := READY.search(line):
-                self.grpc, self.http = m.group(1), m.group(2)
-                break
-        else:
-            raise RuntimeError("herald serve exited before it was ready:\n" + "".join(self.log))
-        # Keep draining stderr so the server never blocks on a full pipe.
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.max_rss_mb = 0.0
-        self._sampling = True
-        threading.Thread(target=self._sample_rss, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def _sample_rss(self) -> None:
-        while self._sampling:
-            try:
-                for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.max_rss_mb = max(self.max_rss_mb, int(line.split()[1]) / 1024)
-            except OSError:
-                return
-            time.sleep(0.1)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> int:
-        """SIGTERM: the server drains its queue, commits and exits."""
-        self._sampling = False
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=120)
-
-    def count_events(self) -> int:
-        conn = duckdb.connect(str(self.db), read_only=True)
-        try:
-            row = conn.execute("SELECT count(*) FROM events").fetchone()
-            return int(row[0]) if row else 0
-        finally:
-            conn.close()
-
-
 # --- one scenario --------------------------------------------------------------------------
 
 
@@ -407,7 +333,7 @@ class Row:
 
 def run_scenario(name: str, args: argparse.Namespace, db: Path) -> Row:
     transport, signal_name = SCENARIOS[name]
-    server = Server(db)
+    server = ServerProcess(db=db)
     profiler = None
     try:
         address = server.grpc if transport == "grpc" else server.http
