@@ -1,17 +1,19 @@
 """Feed query latency (SPEC §11): p50/p95 of feed pages and counts through ``EventReader`` — the
 code path the HTTP and gRPC servers and the CLI use — on stores of 1M and 10M events.
 
-    .venv/bin/python benchmarks/query.py                     # 1M and 10M (about 10 minutes)
+    .venv/bin/python benchmarks/query.py                     # 1M and 10M (about 8 minutes)
     .venv/bin/python benchmarks/query.py --events 1000000    # one size
 
 Each store is a temp DuckDB file created by ``EventStore`` (so the real schema and migrations),
-filled by DuckDB SQL alone — ``INSERT … SELECT … FROM range()`` with hash-derived values that
-build the JSON text the way ingest writes it (orjson: compact, no spaces) — in ``occurred`` order
-(as ingest appends), over the 7 days before now:
+filled by DuckDB SQL alone — ``INSERT … SELECT`` over a table of row numbers, with hash-derived
+values that build the JSON text the way ingest writes it (compact, as orjson does) — in
+``occurred`` order (as ingest appends), over the 7 days before now:
 
 * names ``app.<service>.<verb>`` (60%; 12 services × 8 verbs), ``otel.span.ok`` (35%),
   ``otel.span.error`` (5%);
-* 3–6 resource labels (id, region, env; optional name, version, team);
+* resources: 1,000 per app service, 20 instances per OTel service; each has 3–6 labels that
+  follow from it (id, region, env; name, version — which changes daily —, team,
+  ``service.instance.id``), or drawn anew for every event with ``--labels-per-event``;
 * 0–5 related resources in roles customer/tenant/deployment/flow/tag/trace;
 * a small payload, ``"status":"timeout"`` in ~1% of events.
 

@@ -75,6 +75,11 @@ class ActionCall:
     cause: Cause  # the cause of anything this action emits (loop guard)
     resumed: bool = False  # run again after a restart interrupted it
 
+    @property
+    def seen_event(self) -> ReceivedEvent | None:
+        """The event the action is about: ``event``, else the firing's triggering event."""
+        return self.event if self.event is not None else self.firing.triggering_event
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -192,7 +197,7 @@ class ActionExecutor:
     # -- call-webhook -----------------------------------------------------------------------
 
     def _default_body(self, call: ActionCall) -> str:
-        event = call.event
+        event = call.seen_event
         return json.dumps(
             {
                 "automation": {"id": str(call.automation.id), "name": call.automation.name},
@@ -296,7 +301,7 @@ class ActionExecutor:
         if action.source == "selected":
             target = action.automation_id
         else:
-            target = infer_automation(call.event)
+            target = infer_automation(call.seen_event)
         if target is None:
             raise ActionFailed("No automation could be inferred")
         enable = isinstance(action, ResumeAutomation)

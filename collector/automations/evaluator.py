@@ -319,7 +319,10 @@ class Evaluator:
         self._leader_processed = leader_processed
         # The server's loop guard: True = do not evaluate this event against this automation.
         self._skip = skip
-        self._wants: dict[str, bool] = {}  # event name -> some trigger may cover it
+        self._candidate_cache: dict[str, list[_Node]] = {}  # event name -> _candidates()
+        # Snapshot form of `seen` entries, built once per entry: formatting 10k times on every
+        # snapshot would cost ~40 ms, and a server snapshots with every firing.
+        self._seen_json: dict[UUID, list[str]] = {}
         self._nodes: dict[_NodeKey, _Node] = {}
         self._event_nodes: list[_Node] = []
         self._proactive_nodes: list[_Node] = []
@@ -365,7 +368,7 @@ class Evaluator:
             else:
                 for name in dict.fromkeys(names):
                     self._by_name.setdefault(name, []).append(node)
-        self._wants = {}
+        self._candidate_cache = {}
         self._loaded = True
         self._reconcile()
 
@@ -381,13 +384,17 @@ class Evaluator:
 
     # -- events -----------------------------------------------------------------------------
 
-    def on_event(self, event: ReceivedEvent) -> list[Firing]:
+    def on_event(self, event: ReceivedEvent, now: datetime | None = None) -> list[Firing]:
         """Evaluate one committed event; returns the automation-level firings it caused
-        (including those of followers it released). A repeated event id is ignored."""
+        (including those of followers it released). A repeated event id is ignored.
+
+        ``now`` is when the event counts as seen (default: the clock). A server replaying
+        stored events after a restart passes their ``received``, so that the events clock
+        measures delivery lag and not the server's own downtime."""
         event_id = _event_id(event)
         if event_id in self._s.seen or event_id in self._s.held:
             return []
-        now = self._clock.now()
+        now = now if now is not None else self._clock.now()
         self._update_events_clock(event, now)
         if self._must_wait(event, now):
             self._hold(event)
@@ -402,21 +409,12 @@ class Evaluator:
             leader = event_id if isinstance(event_id, UUID) else UUID(event_id)
             if leader in self._s.followers:
                 return True
-        known = self._wants.get(name)
-        if known is None:
-            known = name in self._by_name or any(
-                expects(n.trigger, name) or starts_after(n.trigger, name)  # type: ignore[arg-type]
-                for n in self._any_name
-            )
-            if len(self._wants) >= 10_000:  # names are few in practice; bound it anyway
-                self._wants.clear()
-            self._wants[name] = known
-        return known
+        return bool(self._candidates(name))
 
-    def advance_clock(self, occurred: datetime) -> None:
+    def advance_clock(self, occurred: datetime, now: datetime | None = None) -> None:
         """Move the events clock for events that ``wants`` said to skip (P§5.8: every event
-        moves it, not only the ones a trigger covers)."""
-        now = self._clock.now()
+        moves it, not only the ones a trigger covers). ``now`` as in ``on_event``."""
+        now = now if now is not None else self._clock.now()
         stamp = min(occurred, now)
         if self._s.events_clock is None or stamp >= self._s.events_clock:
             self._s.events_clock = stamp
@@ -469,6 +467,7 @@ class Evaluator:
         seen = self._s.seen
         event_id = _event_id(event)
         seen[event_id] = now
+        self._seen_json.pop(event_id, None)
         seen.move_to_end(event_id)
         while len(seen) > self._seen_max:
             seen.popitem(last=False)
@@ -529,10 +528,21 @@ class Evaluator:
         return out
 
     def _candidates(self, name: str) -> list[_Node]:
-        exact = self._by_name.get(name, [])
-        if not exact or not self._any_name:
-            return exact or self._any_name
-        return sorted([*exact, *self._any_name], key=lambda n: self._order[n.key])
+        """The event triggers whose ``expect``/``after`` can match ``name``, in load order.
+        Cached per name: glob and negated patterns are matched once per name, not per event."""
+        found = self._candidate_cache.get(name)
+        if found is None:
+            exact = self._by_name.get(name, [])
+            wide = [
+                n
+                for n in self._any_name
+                if expects(n.trigger, name) or starts_after(n.trigger, name)  # type: ignore[arg-type]
+            ]
+            found = sorted([*exact, *wide], key=lambda n: self._order[n.key]) if wide else exact
+            if len(self._candidate_cache) >= 10_000:  # names are few in practice; bound it
+                self._candidate_cache.clear()
+            self._candidate_cache[name] = found
+        return found
 
     @staticmethod
     def _ensure(
@@ -849,8 +859,20 @@ class Evaluator:
                 for key, r in records.items()
             ],
             "held": [e.to_dict() for e in s.held.values()],
-            "seen": [[str(i), format_time(t)] for i, t in s.seen.items()],
+            "seen": self._seen_snapshot(),
         }
+
+    def _seen_snapshot(self) -> list[list[str]]:
+        cache = self._seen_json
+        out = []
+        for event_id, at in self._s.seen.items():
+            entry = cache.get(event_id)
+            if entry is None:
+                entry = cache[event_id] = [str(event_id), format_time(at)]
+            out.append(entry)
+        if len(cache) > 2 * len(self._s.seen) + 1_000:  # drop entries seen no longer holds
+            self._seen_json = {i: cache[i] for i in self._s.seen if i in cache}
+        return out
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Replace all evaluation state with a ``state_snapshot()``. Call before or after
@@ -889,5 +911,6 @@ class Evaluator:
         for event_id, at in snapshot.get("seen", ()):
             s.seen[UUID(event_id)] = _parse_time(at)
         self._s = s
+        self._seen_json = {}
         if self._loaded:
             self._reconcile()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,7 @@ class AutomationRunner:
         http: httpx.AsyncClient | None = None,
         backoff_base: float | None = None,
         shutdown_grace_seconds: float = 5.0,
+        max_backlog_events: int = MAX_BACKLOG_EVENTS,
     ) -> None:
         self.config = config
         self.db = AutomationStore(store)
@@ -167,6 +169,7 @@ class AutomationRunner:
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(follow_redirects=False)
         self._grace = shutdown_grace_seconds
+        self._max_backlog = max_backlog_events
         self._templates = TemplateEngine()
         self._executor = ActionExecutor(
             config,
@@ -208,14 +211,28 @@ class AutomationRunner:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, background: bool = True) -> None:
         """Start evaluating: listen to commits, then (in the background) restore the state,
-        replay since the watermark, resume unfinished firings and run the loop."""
+        replay since the watermark, resume unfinished firings and run the loop.
+
+        ``background=False`` does the restart work now and runs no loop: the caller drives
+        ``step()`` (tests, with a FakeClock)."""
         self._loop = asyncio.get_running_loop()
         self._started = True
         # Listen before reading the replay range, so no commit falls between the two.
         self._writer.add_listener(self._on_commit)
-        self._main = asyncio.create_task(self._run(), name="automations")
+        if background:
+            self._main = asyncio.create_task(self._run(), name="automations")
+            return
+        try:
+            await self._recover()
+        finally:
+            self._recovered.set()
+
+    async def idle(self) -> None:
+        """Wait until every running dispatch (announcements, actions) has finished."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     @property
     def running(self) -> bool:
@@ -265,8 +282,7 @@ class AutomationRunner:
             log.error("automation task failed", exc_info=task.exception())
 
     async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, fn, *args)
+        return fn(*args)
 
     # -- input ------------------------------------------------------------------------------
 
@@ -279,7 +295,7 @@ class AutomationRunner:
     def _enqueue(self, cols: EventColumns, received_us: list[int]) -> None:
         if self._lag_floor_us is not None or self._stopping:
             return  # catching up from the store anyway
-        if self._queued_events + len(cols) > MAX_BACKLOG_EVENTS:
+        if self._queued_events + len(cols) > self._max_backlog:
             # Memory stays bounded: drop the backlog's tail and re-read it from the store.
             self._lag_floor_us = min(received_us) if received_us else now_us()
             log.warning("automations fell behind by %d events; catching up from the store",
@@ -330,8 +346,6 @@ class AutomationRunner:
                 await self.step(tick=tick, checkpoint=checkpoint)
                 if checkpoint:
                     last_checkpoint = now
-                if self._lag_floor_us is not None:
-                    await self._catch_up()
             except Exception:
                 log.exception("automation evaluation step failed")
                 await asyncio.sleep(min(interval, 1.0))
@@ -348,16 +362,32 @@ class AutomationRunner:
         batches = self._take()
         force = self._force_checkpoint
         self._force_checkpoint = False
+        started = time.perf_counter()
         result = await self._on_thread(self._evaluate, batches, tick, checkpoint or force)
-        return await self._persist_and_dispatch(result)
+        evaluated = time.perf_counter()
+        fired = await self._persist_and_dispatch(result)
+        if result.firings or result.state is not None:
+            log.debug(
+                "automations step: %d events, %d firings, evaluate %.1f ms, store %.1f ms%s",
+                sum(len(c) for c, _ in batches), len(result.firings),
+                (evaluated - started) * 1000, (time.perf_counter() - evaluated) * 1000,
+                " (with state)" if result.state is not None else "",
+            )
+        if self._lag_floor_us is not None:
+            await self._catch_up()
+        return fired
 
     def _evaluate(
-        self, batches: list[tuple[EventColumns, list[int]]], tick: bool, checkpoint: bool
+        self,
+        batches: list[tuple[EventColumns, list[int]]],
+        tick: bool,
+        checkpoint: bool,
+        replay: bool = False,
     ) -> _Step:
         """Evaluator thread: feed the batches, tick, snapshot when needed."""
         firings: list[Firing] = []
         for cols, received in batches:
-            firings += self._feed(cols, received)
+            firings += self._feed(cols, received, replay)
         if tick:
             firings += self._evaluator.tick(self._clock.now())
         return self._finish_step(firings, checkpoint)
@@ -378,9 +408,12 @@ class AutomationRunner:
         ]
         return _Step(paired, state, self._seq, self._evaluator.next_due())
 
-    def _feed(self, cols: EventColumns, received: list[int]) -> list[Firing]:
+    def _feed(self, cols: EventColumns, received: list[int], replay: bool) -> list[Firing]:
         """Evaluator thread: evaluate committed events in (received, occurred, id) order — the
-        order a replay reads them in, so a replay re-derives the same firings."""
+        order a replay reads them in, so a replay re-derives the same firings. Replayed events
+        count as seen when they were received (no tick runs during a replay, and once it is
+        done the runner is caught up), so a restart does not push proactive windows back by
+        the downtime."""
         n = len(cols)
         if not n:
             return []
@@ -392,14 +425,21 @@ class AutomationRunner:
         out: list[Firing] = []
         skipped_max: int | None = None
         last_received = -1
+        seen_at: datetime | None = None
+        wall = self._clock.now()
         for i in order:
             if received[i] != last_received:
                 last_received = received[i]
                 self._current_received_us = last_received
                 self._current_ids.clear()
+                if replay:
+                    seen_at = min(us_to_datetime(last_received), wall)
+                    if skipped_max is not None:
+                        evaluator.advance_clock(us_to_datetime(skipped_max), seen_at)
+                        skipped_max = None
             event_id = ids[i]
             if evaluator.wants(names[i], event_id):
-                out += evaluator.on_event(self._event(cols, i, received[i]))
+                out += evaluator.on_event(self._event(cols, i, received[i]), seen_at)
             elif skipped_max is None or occurred_us[i] > skipped_max:
                 skipped_max = occurred_us[i]
             self._current_ids.add(event_id)
@@ -407,7 +447,7 @@ class AutomationRunner:
                 self._watermark_us = received[i]
                 self._watermark_id = event_id
         if skipped_max is not None:
-            evaluator.advance_clock(us_to_datetime(skipped_max))
+            evaluator.advance_clock(us_to_datetime(skipped_max), seen_at)
         return out
 
     @staticmethod
@@ -525,7 +565,9 @@ class AutomationRunner:
             replayed += len(cols)
             last = len(cols) - 1
             after = (received[last], cols.occurred_us[last], cols.ids[last])
-            result = await self._on_thread(self._evaluate, [(cols, received)], False, False)
+            result = await self._on_thread(
+                self._evaluate, [(cols, received)], False, False, True
+            )
             await self._persist_and_dispatch(result)
             if len(cols) < REPLAY_CHUNK:
                 break

@@ -7,10 +7,12 @@ touch DuckDB or read the clock: ``resolve(now)`` fills Prefect's time defaults f
 ``now``; an unresolved ``since``/``until`` means "unbounded" on both paths. User values, label
 keys included, only ever travel as ``?`` parameters, never inside the SQL text.
 
-Labels are stored as DuckDB ``JSON`` text written by orjson (``collector.store.schema``; MAP
-columns were measured several times slower to insert and dropped): a label is read with
-``labels ->> '$."key"'``, and because that text has no insignificant whitespace, a plain value
-must appear in it as ``"value"`` — which lets the SQL test a cheap substring before parsing JSON.
+Labels are stored as DuckDB ``JSON`` text (``collector.store.schema``; MAP columns were
+measured several times slower to insert and dropped) and read with ``labels ->> '$."key"'``.
+That text is compact JSON as orjson writes it (``collector.mapping`` builds some of it by hand
+in the same form): no whitespace, only ``"``, ``\\`` and control characters escaped. So a label
+``key`` = ``value`` appears in it as ``"key":"value"``, and a text-search term as itself; the
+SQL tests such substrings first, as cheap necessary conditions, before parsing any JSON.
 
 Decisions where Prefect's two paths disagree (Herald's two paths must not):
 
@@ -240,9 +242,10 @@ def _prefix_sql(value: Sql, prefixes: Sequence[str]) -> Sql:
     return _any_of(clauses), params
 
 
-def _label_hints(label: str, expected: str | Sequence[str]) -> list[str]:
-    """Substrings one of which a label set's JSON text must contain for ``label`` to match
-    ``expected``; empty (no hint) unless every pattern is a plain value or a ``prefix*``."""
+def _label_members(label: str, expected: str | Sequence[str]) -> list[str]:
+    """The member texts (``"key":"value"``, ``"key":"prefix``) one of which a label set's JSON
+    text holds if ``label`` matches ``expected``; empty unless every pattern is a plain value or
+    a ``prefix*`` that JSON writes as itself."""
     texts: list[str | None] = []
     for pattern in as_patterns(expected):
         negated, body = split_negation(pattern)
@@ -255,36 +258,52 @@ def _label_hints(label: str, expected: str | Sequence[str]) -> list[str]:
     return _hint_group(texts)
 
 
+def _members_sql(column: str, members: list[str]) -> Sql:
+    """Exactly "the label set stored in ``column`` has one of these members", for members from
+    ``_label_members`` (``"key":"value"`` or ``"key":"prefix``).
+
+    In compact JSON a member starts right after ``{`` or ``,``, and a ``{"`` or ``,"`` followed
+    by a key and ``":`` cannot occur inside a string (a quote there is escaped, and a closing
+    quote is followed by ``,``, ``}`` or ``:``). So for a flat object of strings with distinct
+    keys — every stored label set — ``{"key":"value"`` or ``,"key":"value"`` occurs in the text
+    exactly when ``key`` = ``value``; no JSON is parsed. Measured on 1M events, ``count(*)``
+    of name prefix + one label: 44 ms (substring pre-check, then ``->>``) → 35 ms."""
+    texts = [start + member for member in members for start in ("{", ",")]
+    return _any_of([f"contains({column}, ?)"] * len(texts)), texts
+
+
 def _spec_sql(
     spec: Mapping[str, str | Sequence[str]],
     labels: str,
     id_column: str | None = None,
     *,
-    hinted: bool = False,
+    stored: bool = False,
 ) -> Sql:
     """A ResourceSpecification against the label set ``labels``.
 
     ``id_column`` is a non-null column equal to the set's ``prefect.resource.id`` (the
     primary's ``resource_id``), which DuckDB reads much faster than a label lookup, so those
-    labels are tested first. With ``hinted`` (``labels`` is a stored column), each label's exact
-    test is preceded by a substring test on the raw text (``_label_hints``)."""
+    labels are tested first. ``stored`` says ``labels`` is a stored JSON column (not an item of
+    a list): labels whose patterns are all plain values or ``prefix*`` are then tested on its
+    raw text (``_members_sql``), the rest with ``->>``."""
     first: list[Sql] = []
     rest: list[Sql] = []
     for label, expected in spec.items():
         if label == RESOURCE_ID and id_column is not None:
             first.append(_patterns_sql((id_column, []), expected))
             continue
-        hint = _substring_hint(labels, [_label_hints(label, expected)]) if hinted else None
-        if hint is not None:
-            rest.append(hint)
-        rest.append(_patterns_sql(label_sql(labels, label), expected))
+        members = _label_members(label, expected) if stored else []
+        if members:
+            first.append(_members_sql(labels, members))
+        else:
+            rest.append(_patterns_sql(label_sql(labels, label), expected))
     parts = first + rest
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
-def _spec_hints(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
-    """Per label of ``spec``, the substrings of ``_label_hints``."""
-    return [_label_hints(label, expected) for label, expected in spec.items()]
+def _spec_members(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
+    """Per label of ``spec``, its ``_label_members``: substring pre-checks for a list."""
+    return [_label_members(label, expected) for label, expected in spec.items()]
 
 
 # The stored columns whose raw text holds everything ``SEARCHABLE_SQL`` is built from, the
@@ -292,23 +311,26 @@ def _spec_hints(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
 _RAW_TEXT_COLUMNS = ("e.payload", "e.event", "e.resource", "e.related")
 
 
-def _text_sql(term: str) -> Sql:
-    """Whether the searchable text contains ``term`` (case-insensitively).
+def _text_sql(term: str, *, negated: bool = False) -> Sql:
+    """Whether the searchable text contains ``term`` case-insensitively (lacks it, if
+    ``negated``; the searchable text is never NULL, so NOT is exact).
 
     A term without spaces and without characters JSON may escape (``_json_safe``) lies within
-    the name, one label value or the payload, and so also in the lowercased raw text of one
-    of the stored columns (label values are stored verbatim, as orjson writes them). That
-    ``contains(lower(column), term)`` test is a necessary condition that is cheaper than
-    building the searchable text from parsed JSON, so it goes first. Measured on 1M events,
-    ``count(*)`` of one term: 2,300 ms → 1,600 ms; ``lower()`` of every row's text is most of
-    what remains."""
+    the name, one label value or the payload, so it is also in the lowercased raw text of one
+    of the stored columns (label values are stored verbatim, as orjson writes them). That test
+    is a necessary condition, much cheaper than building the searchable text from parsed JSON,
+    so the exact test only runs where it holds — under ``CASE``, which guarantees the order
+    (``pre AND exact`` did not, and ``NOT (pre AND exact)`` evaluated both on every row).
+    Measured on 1M events, ``count(*)`` of one term: 1,240 → 700 ms (include), 1,250 →
+    610 ms (exclude); ``lower()`` of every row's text is most of what remains."""
     needle = term.lower()
     exact = f"contains({SEARCHABLE_SQL}, ?)"
     if " " in needle or not _json_safe(needle):
-        return exact, [needle]
+        return (f"NOT {exact}" if negated else exact), [needle]
     columns = _RAW_TEXT_COLUMNS
     pre = _any_of([f"contains(lower({column}), ?)" for column in columns])
-    return f"({pre} AND {exact})", [needle] * (len(columns) + 1)
+    then, otherwise = (f"NOT {exact}", "TRUE") if negated else (exact, "FALSE")
+    return f"CASE WHEN {pre} THEN {then} ELSE {otherwise} END", [needle] * (len(columns) + 1)
 
 
 def _exists_related(condition: Sql, hints: list[list[str]]) -> Sql:
@@ -450,7 +472,7 @@ class EventResourceFilter(_FilterPart):
         if self.id_prefix:
             parts.append(_prefix_sql(("e.resource_id", []), self.id_prefix))
         if self.labels:
-            parts.append(_spec_sql(self.labels, "e.resource", "e.resource_id", hinted=True))
+            parts.append(_spec_sql(self.labels, "e.resource", "e.resource_id", stored=True))
         return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
@@ -510,7 +532,7 @@ class EventRelatedFilter(_FilterPart):
             hints.append(_hint_group(ids))
         if self.labels:
             parts.append(_spec_sql(self.labels, "r"))
-            hints += _spec_hints(self.labels)
+            hints += _spec_members(self.labels)
         if self.role:
             parts.append(_in_sql(role, self.role))
             hints.append(_hint_group([_member(RESOURCE_ROLE, v) for v in self.role]))
@@ -555,8 +577,8 @@ class EventAnyResourceFilter(_FilterPart):
         if self.id_prefix:
             parts.append(_prefix_sql(rid, self.id_prefix))
         if self.labels:
-            hinted = labels == "e.resource"
-            parts.append(_spec_sql(self.labels, labels, id_column, hinted=hinted))
+            stored = labels == "e.resource"
+            parts.append(_spec_sql(self.labels, labels, id_column, stored=stored))
         return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
     def to_sql(self) -> Sql:
@@ -566,7 +588,7 @@ class EventAnyResourceFilter(_FilterPart):
         hints = [_hint_group([_member(RESOURCE_ID, v) for v in self.id or []])]
         prefixes = [_member(RESOURCE_ID, p, prefix=True) for p in self.id_prefix or []]
         hints.append(_hint_group(prefixes))
-        hints += _spec_hints(self.labels or {})
+        hints += _spec_members(self.labels or {})
         related = _exists_related(
             self._conditions("r", label_sql("r", RESOURCE_ID), None),
             hints,
@@ -612,10 +634,9 @@ class EventTextFilter(_FilterPart):
             included = [_text_sql(t) for t in parsed.include]
             clauses.append(_any_of([sql for sql, _ in included]))
             params += [x for _, p in included for x in p]
-        # The searchable text is never NULL, so NOT is exact here.
         for term in parsed.exclude:
-            sql, p = _text_sql(term)
-            clauses.append(f"NOT {sql}")
+            sql, p = _text_sql(term, negated=True)
+            clauses.append(sql)
             params += p
         for term in parsed.required:
             sql, p = _text_sql(term)

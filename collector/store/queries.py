@@ -14,32 +14,56 @@ nor appear mid-way; ``total`` is counted once, on the first page, like Prefect's
 Page tokens are opaque: ``base64url(json) "." base64url(HMAC-SHA256(key, json))``. A token that
 does not decode or whose signature does not match raises ``InvalidFilter``.
 
-How a page is read, and why (measured on this 2-core machine, shared with other work so
-±50% noise; 1M synthetic events over 7 days, 5 resource labels, 3 related resources, p50):
+How a page is read: (1) the keys of the next ``limit + 1`` rows, by a narrow query over a time
+window probed from the newest (oldest, for ASC) end and widened until it holds a full page —
+exact, since every row outside the window sorts after every row inside it; (2) the full rows of
+those keys; and on the first page, before both, (3) the bound R (``_newest_received``) and (4)
+the ``total`` count, which also gives the matching rows' ``occurred`` range that sizes the
+windows. The probes rely on rows being stored roughly in ``occurred`` order (as ingest appends
+them); for data that is not, they stay exact but prune nothing, costing up to two extra scans.
 
-==========================================================  ========  ========
-name prefix + ``region = 'eu'`` (83k matches)                  MAP       JSON
-==========================================================  ========  ========
-top 51 selecting all columns (one query)                       273 ms
-top 51 selecting (occurred, id) only                           103 ms     38 ms
-same, inside a 1 h window at the newest end                      3 ms      3 ms
-51 full rows by (occurred range + filter), via Arrow           2.5 ms    2.5 ms
-``count(*)`` of the filter (the page's ``total``)             72-92 ms  37-100 ms
-related (role, id) with ``EXISTS (… unnest(e.related) …)``   3760 ms
-related (role, id) with ``list_filter(…, lambda r: …)``        283 ms   956 ms
-same plus a substring pre-check on the JSON text                         168 ms
-==========================================================  ========  ========
+Measured on this 2-core machine (shared with other work, so ±30% noise), p50, 1M synthetic
+events over 7 days, name prefix + ``region = 'eu'`` (12k matches):
 
-So a page is (1) the keys of the next ``limit + 1`` rows, by a narrow query over a time window
-probed from the newest (oldest, for ASC) end and widened until it holds a full page — exact,
-since every row outside the window sorts after every row inside it; (2) the full rows of those
-keys, through Arrow (DuckDB's own Python conversion of MAP values costs ~1 ms per row); and on
-the first page (3) the ``total`` count, which dominates: it reads the label column of every row
-in range (end to end: ~45 ms JSON / ~90 ms MAP at 1M, ~700 ms at 10M; later pages 5-15 ms at
-both sizes). Keeping distinct label sets in their own table, referenced by an integer column
-of ``events``, would make (3) an integer semi-join: 84 ms → 5 ms at 1M in a trial. The probes
-rely on rows being stored roughly in ``occurred`` order (as ingest appends them); for data that
-is not, they stay exact but prune nothing, costing up to two extra narrow scans.
+=============================================================  ==========
+top 51 selecting all columns (one query)                        60 ms
+(1) top 51 selecting (occurred, id) only                        38 ms
+(1) same, inside a 1 h window at the newest end                  3 ms
+(2) 51 full rows by (occurred range + filter)                  2.5 ms
+(3) ``max(received)`` over all rows / in the newest hour       1.4 / 0.7 ms
+(4) ``count(*)`` of the filter                                 70-90 ms
+=============================================================  ==========
+
+Speed work for SPEC §11, ``benchmarks/query.py`` scenarios through ``EventReader`` on the same
+stores, before/after interleaved, p50 in ms:
+
+==========================================  ===========  ============
+scenario                                     1M events    10M events
+==========================================  ===========  ============
+first page, name prefix + label + total      103 → 91     647 → 575
+later page (token)                            14 → 12      12 → 12
+first page, related (role, id)               243 → 223   2219 → 2096
+first page, text search                     1429 → 799  13414 → 7777
+count by time, hour buckets over 7 days       20 → 17     135 → 135
+==========================================  ===========  ============
+
+What changed: (3) looks in the newest hour first, where zone maps skip the rest (it was
+``max(received), min(occurred), max(occurred)`` over all rows: at 10M 33 ms on an idle
+machine, 104 ms on a busy one → 0.7 ms); the windows are sized from the matching rows' range,
+which (4) computes for free; substring pre-checks on the raw JSON (``"key":"value"``) before
+resource label lookups, related hints most-selective first, cheapest filter parts first
+(``filters.py``); and text terms checked against the lowercased raw columns under ``CASE``
+before the searchable text is built (the largest gain).
+
+What did not, and why the first-page targets (50 ms at 1M, 200 ms at 10M) are still missed:
+(4) reads the ``resource`` JSON of every row in range, and DuckDB decompresses a whole vector of
+that FSST-compressed column as soon as one of its rows passes the cheaper filters — with a
+5% name prefix, every vector. ``count(*) WHERE strlen(resource) > 0`` alone takes ~65 ms per 1M
+rows here, which is the floor for any exact count of a label filter, hints or not (they save
+the JSON parsing, not the decompression). Forcing dictionary compression, FSST vectors, a
+rowid semi-join or ``CASE`` ordering did not lower it. Keeping distinct label sets in their own
+table, referenced by an integer column of ``events``, would make (4) an integer semi-join
+(84 ms → 5 ms at 1M in a trial) — a schema change.
 """
 
 from __future__ import annotations
@@ -68,6 +92,7 @@ from collector.domain.events import (
 )
 from collector.domain.filters import EventFilter, EventOrder, label_sql
 from collector.errors import InvalidFilter
+from collector.store.duckdb_store import row_to_event
 
 # --------------------------------------------------------------------------- paging
 
@@ -79,6 +104,7 @@ _RECEIVED_PROBES = (timedelta(hours=1), timedelta(days=7))
 _PROBE_SLACK = 4
 _PROBE_GROWTH = 16
 
+# In the order ``row_to_event`` reads.
 _EVENT_COLUMNS = (
     "e.id, e.occurred, e.received, e.event, e.resource, e.related, e.payload, e.follows"
 )
@@ -256,8 +282,7 @@ def _fetch_events(
 
     Selected by the keys' occurred range plus the filter (so only matching rows of that short
     range are materialised), then picked by id here. Measured: adding ``ORDER BY … LIMIT`` or
-    ``id IN (…)`` to this query makes DuckDB fetch rows by rowid, ~4x slower (11 ms vs 2.5 ms);
-    and Arrow is used because DuckDB's Python conversion of MAP values costs ~1 ms per row.
+    ``id IN (…)`` to this query makes DuckDB fetch rows by rowid, ~4x slower (11 ms vs 2.5 ms).
     """
     if not keys:
         return []
@@ -273,22 +298,12 @@ def _fetch_events(
         # One event per resource can be far apart, with many matching events in between.
         sql += f" AND e.id IN ({', '.join(['?::UUID'] * len(keys))})"
         params += [k[1] for k in keys]
-    table = cur.execute(sql, params).fetch_arrow_table()
     wanted = {k[1] for k in keys}
     by_id: dict[str, ReceivedEvent] = {}
-    for row in table.to_pylist():
-        if row["id"] not in wanted:
-            continue
-        by_id[row["id"]] = ReceivedEvent(
-            id=row["id"],
-            occurred=to_utc(row["occurred"]),
-            received=to_utc(row["received"]),
-            event=row["event"],
-            resource=orjson.loads(row["resource"]),
-            related=orjson.loads(row["related"]),
-            payload=orjson.loads(row["payload"]),
-            follows=row["follows"],
-        )
+    for row in cur.execute(sql, params).fetchall():
+        event_id = str(row[0])
+        if event_id in wanted:
+            by_id[event_id] = row_to_event(row)
     return [by_id[k[1]] for k in keys if k[1] in by_id]
 
 
@@ -358,8 +373,8 @@ def _newest_received(cur: duckdb.DuckDBPyConnection, now: datetime) -> datetime 
 
     Rows are appended in about ``received`` order, so ``received >= now − 1 h`` lets zone maps
     skip all but the newest row groups, and whenever any row passes it the answer is exact.
-    Measured at 10M events: 104 ms for the full ``max()`` → 1-2 ms. A store idle for longer
-    falls back to wider probes, then to the full scan."""
+    Measured at 10M events: 10 ms for the full ``max()`` → 0.7 ms. A store idle for longer
+    falls back to a wider probe, then to the full scan."""
     newest: datetime | None = None
     for back in _RECEIVED_PROBES:
         sql = "SELECT max(received) FROM events WHERE received >= ?"

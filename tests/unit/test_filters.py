@@ -155,35 +155,50 @@ def _occurred(name: str) -> datetime:
     return NOW - timedelta(minutes=WORLD[name][0])
 
 
+WorldEvents = dict[str, tuple[float, str, dict[str, str], list[dict[str, str]], dict[str, Any]]]
+
+
 @dataclass
 class World:
-    """The world, stored through the ingest path's Arrow insert (so labels are the JSON text
-    ingest writes), and as ``ReceivedEvent`` objects."""
+    """A world, stored through the ingest path's Arrow insert (so labels are the JSON text
+    ingest writes), and as ``ReceivedEvent`` objects; events are named by ``names``."""
 
     store: EventStore
     cur: duckdb.DuckDBPyConnection
     events: list[ReceivedEvent]
+    names: dict[str, str]  # id → name
 
     def ids(self, flt: EventFilter) -> set[str]:
         where, params = flt.to_sql()
         sql = f"SELECT e.id::VARCHAR FROM events e WHERE {where}"
-        names = {v: k for k, v in IDS.items()}
-        return {names[r[0]] for r in self.cur.execute(sql, params).fetchall()}
+        return {self.names[r[0]] for r in self.cur.execute(sql, params).fetchall()}
+
+    def by_includes(self, flt: EventFilter) -> set[str]:
+        return {self.names[str(e.id)] for e in self.events if flt.includes(e)}
+
+    def by_dict_includes(self, flt: EventFilter) -> set[str]:
+        return {self.names[str(e.id)] for e in self.events if flt.includes(e.to_dict())}
+
+    def check(self, data: dict[str, Any], expected: set[str]) -> None:
+        """The filter ``data`` selects ``expected`` on all three paths."""
+        flt = parse_filter(data).resolve(NOW)
+        assert self.by_includes(flt) == expected, "includes(ReceivedEvent)"
+        assert self.by_dict_includes(flt) == expected, "includes(dict)"
+        assert self.ids(flt) == expected, "to_sql() on the store"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def _world(events_by_name: WorldEvents, path: Path) -> World:
     cols = EventColumns()
     events = []
-    for name, (_, event, resource, related, payload) in WORLD.items():
+    ids = {name: _id(i + 1) for i, name in enumerate(events_by_name)}
+    for name, (minutes, event, resource, related, payload) in events_by_name.items():
+        occurred = NOW - timedelta(minutes=minutes)
         payload_json = orjson.dumps(payload).decode()
-        cols.append(
-            IDS[name], datetime_to_us(_occurred(name)), event, resource, related, payload_json
-        )
+        cols.append(ids[name], datetime_to_us(occurred), event, resource, related, payload_json)
         events.append(
             ReceivedEvent(
-                id=IDS[name],
-                occurred=_occurred(name),
+                id=ids[name],
+                occurred=occurred,
                 received=NOW,
                 event=event,
                 resource=resource,
@@ -191,22 +206,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 payload=payload,
             )
         )
-    store = EventStore(Path(tmp_path_factory.mktemp("filters")) / "t.duckdb")
+    store = EventStore(path)
     store.append(columns_to_arrow(cols, [datetime_to_us(NOW)] * len(cols)))
-    cur = store.cursor()
-    yield World(store, cur, events)
-    cur.close()
-    store.close()
+    return World(store, store.cursor(), events, {v: k for k, v in ids.items()})
 
 
-def _by_includes(events: list[ReceivedEvent], flt: EventFilter) -> set[str]:
-    names = {v: k for k, v in IDS.items()}
-    return {names[str(e.id)] for e in events if flt.includes(e)}
-
-
-def _by_dict_includes(events: list[ReceivedEvent], flt: EventFilter) -> set[str]:
-    names = {v: k for k, v in IDS.items()}
-    return {names[str(e.id)] for e in events if flt.includes(e.to_dict())}
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = _world(WORLD, Path(tmp_path_factory.mktemp("filters")) / "t.duckdb")
+    yield w
+    w.cur.close()
+    w.store.close()
 
 
 CASES = [
@@ -555,16 +565,172 @@ CASES = [
 def test_filter_cases_agree_in_memory_and_in_sql(
     world: World, data: dict, expected: set[str]
 ) -> None:
-    flt = parse_filter(data).resolve(NOW)
-    assert _by_includes(world.events, flt) == expected, "includes(ReceivedEvent)"
-    assert _by_dict_includes(world.events, flt) == expected, "includes(dict)"
-    assert world.ids(flt) == expected, "to_sql() on the store"
+    world.check(data, expected)
+
+
+# Values that stress the tests on raw JSON text (label members, text pre-checks): they must
+# neither hide a match nor invent one. Kelvin sign K lowercases to an ASCII "k"; quotes and
+# backslashes are escaped in the stored JSON text.
+ESCAPES: WorldEvents = {
+    "kelvin": (
+        1,
+        "app.sensor.read",
+        {"prefect.resource.id": "app.sensor.1", "unit": "\u212aelvin", "region": "eu"},
+        [],
+        {"reading": 3},
+    ),
+    "quoted": (
+        2,
+        "app.note.added",
+        {"prefect.resource.id": "app.note.1", "region": "eu west"},
+        [
+            {
+                "prefect.resource.id": "app.user.1",
+                "prefect.resource.role": "author",
+                "says": 'say "hi" now',
+            }
+        ],
+        {"text": 'back\\slash "quoted"'},
+    ),
+    # Near misses of the member texts `{"region":"eu"` / `,"region":"eu"`.
+    "tricky": (
+        3,
+        "app.tricky.made",
+        {
+            "region": "eu",
+            "prefect.resource.id": "app.tricky.1",
+            'my"region': "us",
+            "note": 'a,"region":"us"',
+            "xregion": "us",
+        },
+        [],
+        {},
+    ),
+    "europe": (
+        4,
+        "app.tricky.made",
+        {
+            "prefect.resource.id": "app.tricky.2",
+            "region": "europe",
+            'my"region': "eu",
+            "note": ',"region":"eu"',
+            "xregion": "eu",
+        },
+        [],
+        {},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def escapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = _world(ESCAPES, Path(tmp_path_factory.mktemp("escapes")) / "t.duckdb")
+    yield w
+    w.cur.close()
+    w.store.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param({"text": {"query": "kelvin"}}, {"kelvin"}, id="text-unicode-lowercase"),
+        pytest.param({"text": {"query": "KELVIN"}}, {"kelvin"}, id="text-upper-term"),
+        pytest.param(
+            {"text": {"query": "-kelvin"}}, {"quoted", "tricky", "europe"}, id="text-exclude"
+        ),
+        pytest.param({"text": {"query": "+hi"}}, {"quoted"}, id="text-inside-escaped-quotes"),
+        pytest.param({"text": {"query": "slash"}}, {"quoted"}, id="text-after-backslash"),
+        # The payload is searched as JSON text, where the backslash is escaped.
+        pytest.param({"text": {"query": "k\\\\slash"}}, {"quoted"}, id="text-escaped-backslash"),
+        pytest.param({"text": {"query": '"say \\"hi\\" now"'}}, {"quoted"}, id="text-quote-phrase"),
+        pytest.param({"text": {"query": '"eu west"'}}, {"quoted"}, id="text-phrase-with-space"),
+        pytest.param({"text": {"query": "unit"}}, set(), id="text-keys-not-searched"),
+        pytest.param(
+            {"resource": {"labels": {"unit": "\u212aelvin"}}}, {"kelvin"}, id="label-non-ascii"
+        ),
+        pytest.param({"resource": {"labels": {"unit": "*elvin"}}}, {"kelvin"}, id="label-glob"),
+        pytest.param(
+            {"resource": {"labels": {"region": "eu"}}}, {"kelvin", "tricky"}, id="label-exact"
+        ),
+        pytest.param(
+            {"resource": {"labels": {"region": "eu*"}}},
+            {"kelvin", "quoted", "tricky", "europe"},
+            id="label-prefix",
+        ),
+        pytest.param({"resource": {"labels": {"region": "us"}}}, set(), id="label-near-misses"),
+        pytest.param(
+            {"resource": {"labels": {"region": ["us", "europe"]}}}, {"europe"}, id="label-list"
+        ),
+        pytest.param({"resource": {"labels": {"xregion": "eu"}}}, {"europe"}, id="label-suffix"),
+        pytest.param({"resource": {"labels": {'my"region': "eu"}}}, {"europe"}, id="label-quote"),
+        pytest.param(
+            {"resource": {"labels": {"region": "eu", "xregion": "us"}}}, {"tricky"}, id="labels"
+        ),
+        pytest.param(
+            {"any_resource": {"labels": {"region": "eu"}}}, {"kelvin", "tricky"}, id="any"
+        ),
+        pytest.param(
+            {"related": {"labels": {"says": 'say "hi" now'}}}, {"quoted"}, id="related-quotes"
+        ),
+        pytest.param(
+            {"any_resource": {"labels": {"says": "say*"}}}, {"quoted"}, id="any-related-prefix"
+        ),
+    ],
+)
+def test_raw_text_tests_are_exact(escapes: World, data: dict, expected: set[str]) -> None:
+    escapes.check(data, expected)
+
+
+def test_stored_labels_are_compact_json(world: World) -> None:
+    # The substring pre-checks look for `"key":"value"`: they rely on this form.
+    row = world.cur.execute(
+        "SELECT resource::VARCHAR FROM events WHERE id = ?::UUID", [IDS["order_shipped"]]
+    ).fetchone()
+    assert row is not None
+    assert '"region":"eu"' in row[0]
+
+
+def _hints(data: dict[str, Any]) -> list[str]:
+    """The member texts the SQL looks for in the raw label JSON."""
+    _, params = parse_filter(data).to_sql()
+    return [p for p in params if isinstance(p, str) and '":"' in p]
+
+
+@pytest.mark.parametrize(
+    ("labels", "hints"),
+    [
+        pytest.param({"region": "eu"}, ['{"region":"eu"', ',"region":"eu"'], id="value"),
+        pytest.param({"region": "eu*"}, ['{"region":"eu', ',"region":"eu'], id="prefix"),
+        pytest.param(
+            {"region": ["eu", "us"]},
+            ['{"region":"eu"', ',"region":"eu"', '{"region":"us"', ',"region":"us"'],
+            id="list",
+        ),
+        pytest.param({"region": ["eu", "!us"]}, [], id="negation-in-list"),
+        pytest.param({"region": "*eu"}, [], id="leading-glob"),
+        pytest.param({"region": "e?"}, [], id="question-mark"),
+        pytest.param({"region": "*"}, [], id="star"),
+        pytest.param({'quo"te': "3"}, [], id="escaped-key"),
+        pytest.param({"path": "a/b"}, [], id="slash-may-be-escaped"),
+        pytest.param({"name": "Ünï"}, [], id="non-ascii-may-be-escaped"),
+        pytest.param({"prefect.resource.id": "app.x"}, [], id="resource-id-uses-its-column"),
+    ],
+)
+def test_resource_label_member_texts(labels: dict[str, Any], hints: list[str]) -> None:
+    assert _hints({"resource": {"labels": labels}}) == hints
+
+
+def test_related_hints_put_the_role_last() -> None:
+    assert _hints({"related": {"role": ["tenant"], "id": ["app.tenant.7"]}}) == [
+        '"prefect.resource.id":"app.tenant.7"',
+        '"prefect.resource.role":"tenant"',
+    ]
 
 
 def test_unresolved_window_is_unbounded(world: World) -> None:
     flt = parse_filter({"event": {"prefix": ["app.order."]}})
     expected = {"order_shipped", "order_created", "ancient", "future"}
-    assert _by_includes(world.events, flt) == expected
+    assert world.by_includes(flt) == expected
     assert world.ids(flt) == expected
 
 

@@ -182,6 +182,18 @@ def test_dense_recent_matches_are_exact(feed: Feed) -> None:
     assert flatten(feed.all_pages(flt, limit=7)) == feed.expected(flt)
 
 
+@pytest.mark.parametrize("received_days_ago", [0, 3, 30])
+def test_first_page_whenever_events_were_last_received(
+    feed: Feed, received_days_ago: int
+) -> None:
+    # The newest `received` is looked for in the last hour, then week, then everywhere.
+    received = NOW - timedelta(days=received_days_ago)
+    for m in range(8):
+        feed.add(minutes_ago=received_days_ago * 24 * 60 + m, received=received)
+    assert feed.page(limit=5).total == 8
+    assert flatten(feed.all_pages(limit=5)) == feed.expected()
+
+
 def test_last_page_has_no_token(feed: Feed) -> None:
     for m in range(10):
         feed.add(minutes_ago=m)
