@@ -1,7 +1,7 @@
 """Feed query latency (SPEC §11): p50/p95 of feed pages and counts through ``EventReader`` — the
 code path the HTTP and gRPC servers and the CLI use — on stores of 1M and 10M events.
 
-    .venv/bin/python benchmarks/query.py                     # 1M and 10M (about 8 minutes)
+    .venv/bin/python benchmarks/query.py                     # 1M and 10M (about 3 minutes)
     .venv/bin/python benchmarks/query.py --events 1000000    # one size
 
 Each store is a temp DuckDB file created by ``EventStore`` (so the real schema and migrations),
@@ -292,6 +292,11 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000],
@@ -309,6 +314,8 @@ def main() -> None:
     command = ".venv/bin/python benchmarks/query.py " + shlex.join(sys.argv[1:])
     print(f"command: {command.strip()}")
     print(f"machine: {machine()}")
+    # Other work on the machine skews every number: say how busy it was.
+    print(f"{load()} at the start")
     t0 = time.perf_counter()
     rows: list[tuple[str, int, str, list[float]]] = []
     with tempfile.TemporaryDirectory(prefix="herald-query-bench-", dir=args.dir) as tmp:
@@ -325,7 +332,7 @@ def main() -> None:
             f"| {n:>10,} | {name:<14} | {percentile(times, 0.5):>8.1f} | "
             f"{percentile(times, 0.95):>8.1f} | {len(times):>4} | {target:<14} | {what}"
         )
-    print(f"\ntotal run time {time.perf_counter() - t0:.0f} s")
+    print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; {load()} at the end")
 
 
 if __name__ == "__main__":

@@ -25,45 +25,47 @@ them); for data that is not, they stay exact but prune nothing, costing up to tw
 Measured on this 2-core machine (shared with other work, so ±30% noise), p50, 1M synthetic
 events over 7 days, name prefix + ``region = 'eu'`` (12k matches):
 
-=============================================================  ==========
+=============================================================  ============
 top 51 selecting all columns (one query)                        60 ms
 (1) top 51 selecting (occurred, id) only                        38 ms
 (1) same, inside a 1 h window at the newest end                  3 ms
 (2) 51 full rows by (occurred range + filter)                  2.5 ms
 (3) ``max(received)`` over all rows / in the newest hour       1.4 / 0.7 ms
-(4) ``count(*)`` of the filter                                 70-90 ms
-=============================================================  ==========
+(4) ``count(*)`` of the filter                                  35 ms
+(4) ``count(*) WHERE strlen(resource) > 0`` (no filter at all)  25 ms
+=============================================================  ============
 
-Speed work for SPEC §11, ``benchmarks/query.py`` scenarios through ``EventReader`` on the same
-stores, before/after interleaved, p50 in ms:
+Speed work for SPEC §11: ``benchmarks/query.py``'s scenarios through ``EventReader``, on the
+same stores, the code before (commit 1776f1b) and after run alternately so both see the same
+load; p50 in ms:
 
 ==========================================  ===========  ============
 scenario                                     1M events    10M events
 ==========================================  ===========  ============
-first page, name prefix + label + total      103 → 91     647 → 575
-later page (token)                            14 → 12      12 → 12
-first page, related (role, id)               243 → 223   2219 → 2096
-first page, text search                     1429 → 799  13414 → 7777
-count by time, hour buckets over 7 days       20 → 17     135 → 135
+first page, name prefix + label + total       60 → 44     301 → 253
+later page (token)                            10 → 10      13 → 8
+first page, related (role, id)               144 → 121   1023 → 900
+first page, text search                      926 → 455   6203 → 3665
+count by time, hour buckets over 7 days       11 → 11      71 → 67
 ==========================================  ===========  ============
 
 What changed: (3) looks in the newest hour first, where zone maps skip the rest (it was
 ``max(received), min(occurred), max(occurred)`` over all rows: at 10M 33 ms on an idle
 machine, 104 ms on a busy one → 0.7 ms); the windows are sized from the matching rows' range,
-which (4) computes for free; substring pre-checks on the raw JSON (``"key":"value"``) before
-resource label lookups, related hints most-selective first, cheapest filter parts first
-(``filters.py``); and text terms checked against the lowercased raw columns under ``CASE``
+which (4) computes for free; and in ``filters.py``: resource labels tested as substrings of
+the raw JSON instead of parsed (a substring pre-check before ``->>`` gained a few %; the
+substring as the whole, exact test ~20%), related pre-checks most selective first, cheapest
+filter parts first, and text terms checked against the lowercased raw columns under ``CASE``
 before the searchable text is built (the largest gain).
 
-What did not, and why the first-page targets (50 ms at 1M, 200 ms at 10M) are still missed:
-(4) reads the ``resource`` JSON of every row in range, and DuckDB decompresses a whole vector of
-that FSST-compressed column as soon as one of its rows passes the cheaper filters — with a
-5% name prefix, every vector. ``count(*) WHERE strlen(resource) > 0`` alone takes ~65 ms per 1M
-rows here, which is the floor for any exact count of a label filter, hints or not (they save
-the JSON parsing, not the decompression). Forcing dictionary compression, FSST vectors, a
-rowid semi-join or ``CASE`` ordering did not lower it. Keeping distinct label sets in their own
-table, referenced by an integer column of ``events``, would make (4) an integer semi-join
-(84 ms → 5 ms at 1M in a trial) — a schema change.
+What is left, and why the 10M first-page target (200 ms) is still missed: (4) reads the
+``resource`` JSON of every row in range, and DuckDB decompresses a whole vector of that
+FSST-compressed column as soon as one of its rows passes the cheaper filters — with a 5% name
+prefix, every vector. ``strlen(resource)`` over all rows alone is ~70% of (4), the floor for any
+exact count of a label filter. Forcing dictionary compression, FSST vectors, a rowid semi-join
+or ``CASE`` ordering did not lower it. Keeping distinct label sets in their own table,
+referenced by an integer column of ``events``, would make (4) an integer semi-join (84 ms →
+5 ms at 1M in a trial) — a schema change.
 """
 
 from __future__ import annotations
