@@ -26,9 +26,23 @@ class ServerProcess:
         self._tmp = None if db else tempfile.TemporaryDirectory(prefix="herald-bench-")
         self.db = db or Path(self._tmp.name) / "bench.duckdb"  # type: ignore[union-attr]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--db", str(self.db),
-             "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "serve",
+                "--db",
+                str(self.db),
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                *extra,
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         assert self.proc.stderr is not None
         self.log: list[str] = []

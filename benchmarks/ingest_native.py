@@ -35,22 +35,28 @@ def make_batch(rng: random.Random, size: int) -> bytes:
     events = []
     for _ in range(size):
         svc = rng.choice(SERVICES)
-        labels = {"prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
-                  "prefect.resource.name": f"{svc} {rng.randrange(100)}"}
+        labels = {
+            "prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
+            "prefect.resource.name": f"{svc} {rng.randrange(100)}",
+        }
         for k in range(rng.randint(1, 4)):
             labels[f"label.{k}"] = f"value-{rng.randrange(50)}"
         related = [
-            {"prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
-             "prefect.resource.role": rng.choice(["customer", "tenant", "flow"])}
+            {
+                "prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
+                "prefect.resource.role": rng.choice(["customer", "tenant", "flow"]),
+            }
             for _ in range(rng.randint(0, 3))
         ]
-        events.append({
-            "event": f"app.{svc}.{rng.choice(VERBS)}",
-            "resource": labels,
-            "related": related,
-            "payload": {"amount": rng.randrange(1000), "currency": "EUR"},
-            "id": str(uuid.uuid4()),
-        })
+        events.append(
+            {
+                "event": f"app.{svc}.{rng.choice(VERBS)}",
+                "resource": labels,
+                "related": related,
+                "payload": {"amount": rng.randrange(1000), "currency": "EUR"},
+                "id": str(uuid.uuid4()),
+            }
+        )
     return orjson.dumps(events)
 
 
@@ -58,8 +64,7 @@ def client(address: str, seconds: float, batch: int, seed: int, out: mp.Queue) -
     rng = random.Random(seed)
     # Pre-build distinct bodies; ids are rewritten per send so nothing is deduped away.
     bodies = [orjson.loads(make_batch(rng, batch)) for _ in range(4)]
-    channel = grpc.insecure_channel(address, options=[
-        ("grpc.max_send_message_length", 64 << 20)])
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
     stub = herald_pb2_grpc.HeraldStub(channel)
     acked = busy = 0
     latencies = []
@@ -95,8 +100,10 @@ def main() -> None:
     server = ServerProcess()
     try:
         out: mp.Queue = mp.Queue()
-        procs = [mp.Process(target=client, args=(server.grpc, args.seconds, args.batch, s, out))
-                 for s in range(args.clients)]
+        procs = [
+            mp.Process(target=client, args=(server.grpc, args.seconds, args.batch, s, out))
+            for s in range(args.clients)
+        ]
         t0 = time.monotonic()
         for p in procs:
             p.start()

@@ -33,7 +33,8 @@ SinceOpt = Annotated[
 ]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="15m ago, or an ISO time")]
 TextOpt = Annotated[
-    str | None, typer.Option("--text", "-t", help='text search: words OR, -exclude, +require, "phrase"')
+    str | None,
+    typer.Option("--text", "-t", help='text search: words OR, -exclude, +require, "phrase"'),
 ]
 FilterJsonOpt = Annotated[
     str | None, typer.Option("--filter-json", help="a whole Prefect EventFilter as JSON")

@@ -65,9 +65,11 @@ def render(
         table = Table(title=title, show_lines=False)
         for c in cols:
             table.add_column(c, overflow="fold")
-        rows = table_rows if table_rows is not None else [
-            [_cell(r.get(c)) for c in cols] for r in records
-        ]
+        rows = (
+            table_rows
+            if table_rows is not None
+            else [[_cell(r.get(c)) for c in cols] for r in records]
+        )
         for row in rows:
             table.add_row(*row)
         Console().print(table)

@@ -21,7 +21,7 @@ def emit(
     ] = None,
     related: Annotated[
         str | None,
-        typer.Option("--related", help='JSON list of related resources (each with a role)'),
+        typer.Option("--related", help="JSON list of related resources (each with a role)"),
     ] = None,
     payload: Annotated[str | None, typer.Option("--payload", help="JSON object")] = None,
     occurred: Annotated[

@@ -60,8 +60,13 @@ def related_summary(event: dict[str, Any]) -> str:
 
 def _rows(events: list[dict[str, Any]]) -> list[list[str]]:
     return [
-        [local_time(e["occurred"]), readable(e), e["resource"]["prefect.resource.id"],
-         related_summary(e), e["id"]]
+        [
+            local_time(e["occurred"]),
+            readable(e),
+            e["resource"]["prefect.resource.id"],
+            related_summary(e),
+            e["id"],
+        ]
         for e in events
     ]
 
@@ -104,9 +109,14 @@ def ls(
             events.extend(page["events"])
     events = events[:limit]
     fmt = resolve_format(fmt)
-    render(events, fmt, columns=_TABLE_COLUMNS if fmt is OutputFormat.TABLE else
-           ["occurred", "event", "resource", "related", "payload", "id", "follows", "received"],
-           table_rows=_rows(events) if fmt is OutputFormat.TABLE else None)
+    render(
+        events,
+        fmt,
+        columns=_TABLE_COLUMNS
+        if fmt is OutputFormat.TABLE
+        else ["occurred", "event", "resource", "related", "payload", "id", "follows", "received"],
+        table_rows=_rows(events) if fmt is OutputFormat.TABLE else None,
+    )
     if fmt is OutputFormat.TABLE:
         note(f"{len(events)} of {total} matching events")
 
@@ -146,10 +156,16 @@ def show(
         for col in ("role", "id", "labels"):
             related.add_column(col)
         for r in event["related"]:
-            rest = {k: v for k, v in r.items()
-                    if k not in ("prefect.resource.role", "prefect.resource.id")}
-            related.add_row(r["prefect.resource.role"], r["prefect.resource.id"],
-                            json.dumps(rest) if rest else "")
+            rest = {
+                k: v
+                for k, v in r.items()
+                if k not in ("prefect.resource.role", "prefect.resource.id")
+            }
+            related.add_row(
+                r["prefect.resource.role"],
+                r["prefect.resource.id"],
+                json.dumps(rest) if rest else "",
+            )
         console.print(related)
     console.print("Payload:")
     console.print_json(json.dumps(event["payload"]))
@@ -192,8 +208,10 @@ def tail(
                     note(f"herald: this tail fell behind; {item} events were skipped")
                     continue
                 if fmt is OutputFormat.TABLE:
-                    typer.echo(f"{local_time(item['occurred'])}  {readable(item)}  "
-                               f"{item['resource']['prefect.resource.id']}")
+                    typer.echo(
+                        f"{local_time(item['occurred'])}  {readable(item)}  "
+                        f"{item['resource']['prefect.resource.id']}"
+                    )
                 else:
                     typer.echo(json.dumps(item, default=str))
                 seen += 1
@@ -249,5 +267,8 @@ def count(
     if fmt is OutputFormat.TABLE and by == "time":
         _bars(counts)
         return
-    render(counts, fmt, columns=["label", "count", "start_time", "end_time"]
-           if fmt is OutputFormat.TABLE else None)
+    render(
+        counts,
+        fmt,
+        columns=["label", "count", "start_time", "end_time"] if fmt is OutputFormat.TABLE else None,
+    )

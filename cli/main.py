@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from cli._state import CliState
 from cli import automations, events
+from cli._state import CliState
 from cli.emit import emit
 from cli.serve import serve
 from cli.sql import sql

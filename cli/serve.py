@@ -16,7 +16,9 @@ from cli._errors import handle_errors
 
 def _setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
-        form = '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+        form = (
+            '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+        )
     else:
         form = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=form, stream=sys.stderr)

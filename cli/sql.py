@@ -38,7 +38,9 @@ def write_output(table, path: Path) -> None:  # type: ignore[no-untyped-def]
 @handle_errors
 def sql(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="one read-only statement (SELECT, WITH, DESCRIBE, …)")],
+    query: Annotated[
+        str, typer.Argument(help="one read-only statement (SELECT, WITH, DESCRIBE, …)")
+    ],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write to FILE.parquet|.csv|.json")
     ] = None,

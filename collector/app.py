@@ -19,9 +19,9 @@ from collector.domain.events import Limits
 from collector.errors import ConfigError, StoreError
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
+from collector.server.feed_http import feed_routes
 from collector.server.http_server import Route, build_app
 from collector.server.ingest import NativeIngest
-from collector.server.feed_http import feed_routes
 from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
 from collector.server.otlp_grpc import LogsServicer, MetricsServicer, OtlpIngest, TraceServicer

@@ -82,10 +82,14 @@ class HeraldClient:
         self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
     ) -> dict[str, Any]:
         """One feed page: ``{"events": [...], "total": n, "next_page": token | None}``."""
-        reply = self._call(self._stub.QueryEvents, herald_pb2.QueryRequest(
-            filter_json=orjson.dumps(filter) if filter is not None else b"",
-            limit=limit or 0, page_token=page_token or "",
-        ))
+        reply = self._call(
+            self._stub.QueryEvents,
+            herald_pb2.QueryRequest(
+                filter_json=orjson.dumps(filter) if filter is not None else b"",
+                limit=limit or 0,
+                page_token=page_token or "",
+            ),
+        )
         return {
             "events": orjson.loads(reply.events_json),
             "total": reply.total,
@@ -93,13 +97,21 @@ class HeraldClient:
         }
 
     def count(
-        self, filter: dict[str, Any] | None, countable: str, time_unit: str = "day",
+        self,
+        filter: dict[str, Any] | None,
+        countable: str,
+        time_unit: str = "day",
         time_interval: float = 1.0,
     ) -> list[dict[str, Any]]:
-        reply = self._call(self._stub.CountEvents, herald_pb2.CountRequest(
-            filter_json=orjson.dumps(filter) if filter is not None else b"",
-            countable=countable, time_unit=time_unit, time_interval=time_interval,
-        ))
+        reply = self._call(
+            self._stub.CountEvents,
+            herald_pb2.CountRequest(
+                filter_json=orjson.dumps(filter) if filter is not None else b"",
+                countable=countable,
+                time_unit=time_unit,
+                time_interval=time_interval,
+            ),
+        )
         out: list[dict[str, Any]] = orjson.loads(reply.counts_json)
         return out
 
@@ -120,7 +132,8 @@ class HeraldClient:
         stream = self._stub.Tail(
             herald_pb2.TailRequest(
                 filter_json=orjson.dumps(filter) if filter is not None else b"",
-                backfill=backfill, backfill_limit=backfill_limit,
+                backfill=backfill,
+                backfill_limit=backfill_limit,
             ),
             metadata=self._metadata(),
         )

@@ -23,9 +23,7 @@ class LocalReader:
     def query(
         self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
     ) -> dict[str, Any]:
-        page = self._reader.query(
-            None if page_token else parse_filter(filter), limit, page_token
-        )
+        page = self._reader.query(None if page_token else parse_filter(filter), limit, page_token)
         return {
             "events": [e.to_dict() for e in page.events],
             "total": page.total,
@@ -33,7 +31,10 @@ class LocalReader:
         }
 
     def count(
-        self, filter: dict[str, Any] | None, countable: str, time_unit: str = "day",
+        self,
+        filter: dict[str, Any] | None,
+        countable: str,
+        time_unit: str = "day",
         time_interval: float = 1.0,
     ) -> list[dict[str, Any]]:
         counts = self._reader.count(parse_filter(filter), countable, time_unit, time_interval)

@@ -18,7 +18,6 @@ from collector.domain.columns import EventColumns
 from collector.domain.events import format_time, us_to_datetime
 from collector.domain.filters import EventFilter
 
-
 _SEEN_MAX = 10_000
 
 

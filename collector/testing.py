@@ -47,4 +47,3 @@ def running_herald(config: Config) -> Iterator[Herald]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
-

@@ -64,9 +64,7 @@ def check_resource(labels: Any, where: str, limits: Limits, *, role: bool = Fals
             )
 
 
-def check_event_parts(
-    name: Any, resource: Any, related: Any, limits: Limits
-) -> None:
+def check_event_parts(name: Any, resource: Any, related: Any, limits: Limits) -> None:
     """Validate name, resource and related resources against the grammar and ``limits``."""
     if not isinstance(name, str) or not name:
         raise InvalidEvent("event: the event name must be a non-empty string")

@@ -97,8 +97,14 @@ def _one(item: Any, cols: EventColumns, received_us: int, limits: Limits) -> Non
             f"event is about {size} bytes of JSON; at most {limits.max_event_bytes} are allowed"
         )
     cols.append_json(
-        event_id, occurred, name, resource[RESOURCE_ID], resource_json, related_json,
-        payload_json, follows,
+        event_id,
+        occurred,
+        name,
+        resource[RESOURCE_ID],
+        resource_json,
+        related_json,
+        payload_json,
+        follows,
     )
 
 
@@ -114,4 +120,3 @@ def json_events_to_columns(
         except (InvalidEvent, EventTooLarge) as exc:
             errors.append((index, str(exc)))
     return cols, errors
-

@@ -38,7 +38,11 @@ def _page_json(request: web.Request, page: Page) -> web.Response:
     if page.next_page:
         base = f"{request.scheme}://{request.host}"
         next_url = f"{base}/api/events/filter/next?page-token={quote(page.next_page)}"
-    body = {"events": [e.to_dict() for e in page.events], "total": page.total, "next_page": next_url}
+    body = {
+        "events": [e.to_dict() for e in page.events],
+        "total": page.total,
+        "next_page": next_url,
+    }
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -70,8 +74,11 @@ def feed_routes(reader: EventReader) -> list[Route]:
             data = await _json_body(request)
             filter = parse_filter(data.get("filter"))
             counts = await asyncio.to_thread(
-                reader.count, filter, request.match_info["countable"],
-                data.get("time_unit", "day"), data.get("time_interval", 1.0),
+                reader.count,
+                filter,
+                request.match_info["countable"],
+                data.get("time_unit", "day"),
+                data.get("time_interval", 1.0),
             )
         except HeraldError as exc:
             return json_error(exc)

@@ -48,7 +48,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         self._tail = tail
         self._auth = auth
 
-    async def Emit(  # noqa: N802 (gRPC method names)
+    async def Emit(
         self, request: herald_pb2.EmitRequest, context: grpc.aio.ServicerContext
     ) -> herald_pb2.EmitResponse:
         try:
@@ -62,7 +62,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             errors=[herald_pb2.EmitError(index=i, message=m) for i, m in errors],
         )
 
-    async def QueryEvents(  # noqa: N802
+    async def QueryEvents(
         self, request: herald_pb2.QueryRequest, context: grpc.aio.ServicerContext
     ) -> herald_pb2.QueryResponse:
         try:
@@ -80,14 +80,17 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             next_page=page.next_page or "",
         )
 
-    async def CountEvents(  # noqa: N802
+    async def CountEvents(
         self, request: herald_pb2.CountRequest, context: grpc.aio.ServicerContext
     ) -> herald_pb2.CountResponse:
         try:
             self._auth.check(authorization(context), Scope.READ)
             filter = parse_filter(request.filter_json or None)
             counts = await asyncio.to_thread(
-                self._reader.count, filter, request.countable, request.time_unit or "day",
+                self._reader.count,
+                filter,
+                request.countable,
+                request.time_unit or "day",
                 request.time_interval or 1.0,
             )
         except HeraldError as exc:
@@ -95,7 +98,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             raise
         return herald_pb2.CountResponse(counts_json=orjson.dumps([c.to_dict() for c in counts]))
 
-    async def GetEvent(  # noqa: N802
+    async def GetEvent(
         self, request: herald_pb2.GetEventRequest, context: grpc.aio.ServicerContext
     ) -> herald_pb2.EventResponse:
         try:
@@ -106,7 +109,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             raise
         return herald_pb2.EventResponse(event_json=orjson.dumps(event.to_dict()))
 
-    async def Tail(  # noqa: N802
+    async def Tail(
         self, request: herald_pb2.TailRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[herald_pb2.TailMessage]:
         try:
@@ -133,7 +136,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         finally:
             self._tail.unsubscribe(sub)
 
-    async def Sql(  # noqa: N802
+    async def Sql(
         self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext
     ) -> herald_pb2.SqlResponse:
         try:

@@ -5,6 +5,7 @@ user SQL. Synchronous (servers call it through ``asyncio.to_thread``); the CLI's
 from __future__ import annotations
 
 import os
+
 from collector.clock import Clock, SystemClock
 from collector.config import QueryConfig
 from collector.domain.events import ReceivedEvent
@@ -40,14 +41,21 @@ class EventReader:
         cur = self.store.cursor()
         try:
             return query_events(
-                cur, filter, limit or self.config.page_size, page_token, self.clock.now(),
+                cur,
+                filter,
+                limit or self.config.page_size,
+                page_token,
+                self.clock.now(),
                 token_key=self._token_key,
             )
         finally:
             cur.close()
 
     def count(
-        self, filter: EventFilter | None, countable: str, time_unit: str = "day",
+        self,
+        filter: EventFilter | None,
+        countable: str,
+        time_unit: str = "day",
         time_interval: float = 1.0,
     ) -> list[EventCount]:
         cur = self.store.cursor()

@@ -43,9 +43,7 @@ class _Pending:
 class BatchWriter:
     """Owns all writes to the events table once started."""
 
-    def __init__(
-        self, store: EventStore, *, batch_max_events: int, queue_max_events: int
-    ) -> None:
+    def __init__(self, store: EventStore, *, batch_max_events: int, queue_max_events: int) -> None:
         self._store = store
         self._batch_max = batch_max_events
         self._queue_max = queue_max_events
@@ -115,7 +113,9 @@ class BatchWriter:
                 return None
             taken: list[_Pending] = []
             count = 0
-            while self._queue and (not taken or count + len(self._queue[0].columns) <= self._batch_max):
+            while self._queue and (
+                not taken or count + len(self._queue[0].columns) <= self._batch_max
+            ):
                 item = self._queue.popleft()
                 taken.append(item)
                 count += len(item.columns)

@@ -37,9 +37,22 @@ class Served:
 @contextmanager
 def herald_serve(db: Path, *extra: str) -> Iterator[Served]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--db", str(db),
-         "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            "--db",
+            str(db),
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            *extra,
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     log: list[str] = []
@@ -59,10 +72,16 @@ def herald_serve(db: Path, *extra: str) -> Iterator[Served]:
             proc.wait()
 
 
-def run_cli(served: Served, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    served: Served, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli", "--address", served.grpc, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -90,22 +109,36 @@ SDK_SCRIPT = textwrap.dedent(
 def test_serve_cli_http_sdk_sigterm_restart(tmp_path: Path) -> None:
     db = tmp_path / "e2e.duckdb"
     with herald_serve(db) as served:
-        cli = run_cli(served, "emit", "app.order.shipped", "--resource-id", "app.order.8812",
-                      "--resource", "region=eu", "--payload", '{"carrier": "DHL"}')
+        cli = run_cli(
+            served,
+            "emit",
+            "app.order.shipped",
+            "--resource-id",
+            "app.order.8812",
+            "--resource",
+            "region=eu",
+            "--payload",
+            '{"carrier": "DHL"}',
+        )
         assert cli.returncode == 0, cli.stderr
         cli_id = cli.stdout.strip()
 
         http_id = uuid7_str()
         reply = httpx.post(
             f"http://{served.http}/api/events",
-            json=[{"event": "curl.sent", "resource": {"prefect.resource.id": "curl.1"},
-                   "id": http_id}],
+            json=[
+                {"event": "curl.sent", "resource": {"prefect.resource.id": "curl.1"}, "id": http_id}
+            ],
         )
         assert reply.status_code == 204
 
         sdk = subprocess.run(
-            [sys.executable, "-c", SDK_SCRIPT], cwd=ROOT, capture_output=True, text=True,
-            timeout=60, env={**os.environ, "HERALD_ADDRESS": served.grpc},
+            [sys.executable, "-c", SDK_SCRIPT],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HERALD_ADDRESS": served.grpc},
         )
         assert sdk.returncode == 0, sdk.stderr
         sdk_id = sdk.stdout.strip()
@@ -127,8 +160,9 @@ def test_serve_cli_http_sdk_sigterm_restart(tmp_path: Path) -> None:
         # the same id again after a restart is still stored once
         reply = httpx.post(
             f"http://{served.http}/api/events",
-            json=[{"event": "curl.sent", "resource": {"prefect.resource.id": "curl.1"},
-                   "id": http_id}],
+            json=[
+                {"event": "curl.sent", "resource": {"prefect.resource.id": "curl.1"}, "id": http_id}
+            ],
         )
         assert reply.status_code == 204
         served.proc.send_signal(signal.SIGINT)
@@ -138,8 +172,21 @@ def test_serve_cli_http_sdk_sigterm_restart(tmp_path: Path) -> None:
 
 def test_cli_without_a_server_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "--address", "127.0.0.1:9", "emit", "a", "--resource-id", "r"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--address",
+            "127.0.0.1:9",
+            "emit",
+            "a",
+            "--resource-id",
+            "r",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 3
     assert "no Herald server at 127.0.0.1:9" in result.stderr
@@ -151,7 +198,10 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config.write_text("[storage]\npaht = 'x'\n")
     result = subprocess.run(
         [sys.executable, "-m", "cli", "serve", "--config", str(config)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "storage.paht: unknown key" in result.stderr
@@ -162,9 +212,22 @@ def test_second_server_on_the_same_file_fails_clearly(tmp_path: Path) -> None:
     db = tmp_path / "busy.duckdb"
     with herald_serve(db) as served:
         result = subprocess.run(
-            [sys.executable, "-m", "cli", "serve", "--db", str(db),
-             "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "serve",
+                "--db",
+                str(db),
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode != 0
         assert "in use by another process" in result.stderr

@@ -25,13 +25,20 @@ from collector.testing import running_herald, test_config
 NOW = datetime.now(UTC)
 
 
-def order(n: int, name: str = "app.order.shipped", minutes_ago: float = 0, **labels: str) -> dict[str, Any]:
+def order(
+    n: int, name: str = "app.order.shipped", minutes_ago: float = 0, **labels: str
+) -> dict[str, Any]:
     return {
         "event": name,
         "occurred": format_time(NOW - timedelta(minutes=minutes_ago)),
-        "resource": {"prefect.resource.id": f"app.order.{n}", "prefect.resource.name": f"Order {n}",
-                     **labels},
-        "related": [{"prefect.resource.id": f"app.customer.{n % 3}", "prefect.resource.role": "customer"}],
+        "resource": {
+            "prefect.resource.id": f"app.order.{n}",
+            "prefect.resource.name": f"Order {n}",
+            **labels,
+        },
+        "related": [
+            {"prefect.resource.id": f"app.customer.{n % 3}", "prefect.resource.role": "customer"}
+        ],
         "payload": {"n": n},
         "id": uuid7_str(),
     }
@@ -71,8 +78,10 @@ def test_tampered_page_token_is_rejected(loaded: Herald) -> None:
         token = page["next_page"]
         with pytest.raises(Exception, match="page token"):
             client.query(None, None, token[:-3] + "AAA")
-    reply = httpx.get(f"http://{loaded.http_address}/api/events/filter/next",
-                      params={"page-token": "bm9wZQ.bm9wZQ"})
+    reply = httpx.get(
+        f"http://{loaded.http_address}/api/events/filter/next",
+        params={"page-token": "bm9wZQ.bm9wZQ"},
+    )
     assert reply.status_code == 400
     assert "page token" in reply.json()["detail"]
 
@@ -86,22 +95,33 @@ def test_http_filter_and_next_page_in_prefect_shapes(loaded: Herald) -> None:
     second = httpx.get(first["next_page"]).json()
     assert len(second["events"]) == 5 and second["next_page"] is None
     assert {e["resource"]["region"] for e in first["events"] + second["events"]} == {"eu"}
-    assert set(first["events"][0]) == {"occurred", "event", "resource", "related", "payload",
-                                      "id", "follows", "received"}
+    assert set(first["events"][0]) == {
+        "occurred",
+        "event",
+        "resource",
+        "related",
+        "payload",
+        "id",
+        "follows",
+        "received",
+    }
 
 
 def test_http_count_by_event_and_time(loaded: Herald) -> None:
     base = f"http://{loaded.http_address}/api/events/count-by"
     by_event = httpx.post(f"{base}/event", json={"filter": {}}).json()
     assert [(c["label"], c["count"]) for c in by_event] == [
-        ("app.order.shipped", 30), ("app.order.cancelled", 5)]
+        ("app.order.shipped", 30),
+        ("app.order.cancelled", 5),
+    ]
     since = format_time(NOW - timedelta(hours=2))
-    by_time = httpx.post(f"{base}/time", json={
-        "filter": {"occurred": {"since": since}}, "time_unit": "hour", "time_interval": 1}).json()
+    by_time = httpx.post(
+        f"{base}/time",
+        json={"filter": {"occurred": {"since": since}}, "time_unit": "hour", "time_interval": 1},
+    ).json()
     assert sum(c["count"] for c in by_time) == 35
     assert all(c["count"] >= 0 for c in by_time) and len(by_time) >= 2
-    bad = httpx.post(f"{base}/time", json={"filter": {}, "time_unit": "second",
-                                            "time_interval": 1})
+    bad = httpx.post(f"{base}/time", json={"filter": {}, "time_unit": "second", "time_interval": 1})
     assert bad.status_code == 400 and "buckets" in bad.json()["detail"]
 
 
@@ -117,12 +137,17 @@ def test_sql_over_grpc_and_refusals(loaded: Herald) -> None:
     with HeraldClient(loaded.grpc_address) as client:
         table, truncated = client.sql(
             "SELECT resource->>'region' AS region, count(*) AS n FROM events "
-            "WHERE event = 'app.order.shipped' GROUP BY ALL ORDER BY region")
+            "WHERE event = 'app.order.shipped' GROUP BY ALL ORDER BY region"
+        )
         assert table.to_pylist() == [{"region": "eu", "n": 15}, {"region": "us", "n": 15}]
         assert not truncated
-        for bad in ("SELECT * FROM read_csv('/etc/passwd')", "COPY events TO '/tmp/x.csv'",
-                    "ATTACH '/tmp/x.duckdb'", "INSTALL httpfs"):
-            with pytest.raises(InvalidInput, match="refused|read-only"):
+        for bad in (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "COPY events TO '/tmp/x.csv'",
+            "ATTACH '/tmp/x.duckdb'",
+            "INSTALL httpfs",
+        ):
+            with pytest.raises(InvalidInput, match=r"refused|read-only"):
                 client.sql(bad)
 
 
@@ -175,24 +200,52 @@ def test_tail_honours_related_filters_and_reports_lag(db_path: Path) -> None:
         got = asyncio.run_coroutine_threadsafe(drain(), herald.tail._loop).result(10)
         assert got[0] == ("lagged", 2)
         assert [item["resource"]["prefect.resource.id"] for _, item in got[1:]] == [
-            "app.order.1", "app.order.4"]
+            "app.order.1",
+            "app.order.4",
+        ]
 
 
 def test_cli_ls_show_count_sql_as_json(loaded: Herald, tmp_path: Path) -> None:
-    out = json.loads(cli(loaded, "events", "ls", "--event", "app.order.cancelled",
-                         "--format", "json").stdout)
+    out = json.loads(
+        cli(loaded, "events", "ls", "--event", "app.order.cancelled", "--format", "json").stdout
+    )
     assert [e["event"] for e in out] == ["app.order.cancelled"] * 5
-    out = json.loads(cli(loaded, "events", "ls", "--label", "region=e*", "--related",
-                         "customer=app.customer.0", "--limit", "100", "--format", "json").stdout)
+    out = json.loads(
+        cli(
+            loaded,
+            "events",
+            "ls",
+            "--label",
+            "region=e*",
+            "--related",
+            "customer=app.customer.0",
+            "--limit",
+            "100",
+            "--format",
+            "json",
+        ).stdout
+    )
     assert out and all(e["resource"]["region"] == "eu" for e in out)
     assert all(e["related"][0]["prefect.resource.id"] == "app.customer.0" for e in out)
     shown = json.loads(cli(loaded, "events", "show", out[0]["id"], "--format", "json").stdout)
     assert shown == [out[0]]
-    counts = json.loads(cli(loaded, "events", "count", "--by", "resource", "--event",
-                            "app.order.cancelled", "--format", "json").stdout)
+    counts = json.loads(
+        cli(
+            loaded,
+            "events",
+            "count",
+            "--by",
+            "resource",
+            "--event",
+            "app.order.cancelled",
+            "--format",
+            "json",
+        ).stdout
+    )
     assert {c["label"] for c in counts} == {f"Order {100 + i}" for i in range(5)}
-    rows = json.loads(cli(loaded, "sql", "SELECT count(*) AS n FROM events", "--format",
-                          "json").stdout)
+    rows = json.loads(
+        cli(loaded, "sql", "SELECT count(*) AS n FROM events", "--format", "json").stdout
+    )
     assert rows == [{"n": 35}]
     target = tmp_path / "out.parquet"
     cli(loaded, "sql", "SELECT id, event FROM events", "--output", str(target))
@@ -205,11 +258,14 @@ def test_cli_piped_output_is_jsonl(loaded: Herald) -> None:
 
 
 def test_cli_errors_are_one_line(loaded: Herald) -> None:
-    result = CliRunner().invoke(app, ["--address", loaded.grpc_address, "sql", "DELETE FROM events"])
+    result = CliRunner().invoke(
+        app, ["--address", loaded.grpc_address, "sql", "DELETE FROM events"]
+    )
     assert result.exit_code == 1
     assert "only read-only queries" in result.output
-    result = CliRunner().invoke(app, ["--address", loaded.grpc_address, "events", "ls",
-                                      "--filter-json", '{"evnt": {}}'])
+    result = CliRunner().invoke(
+        app, ["--address", loaded.grpc_address, "events", "ls", "--filter-json", '{"evnt": {}}']
+    )
     assert result.exit_code == 1 and "evnt" in result.output
 
 
@@ -220,19 +276,26 @@ def test_cli_reads_a_file_offline(db_path: Path) -> None:
     result = CliRunner().invoke(app, ["events", "ls", "--db", str(db_path), "--format", "json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 2
-    result = CliRunner().invoke(app, ["sql", "SELECT count(*) AS n FROM events", "--db",
-                                      str(db_path), "--format", "json"])
+    result = CliRunner().invoke(
+        app, ["sql", "SELECT count(*) AS n FROM events", "--db", str(db_path), "--format", "json"]
+    )
     assert json.loads(result.stdout) == [{"n": 2}]
 
 
 def test_read_scope_is_required(secured_herald: Herald) -> None:
     from tests.conftest import INGEST_TOKEN, READ_TOKEN
 
-    reply = httpx.post(f"http://{secured_herald.http_address}/api/events/filter", json={},
-                       headers={"Authorization": f"Bearer {INGEST_TOKEN}"})
+    reply = httpx.post(
+        f"http://{secured_herald.http_address}/api/events/filter",
+        json={},
+        headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+    )
     assert reply.status_code == 403
-    reply = httpx.post(f"http://{secured_herald.http_address}/api/events/filter", json={},
-                       headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    reply = httpx.post(
+        f"http://{secured_herald.http_address}/api/events/filter",
+        json={},
+        headers={"Authorization": f"Bearer {READ_TOKEN}"},
+    )
     assert reply.status_code == 200
 
 

@@ -20,7 +20,9 @@ def order_shipped(**over: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "event": "app.order.shipped",
         "resource": {"prefect.resource.id": "app.order.8812", "region": "eu"},
-        "related": [{"prefect.resource.id": "app.customer.17", "prefect.resource.role": "customer"}],
+        "related": [
+            {"prefect.resource.id": "app.customer.17", "prefect.resource.role": "customer"}
+        ],
         "payload": {"carrier": "DHL"},
         "id": uuid7_str(),
     }
@@ -120,7 +122,8 @@ def test_bad_token_is_refused_and_nothing_stored(secured_herald: Herald) -> None
                 client.emit([order_shipped()])
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         reply = httpx.post(
-            f"http://{secured_herald.http_address}/api/events", json=[order_shipped()],
+            f"http://{secured_herald.http_address}/api/events",
+            json=[order_shipped()],
             headers=headers,
         )
         assert reply.status_code == 401
@@ -138,7 +141,8 @@ def test_ingest_token_is_accepted(secured_herald: Herald) -> None:
     with HeraldClient(secured_herald.grpc_address, token=INGEST_TOKEN) as client:
         assert client.emit([order_shipped()])[0] == 1
     reply = httpx.post(
-        f"http://{secured_herald.http_address}/api/events", json=[order_shipped()],
+        f"http://{secured_herald.http_address}/api/events",
+        json=[order_shipped()],
         headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
     )
     assert reply.status_code == 204

@@ -36,7 +36,9 @@ def test_events_survive_a_restart(db_path: Path) -> None:
     config = test_config(db_path)
     event = {"event": "a.b", "resource": {"prefect.resource.id": "r"}, "id": uuid7_str()}
     with running_herald(config) as herald:
-        assert httpx.post(f"http://{herald.http_address}/api/events", json=[event]).status_code == 204
+        assert (
+            httpx.post(f"http://{herald.http_address}/api/events", json=[event]).status_code == 204
+        )
     with running_herald(config) as herald:
         assert herald.store is not None
         assert herald.store.get_event(event["id"]) is not None
@@ -45,7 +47,9 @@ def test_events_survive_a_restart(db_path: Path) -> None:
 def _columns(n: int) -> EventColumns:
     cols = EventColumns()
     for i in range(n):
-        cols.append(f"0193a000-0000-7000-8000-{i:012d}", 0, "x", {"prefect.resource.id": "r"}, [], "{}")
+        cols.append(
+            f"0193a000-0000-7000-8000-{i:012d}", 0, "x", {"prefect.resource.id": "r"}, [], "{}"
+        )
     return cols
 
 

@@ -64,7 +64,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[storage]\npath = "file.duckdb"\nretention_days = 3\n[server]\ngrpc = "127.0.0.1:1"\n')
+    path.write_text(
+        '[storage]\npath = "file.duckdb"\nretention_days = 3\n[server]\ngrpc = "127.0.0.1:1"\n'
+    )
     env = {"HERALD_STORAGE__PATH": "env.duckdb", "HERALD_SERVER__GRPC": "127.0.0.1:2"}
     cfg = load_config(path, env=env, overrides={"server": {"grpc": "127.0.0.1:3"}})
     assert cfg.storage.path == "env.duckdb"  # env beats file

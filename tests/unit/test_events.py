@@ -13,7 +13,9 @@ from collector.errors import EventTooLarge, InvalidEvent
 from collector.mapping.native import json_events_to_columns
 
 SMALL = Limits(
-    max_labels_per_resource=10, max_related_resources=10, max_event_name_length=20,
+    max_labels_per_resource=10,
+    max_related_resources=10,
+    max_event_name_length=20,
     max_event_bytes=2000,
 )
 RECEIVED = datetime_to_us(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
@@ -65,8 +67,11 @@ BAD = [
         {"related": [{"prefect.resource.id": "x"}]}, "prefect.resource.role", id="related-no-role"
     ),
     pytest.param(
-        {"related": [{"prefect.resource.id": f"x{i}", "prefect.resource.role": "r"}
-                     for i in range(11)]},
+        {
+            "related": [
+                {"prefect.resource.id": f"x{i}", "prefect.resource.role": "r"} for i in range(11)
+            ]
+        },
         "at most 10",
         id="eleven-related",
     ),
@@ -100,9 +105,12 @@ def test_native_defaults_id_and_occurred() -> None:
 
 def test_naive_occurred_is_utc_and_offsets_are_converted() -> None:
     cols, _ = json_events_to_columns(
-        [spider_walked(occurred="2026-01-02T03:04:05.000006"),
-         spider_walked(occurred="2026-01-02T05:04:05.000006+02:00")],
-        RECEIVED, SMALL,
+        [
+            spider_walked(occurred="2026-01-02T03:04:05.000006"),
+            spider_walked(occurred="2026-01-02T05:04:05.000006+02:00"),
+        ],
+        RECEIVED,
+        SMALL,
     )
     expected = datetime_to_us(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
     assert cols.occurred_us == [expected, expected]
@@ -121,16 +129,21 @@ def test_batch_keeps_the_valid_events_and_names_the_bad_ones() -> None:
 
 def test_columns_keep_labels_in_order() -> None:
     cols, _ = json_events_to_columns([spider_walked()], RECEIVED, SMALL)
-    assert cols.resource(0) == {"prefect.resource.id": "spider.1",
-                                "prefect.resource.name": "Charlotte"}
-    assert cols.related_resources(0) == [{"prefect.resource.id": "web.9", "prefect.resource.role": "home"}]
+    assert cols.resource(0) == {
+        "prefect.resource.id": "spider.1",
+        "prefect.resource.name": "Charlotte",
+    }
+    assert cols.related_resources(0) == [
+        {"prefect.resource.id": "web.9", "prefect.resource.role": "home"}
+    ]
     assert cols.payloads == ['{"legs":8}']
 
 
 def test_json_shape_matches_prefect() -> None:
     event = Event(
         occurred=datetime(2021, 2, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=1))),
-        event="a.b", resource={"prefect.resource.id": "r"},
+        event="a.b",
+        resource={"prefect.resource.id": "r"},
     )
     data = event.to_dict()
     assert list(data) == ["occurred", "event", "resource", "related", "payload", "id", "follows"]

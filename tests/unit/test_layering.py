@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # module prefix → packages it may import (as path prefixes under the repo)
 RULES = {
     "duckdb": ["collector/store/"],
-    "grpc": ["collector/server/", "collector/_proto/", "collector/client.py",
-             "collector/automations_client.py", "collector/app.py", "collector/testing.py"],
+    "grpc": [
+        "collector/server/",
+        "collector/_proto/",
+        "collector/client.py",
+        "collector/automations_client.py",
+        "collector/app.py",
+        "collector/testing.py",
+    ],
     "opentelemetry.proto": ["collector/mapping/", "collector/server/otlp"],
     "aiohttp": ["collector/server/", "collector/app.py"],
     "typer": ["cli/"],
@@ -33,7 +39,8 @@ def imports(path: Path) -> set[str]:
 
 
 SOURCES = sorted(
-    p for p in [*ROOT.glob("collector/**/*.py"), *ROOT.glob("cli/**/*.py")]
+    p
+    for p in [*ROOT.glob("collector/**/*.py"), *ROOT.glob("cli/**/*.py")]
     if "_proto" not in p.parts
 )
 

@@ -22,7 +22,9 @@ def batch(*events: tuple[str, str, datetime]) -> EventColumns:
     cols = EventColumns()
     for event_id, name, occurred in events:
         cols.append(
-            event_id, datetime_to_us(occurred), name,
+            event_id,
+            datetime_to_us(occurred),
+            name,
             {"prefect.resource.id": "svc.checkout", "service.name": "checkout"},
             [{"prefect.resource.id": "otel.trace.1", "prefect.resource.role": "trace"}],
             '{"n": 1}',
@@ -40,7 +42,8 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     EventStore(path).close()
     conn = duckdb.connect(str(path))
     assert conn.execute("SELECT max(version), count(*) FROM herald_schema").fetchone() == (
-        LATEST, LATEST,
+        LATEST,
+        LATEST,
     )
 
 
@@ -63,9 +66,7 @@ def test_public_tables_read_naturally_in_sql(tmp_path: Path) -> None:
     store_batch(store, batch((uuid7_str(), "x", NOW)))
     cur = store.cursor()
     assert cur.execute("SELECT resource->>'service.name' FROM events").fetchone() == ("checkout",)
-    rows = cur.execute(
-        "SELECT role, resource_id FROM event_resources ORDER BY role"
-    ).fetchall()
+    rows = cur.execute("SELECT role, resource_id FROM event_resources ORDER BY role").fetchall()
     assert rows == [("", "svc.checkout"), ("trace", "otel.trace.1")]
 
 
@@ -73,13 +74,21 @@ def test_retention_deletes_old_events_with_per_name_overrides(tmp_path: Path) ->
     store = EventStore(tmp_path / "s.duckdb")
     old, older, recent = NOW - timedelta(days=2), NOW - timedelta(days=10), NOW - timedelta(hours=1)
     ids = [uuid7_str() for _ in range(5)]
-    store_batch(store, batch(
-        (ids[0], "keep.me", older), (ids[1], "noisy", old), (ids[2], "noisy", recent),
-        (ids[3], "keep.me", recent), (ids[4], "other", older),
-    ))
+    store_batch(
+        store,
+        batch(
+            (ids[0], "keep.me", older),
+            (ids[1], "noisy", old),
+            (ids[2], "noisy", recent),
+            (ids[3], "keep.me", recent),
+            (ids[4], "other", older),
+        ),
+    )
     config = StorageConfig(retention_days=7, retention_overrides={"noisy": 1})
     assert apply_retention(store, config, NOW) == 3
-    remaining = {row[0] for row in store.cursor().execute("SELECT id::VARCHAR FROM events").fetchall()}
+    remaining = {
+        row[0] for row in store.cursor().execute("SELECT id::VARCHAR FROM events").fetchall()
+    }
     assert remaining == {ids[2], ids[3]}
     # resource rows go with their events
     assert store.cursor().execute("SELECT count(*) FROM event_resources").fetchone() == (4,)
