@@ -68,7 +68,7 @@ class StorageConfig(_Section):
         100_000, gt=0, description="events waiting for commit before ingest answers 'busy'"
     )
     checkpoint_wal_bytes: int = Field(
-        256 * 1024 * 1024,
+        128 * 1024 * 1024,
         gt=0,
         description="WAL size that forces a checkpoint while ingest is busy (idle: 16 MiB)",
     )

@@ -101,7 +101,7 @@ class EventStore:
 
     def __init__(
         self, path: str | Path, *, read_only: bool = False,
-        checkpoint_wal_bytes: int = 256 * 1024 * 1024,
+        checkpoint_wal_bytes: int = 128 * 1024 * 1024,
     ) -> None:
         self.path = str(path)
         self.read_only = read_only
