@@ -2,7 +2,7 @@
 proactive lateness (window end → webhook received), with 100 automations loaded and a steady
 background load of native events from separate client processes.
 
-    .venv/bin/python benchmarks/automations.py --rate 10000 --seconds 20
+    .venv/bin/python benchmarks/automations.py --rate 10000 --seconds 30
 
 Setup: `herald serve` as a subprocess; a webhook receiver in this process (127.0.0.1, port 0).
 Automations: one reactive probe (`bench.probe` → webhook), one proactive heartbeat trigger
@@ -74,8 +74,9 @@ class Receiver:
             return [c for c in self.calls if c[0] == path]
 
 
-def background(address: str, rate: float, batch: int, seconds: float, seed: int,
-               out: mp.Queue) -> None:
+def background(
+    address: str, rate: float, batch: int, seconds: float, seed: int, out: mp.Queue
+) -> None:
     """Emit `rate` events/s in batches until `seconds` have passed."""
     rng = random.Random(seed)
     stub = herald_pb2_grpc.HeraldStub(grpc.insecure_channel(address))
@@ -84,10 +85,16 @@ def background(address: str, rate: float, batch: int, seconds: float, seed: int,
         [
             {
                 "event": f"app.{svc}.{rng.choice(VERBS)}",
-                "resource": {"prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
-                             "region": rng.choice(["eu", "us"])},
-                "related": [{"prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
-                             "prefect.resource.role": "customer"}],
+                "resource": {
+                    "prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
+                    "region": rng.choice(["eu", "us"]),
+                },
+                "related": [
+                    {
+                        "prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
+                        "prefect.resource.role": "customer",
+                    }
+                ],
                 "payload": {"amount": rng.randrange(1000)},
             }
             for svc in (rng.choice(SERVICES) for _ in range(batch))
@@ -108,8 +115,7 @@ def background(address: str, rate: float, batch: int, seconds: float, seed: int,
             ev["occurred"] = now
             ev["id"] = f"{prefix[:8]}-{prefix[8:12]}-4000-8000-{counter:012x}"
         try:
-            reply = stub.Emit(herald_pb2.EmitRequest(events_json=orjson.dumps(events)),
-                              timeout=60)
+            reply = stub.Emit(herald_pb2.EmitRequest(events_json=orjson.dumps(events)), timeout=60)
             sent += reply.accepted
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
@@ -124,34 +130,62 @@ def background(address: str, rate: float, batch: int, seconds: float, seed: int,
 
 def create_automations(address: str, hook: str) -> None:
     with AutomationsClient(address, timeout=60) as client:
-        client.create({
-            "name": "probe", "trigger": {"expect": ["bench.probe"]},
-            "actions": [{"type": "call-webhook", "url": f"{hook}/reactive",
-                         "body": '{"probe": "{{ event.payload.probe }}"}'}],
-        })
-        client.create({
-            "name": "pulse",
-            "trigger": {"posture": "Proactive", "after": ["bench.pulse"],
-                        "expect": ["bench.pulse"], "for_each": ["prefect.resource.id"],
-                        "within": PROACTIVE_WITHIN},
-            "actions": [{"type": "call-webhook", "url": f"{hook}/proactive",
-                         "body": '{"worker": "{{ labels[\'prefect.resource.id\'] }}", '
-                                 '"last": "{{ event.occurred }}"}'}],
-        })
+        client.create(
+            {
+                "name": "probe",
+                "trigger": {"expect": ["bench.probe"]},
+                "actions": [
+                    {
+                        "type": "call-webhook",
+                        "url": f"{hook}/reactive",
+                        "body": '{"probe": "{{ event.payload.probe }}"}',
+                    }
+                ],
+            }
+        )
+        client.create(
+            {
+                "name": "pulse",
+                "trigger": {
+                    "posture": "Proactive",
+                    "after": ["bench.pulse"],
+                    "expect": ["bench.pulse"],
+                    "for_each": ["prefect.resource.id"],
+                    "within": PROACTIVE_WITHIN,
+                },
+                "actions": [
+                    {
+                        "type": "call-webhook",
+                        "url": f"{hook}/proactive",
+                        "body": '{"worker": "{{ labels[\'prefect.resource.id\'] }}", '
+                        '"last": "{{ event.occurred }}"}',
+                    }
+                ],
+            }
+        )
         for i in range(10):  # evaluated on background traffic, never firing
             svc = SERVICES[i % len(SERVICES)]
-            client.create({
-                "name": f"busy-{i}",
-                "trigger": {"expect": [f"app.{svc}.*"], "match": {"region": "eu"},
-                            "threshold": 10_000_000, "within": 60,
-                            "for_each": ["region"]},
-                "actions": [{"type": "do-nothing"}],
-            })
+            client.create(
+                {
+                    "name": f"busy-{i}",
+                    "trigger": {
+                        "expect": [f"app.{svc}.*"],
+                        "match": {"region": "eu"},
+                        "threshold": 10_000_000,
+                        "within": 60,
+                        "for_each": ["region"],
+                    },
+                    "actions": [{"type": "do-nothing"}],
+                }
+            )
         for i in range(88):
-            client.create({
-                "name": f"idle-{i}", "trigger": {"expect": [f"bench.idle.{i}"]},
-                "actions": [{"type": "do-nothing"}],
-            })
+            client.create(
+                {
+                    "name": f"idle-{i}",
+                    "trigger": {"expect": [f"bench.idle.{i}"]},
+                    "actions": [{"type": "do-nothing"}],
+                }
+            )
         assert len(client.list()) == 100
 
 
@@ -163,8 +197,8 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=10_000, help="background events/s")
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--seconds", type=float, default=20, help="measurement time")
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--probe-interval", type=float, default=0.1)
@@ -180,8 +214,10 @@ def main() -> None:
         out: mp.Queue = mp.Queue()
         total = args.warmup + args.seconds + PROACTIVE_WITHIN + 3
         procs = [
-            mp.Process(target=background, args=(server.grpc, args.rate / args.clients,
-                                                args.batch, total, s, out))
+            mp.Process(
+                target=background,
+                args=(server.grpc, args.rate / args.clients, args.batch, total, s, out),
+            )
             for s in range(args.clients)
         ]
         cpu0 = server.cpu_seconds()
@@ -196,17 +232,24 @@ def main() -> None:
         next_pulse = started + 1.0
         while time.monotonic() - started < args.seconds:
             probe = str(uuid.uuid4())
-            event = {"event": "bench.probe", "resource": {"prefect.resource.id": "bench.p"},
-                     "payload": {"probe": probe}, "id": str(uuid.uuid4())}
+            event = {
+                "event": "bench.probe",
+                "resource": {"prefect.resource.id": "bench.p"},
+                "payload": {"probe": probe},
+                "id": str(uuid.uuid4()),
+            }
             stub.Emit(herald_pb2.EmitRequest(events_json=orjson.dumps([event])), timeout=30)
             acked[probe] = time.time()
             if len(pulses) < args.workers and time.monotonic() >= next_pulse:
                 worker = f"bench.worker.{len(pulses)}"
                 occurred = datetime.now(UTC)
-                pulse = {"event": "bench.pulse", "resource": {"prefect.resource.id": worker},
-                         "occurred": format_time(occurred), "id": str(uuid.uuid4())}
-                stub.Emit(herald_pb2.EmitRequest(events_json=orjson.dumps([pulse])),
-                          timeout=30)
+                pulse = {
+                    "event": "bench.pulse",
+                    "resource": {"prefect.resource.id": worker},
+                    "occurred": format_time(occurred),
+                    "id": str(uuid.uuid4()),
+                }
+                stub.Emit(herald_pb2.EmitRequest(events_json=orjson.dumps([pulse])), timeout=30)
                 pulses[worker] = occurred
                 next_pulse += 1.0
             time.sleep(args.probe_interval)
@@ -221,8 +264,11 @@ def main() -> None:
             p.join()
         cpu = server.cpu_seconds() - cpu0
 
-        reactive = [(arrived - acked[body["probe"]]) * 1000
-                    for _, body, arrived in hook.on("/reactive") if body["probe"] in acked]
+        reactive = [
+            (arrived - acked[body["probe"]]) * 1000
+            for _, body, arrived in hook.on("/reactive")
+            if body["probe"] in acked
+        ]
         proactive = []
         for _, body, arrived in hook.on("/proactive"):
             end = pulses[body["worker"]] + timedelta(seconds=PROACTIVE_WITHIN)
@@ -234,17 +280,25 @@ def main() -> None:
         if args.server_log:
             args.server_log.write_text("".join(server.log))
         print("automations loaded        100 (1 reactive probe, 1 proactive, 10 busy, 88 idle)")
-        print(f"background load           {sent / elapsed:,.0f} events/s acknowledged "
-              f"({args.clients} client processes, batches of {args.batch}, {busy} busy answers)")
-        print(f"server CPU                {cpu / elapsed:.2f} cores; max RSS "
-              f"{server.max_rss_mb:.0f} MB")
+        print(
+            f"background load           {sent / elapsed:,.0f} events/s acknowledged "
+            f"({args.clients} client processes, batches of {args.batch}, {busy} busy answers)"
+        )
+        print(
+            f"server CPU                {cpu / elapsed:.2f} cores; max RSS "
+            f"{server.max_rss_mb:.0f} MB"
+        )
         print(f"reactive probes           {len(reactive)} of {len(acked)} reached the webhook")
         worst = max(reactive, default=float("nan"))
-        print(f"reactive ack → webhook    p50 {pct(reactive, 0.5):.1f} ms   "
-              f"p99 {pct(reactive, 0.99):.1f} ms   max {worst:.1f} ms")
+        print(
+            f"reactive ack → webhook    p50 {pct(reactive, 0.5):.1f} ms   "
+            f"p99 {pct(reactive, 0.99):.1f} ms   max {worst:.1f} ms"
+        )
         print(f"proactive firings         {len(proactive)} of {len(pulses)}")
-        print(f"proactive window end → webhook  p50 {pct(proactive, 0.5):.0f} ms   "
-              f"max {max(proactive, default=float('nan')):.0f} ms")
+        print(
+            f"proactive window end → webhook  p50 {pct(proactive, 0.5):.0f} ms   "
+            f"max {max(proactive, default=float('nan')):.0f} ms"
+        )
         print(f"server exit code          {code}")
     finally:
         server.cleanup()

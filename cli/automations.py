@@ -31,11 +31,10 @@ FileOpt = Annotated[
     Path | None,
     typer.Option("--from-file", "-f", help="automation(s) in a .json, .yaml/.yml or .toml file"),
 ]
-JsonOpt = Annotated[
-    str | None, typer.Option("--json", "-j", help="automation(s) as a JSON string")
-]
+JsonOpt = Annotated[str | None, typer.Option("--json", "-j", help="automation(s) as a JSON string")]
 
 _EXTENSIONS = ".yaml, .yml, .json or .toml"
+_EMIT_RESOURCE = "{{ event.resource.id if event else 'herald.automation.' ~ automation.id }}"
 
 
 def _client(ctx: typer.Context) -> Any:
@@ -63,8 +62,9 @@ def _items(data: Any, source: str) -> list[dict[str, Any]]:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise InvalidInput(f"{source}: expected an automation, a list of automations, or "
-                           '{"automations": [...]}')
+        raise InvalidInput(
+            f'{source}: expected an automation, a list of automations, or {{"automations": [...]}}'
+        )
     return data
 
 
@@ -128,17 +128,16 @@ def _actions(webhook: str | None, emit: str | None) -> list[dict[str, Any]]:
     if webhook:
         actions.append({"type": "call-webhook", "url": webhook})
     if emit:
-        actions.append({
-            "type": "emit-event",
-            "event": emit,
-            # About the triggering event's resource; the automation itself when there is none
-            # (a proactive firing with no event).
-            "resource": {
-                "prefect.resource.id":
-                    "{{ event.resource.id if event else 'herald.automation.' ~ automation.id }}",
-            },
-            "payload": {"triggering_event": "{{ event.id if event else '' }}"},
-        })
+        actions.append(
+            {
+                "type": "emit-event",
+                "event": emit,
+                # About the triggering event's resource; the automation itself when there is none
+                # (a proactive firing with no event).
+                "resource": {"prefect.resource.id": _EMIT_RESOURCE},
+                "payload": {"triggering_event": "{{ event.id if event else '' }}"},
+            }
+        )
     return actions or [{"type": "do-nothing"}]
 
 
@@ -223,9 +222,16 @@ def create(
       herald automations create --from-event 0193a1b2-… --name "order 8812 shipped"
     """
     trigger_flags = {
-        "--expect": expect, "--after": after, "--match": match,
-        "--match-related": match_related, "--for-each": for_each, "--posture": posture,
-        "--threshold": threshold, "--within": within, "--webhook": webhook, "--emit": emit,
+        "--expect": expect,
+        "--after": after,
+        "--match": match,
+        "--match-related": match_related,
+        "--for-each": for_each,
+        "--posture": posture,
+        "--threshold": threshold,
+        "--within": within,
+        "--webhook": webhook,
+        "--emit": emit,
         "--name": name,
     }
     given = [flag for flag, value in trigger_flags.items() if value]
@@ -235,14 +241,33 @@ def create(
             raise InvalidInput("Please provide either --from-file or --json, not both.")
         if given:
             raise InvalidInput(f"{given[0]} cannot be combined with --from-file or --json")
-        items = read_automations(from_file) if from_file is not None else \
-            parse_json_automations(from_json or "")
+        items = (
+            read_automations(from_file)
+            if from_file is not None
+            else parse_json_automations(from_json or "")
+        )
     else:
         if len(sources) > 1:
             raise InvalidInput("--from-event cannot be combined with --from-file or --json")
-        items = [_from_flags(ctx, from_event, name, description, tag or [], expect, after,
-                             match, match_related, for_each, posture, threshold, within,
-                             webhook, emit)]
+        items = [
+            _from_flags(
+                ctx,
+                from_event,
+                name,
+                description,
+                tag or [],
+                expect,
+                after,
+                match,
+                match_related,
+                for_each,
+                posture,
+                threshold,
+                within,
+                webhook,
+                emit,
+            )
+        ]
     created: list[dict[str, Any]] = []
     failed: list[tuple[str, str]] = []
     with _client(ctx) as client:
@@ -340,8 +365,11 @@ def update(
     """
     if (from_file is None) == (from_json is None):
         raise InvalidInput("Please provide either --from-file or --json.")
-    items = read_automations(from_file) if from_file is not None else \
-        parse_json_automations(from_json or "")
+    items = (
+        read_automations(from_file)
+        if from_file is not None
+        else parse_json_automations(from_json or "")
+    )
     if len(items) != 1:
         raise InvalidInput(f"update takes exactly one automation; found {len(items)}")
     with _client(ctx) as client:
@@ -379,14 +407,25 @@ def ls(ctx: typer.Context, fmt: FormatOpt = None) -> None:
             ]
             for a, m in zip(automations, models, strict=True)
         ]
-        render(automations, fmt, columns=["Automation", "Enabled", "Trigger", "Actions"],
-               table_rows=rows, title="Automations")
+        render(
+            automations,
+            fmt,
+            columns=["Automation", "Enabled", "Trigger", "Actions"],
+            table_rows=rows,
+            title="Automations",
+        )
         return
     if fmt is OutputFormat.CSV:
         records = [
-            {"id": a["id"], "name": a["name"], "enabled": a["enabled"],
-             "trigger": describe_trigger(m.trigger), "actions": _describe_actions(m),
-             "created": a["created"], "updated": a["updated"]}
+            {
+                "id": a["id"],
+                "name": a["name"],
+                "enabled": a["enabled"],
+                "trigger": describe_trigger(m.trigger),
+                "actions": _describe_actions(m),
+                "created": a["created"],
+                "updated": a["updated"],
+            }
             for a, m in zip(automations, models, strict=True)
         ]
         render(records, fmt)
@@ -465,7 +504,8 @@ def _set_enabled(
         if len(targets) > 1 and not yes and _interactive():
             typer.confirm(
                 f"Found {len(targets)} automations named '{name}'. "
-                f"{verb[:-1].lower()} all of them?", abort=True,
+                f"{verb[:-1].lower()} all of them?",
+                abort=True,
             )
         for target in targets:
             client.set_enabled(target["id"], enabled)
@@ -478,8 +518,9 @@ def _set_enabled(
 
 @app.command("pause")
 @handle_errors
-def pause(ctx: typer.Context, name: NameArg = None, automation_id: IdOpt = None,
-          yes: YesOpt = False) -> None:
+def pause(
+    ctx: typer.Context, name: NameArg = None, automation_id: IdOpt = None, yes: YesOpt = False
+) -> None:
     """Pause an automation: it stops evaluating (and loses its open windows) until resumed.
 
     Example: herald automations pause late-orders
@@ -489,8 +530,9 @@ def pause(ctx: typer.Context, name: NameArg = None, automation_id: IdOpt = None,
 
 @app.command("resume")
 @handle_errors
-def resume(ctx: typer.Context, name: NameArg = None, automation_id: IdOpt = None,
-           yes: YesOpt = False) -> None:
+def resume(
+    ctx: typer.Context, name: NameArg = None, automation_id: IdOpt = None, yes: YesOpt = False
+) -> None:
     """Resume a paused automation.
 
     Example: herald automations resume --id 0193…
@@ -541,8 +583,7 @@ def delete(
             )
         what = f"id '{automation_id}'" if automation_id else f"name '{name}'"
         if not yes and _interactive():
-            typer.confirm(f"Are you sure you want to delete automation with {what}?",
-                          abort=True)
+            typer.confirm(f"Are you sure you want to delete automation with {what}?", abort=True)
         client.delete(targets[0]["id"])
     typer.echo(f"Deleted automation with {what}")
 
@@ -581,8 +622,9 @@ def history(
     ctx: typer.Context,
     name: NameArg = None,
     automation_id: IdOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="firings to show", min=1,
-                                       max=1000)] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="firings to show", min=1, max=1000)
+    ] = 20,
     fmt: FormatOpt = None,
 ) -> None:
     """Show recent firings (triggered and resolved) and what their actions did.
@@ -613,15 +655,22 @@ def history(
             names.get(f["automation_id"], f["automation_id"]),
             f["kind"],
             _key(f["triggering_labels"], f["bucket_key"]),
-            (f"{f['triggering_event_name']}\n{f['triggering_event_id']}"
-             if f["triggering_event_id"] else ""),
+            (
+                f"{f['triggering_event_name']}\n{f['triggering_event_id']}"
+                if f["triggering_event_id"]
+                else ""
+            ),
             _runs(f["action_runs"]),
         ]
         for f in firings
     ]
-    render(firings, fmt, columns=["occurred", "automation", "kind", "key",
-                                  "triggering event", "actions"], table_rows=rows,
-           title="Firings")
+    render(
+        firings,
+        fmt,
+        columns=["occurred", "automation", "kind", "key", "triggering event", "actions"],
+        table_rows=rows,
+        title="Firings",
+    )
 
 
 @app.command("backtest")
@@ -656,8 +705,11 @@ def backtest(
         raise InvalidInput("give exactly one of: a name, --id, --from-file or --json")
     with _client(ctx) as client:
         if from_file is not None or from_json is not None:
-            items = read_automations(from_file) if from_file is not None else \
-                parse_json_automations(from_json or "")
+            items = (
+                read_automations(from_file)
+                if from_file is not None
+                else parse_json_automations(from_json or "")
+            )
             if len(items) != 1:
                 raise InvalidInput(f"backtest takes one automation or trigger; found {len(items)}")
             key = "automation" if "trigger" in items[0] else "trigger"
@@ -673,8 +725,10 @@ def backtest(
         result = _with_progress(lambda progress: client.backtest(progress=progress, **kwargs))
     firings = result.get("firings", [])
     fmt = resolve_format(fmt)
-    note(f"{len(firings)} firing(s) over {result.get('events', 0)} events"
-         + (" (truncated)" if result.get("truncated") else ""))
+    note(
+        f"{len(firings)} firing(s) over {result.get('events', 0)} events"
+        + (" (truncated)" if result.get("truncated") else "")
+    )
     if fmt is not OutputFormat.TABLE:
         render(firings, fmt)
         return
@@ -683,15 +737,23 @@ def backtest(
             _local(f["occurred"]),
             f["kind"],
             _key(f.get("triggering_labels", {}), f.get("bucket_key", [])),
-            (f"{f['triggering_event']['event']}\n{f['triggering_event']['id']}"
-             if f.get("triggering_event") else ""),
+            (
+                f"{f['triggering_event']['event']}\n{f['triggering_event']['id']}"
+                if f.get("triggering_event")
+                else ""
+            ),
             f["trigger_path"],
         ]
         for f in firings
     ]
     if rows:
-        render(firings, fmt, columns=["occurred", "kind", "key", "triggering event", "trigger"],
-               table_rows=rows, title=f"Backtest: {result['automation']['name']}")
+        render(
+            firings,
+            fmt,
+            columns=["occurred", "kind", "key", "triggering event", "trigger"],
+            table_rows=rows,
+            title=f"Backtest: {result['automation']['name']}",
+        )
 
 
 def _with_progress(run: Any) -> Any:
@@ -700,8 +762,14 @@ def _with_progress(run: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("events"), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("backtest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("backtest", total=None)
 
         def progress(done: int, total: int) -> None:

@@ -82,7 +82,11 @@ class Herald:
         self.tail = TailHub(asyncio.get_running_loop(), cfg.query.tail_buffer_events)
         self.writer.add_listener(self.tail.on_commit)
         self.automations = AutomationRunner(
-            self.store, self.writer, cfg.automations, self.limits, clock=self.clock,
+            self.store,
+            self.writer,
+            cfg.automations,
+            self.limits,
+            clock=self.clock,
             shutdown_grace_seconds=cfg.server.shutdown_grace_seconds,
         )
         ingest = NativeIngest(self.writer, self.limits)

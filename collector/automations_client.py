@@ -26,7 +26,14 @@ class AutomationsClient:
         self.address = address or os.environ.get("HERALD_ADDRESS") or DEFAULT_ADDRESS
         self.token = token if token is not None else os.environ.get("HERALD_TOKEN")
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.address)
+        # Backtests can list many firings: the same 64 MiB limit as HeraldClient and the server.
+        self._channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        )
         self._stub = automations_pb2_grpc.AutomationsStub(self._channel)
 
     def _metadata(self) -> list[tuple[str, str]]:

@@ -811,8 +811,10 @@ class Evaluator:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def state_snapshot(self) -> dict[str, Any]:
-        """All evaluation state as JSON-able data (see ``restore``)."""
+    def state_snapshot(self, *, include_seen: bool = True) -> dict[str, Any]:
+        """All evaluation state as JSON-able data (see ``restore``). The seen-ids (up to
+        ``seen_max`` entries, most of the size) can be left out and saved apart with
+        ``seen_snapshot``; ``restore`` takes the two merged again."""
         s = self._s
 
         def event(e: ReceivedEvent | None) -> dict[str, Any] | None:
@@ -859,10 +861,11 @@ class Evaluator:
                 for key, r in records.items()
             ],
             "held": [e.to_dict() for e in s.held.values()],
-            "seen": self._seen_snapshot(),
+            **({"seen": self.seen_snapshot()} if include_seen else {}),
         }
 
-    def _seen_snapshot(self) -> list[list[str]]:
+    def seen_snapshot(self) -> list[list[str]]:
+        """The seen-ids part of ``state_snapshot``: ``[[event id, time seen], …]``."""
         cache = self._seen_json
         out = []
         for event_id, at in self._s.seen.items():

@@ -3,21 +3,24 @@
 It owns the evaluation loop and everything around the pure ``Evaluator``:
 
 * **Input.** The writer calls ``_on_commit`` after every commit; the columns go to an in-memory
-  queue (bounded: past ``MAX_BACKLOG_EVENTS`` the runner stops queueing and later catches up
+  queue (bounded: past ``max_backlog_events`` the runner stops queueing and later catches up
   from the store). Only committed events are evaluated.
-* **Evaluation** happens on one dedicated thread (the evaluator is not thread-safe, and keeping
-  it off the event loop keeps ingest responsive). Events no trigger can care about are skipped
-  by name (they only move the events clock). ``tick`` runs every
+* **Evaluation** runs on the event loop, in slices of at most ``STEP_EVENTS`` events (measured:
+  a separate evaluator thread lost more to GIL hand-offs than it saved). Events no trigger can
+  care about are skipped by name (they only move the events clock). ``tick`` runs every
   ``automations.evaluation_interval_seconds`` and when ``next_due()`` says a window ends.
-* **Persistence.** New firings, their action runs, the evaluator snapshot and the watermark are
-  written in one transaction; firing ids are deterministic, so a firing derived twice is stored
-  (and acted on) once. Without firings the snapshot is checkpointed every interval when it
-  changed, and on shutdown.
-* **Restart.** The snapshot is restored, then every event received since the watermark (minus
-  ``REPLAY_MARGIN``, for commits that landed slightly out of ``received`` order; the
-  evaluator's seen-ids drop the overlap) is replayed from the store, and firings whose
-  announcement or actions did not finish are resumed. So a restart neither misses nor repeats a
-  firing; an action interrupted mid-way runs again (at-least-once).
+* **Persistence.** New firings, their action runs, the evaluator state and the watermark are
+  written in one transaction before any action runs; firing ids are deterministic, so a firing
+  derived twice is stored (and acted on) once. In the server's loop that write overlaps with
+  evaluating the next slice (in order, at most ``MAX_PENDING_STORES`` behind). The
+  evaluator's seen-ids (for re-sent duplicates) are saved every ``SEEN_CHECKPOINT_SECONDS``
+  and on shutdown only: they are large and not needed for correctness of the replay.
+* **Watermark.** Events are evaluated in (received, occurred, id) order — commit order, since
+  every submit to the writer happens on the one event loop, which stamps ``received`` — and the
+  key of the last one is the watermark. After a restart the state is restored and exactly the
+  events after the watermark are replayed from the store; firings whose announcement or
+  actions did not finish are resumed. So a restart neither misses nor repeats a firing; an
+  action interrupted mid-way runs again (at-least-once).
 * **Firing → actions** (P§6.4): ``herald.automation.triggered|resolved`` is stored, then each
   action runs as its own task with ``herald.automation.action.triggered`` and
   ``.executed|.failed`` events and an ``action_runs`` row. ``actions`` run on both triggered
@@ -35,11 +38,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -77,6 +78,7 @@ from collector.store.automations_store import (
     ActionRun,
     AutomationStore,
     EvaluatorState,
+    EventKey,
     NewFiring,
     StoredAutomation,
 )
@@ -85,28 +87,30 @@ from collector.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# Replay starts this long before the watermark: `received` is stamped just before an event is
-# queued for commit, so commit order and `received` order can differ by a hair.
-REPLAY_MARGIN_US = 2_000_000
 # A watermark older than this is not replayed from (only possible when evaluation was turned
 # off in the config for a long time; the server cannot have taken events while it was down).
 MAX_REPLAY_US = 3_600_000_000
-REPLAY_CHUNK = 5_000
+REPLAY_CHUNK = 2_000
+STEP_EVENTS = 2_000  # events evaluated per step: keeps each loop stall to a few ms
 MAX_BACKLOG_EVENTS = 200_000
 MAX_CONCURRENT_ACTIONS = 64
+MAX_PENDING_STORES = 4  # pipelined steps whose firings/state are not stored yet
+# The seen-ids are most of the state's size (~700 KB at 10k entries): saved this often only.
+SEEN_CHECKPOINT_SECONDS = 10.0
 EMIT_RETRY_SECONDS = 30.0
 # How far back a follower's leader is looked up in the store (Prefect keeps seen ids 30 min).
 LEADER_WINDOW_US = 30 * 60 * 1_000_000
 # Resumed work looks this far back for what it already stored (the default retention).
 RESUME_LOOKBACK = timedelta(days=7)
 NO_CAUSE = Cause()  # what a user's own request carries (immutable, so a shared default)
+_ZERO_ID = "00000000-0000-0000-0000-000000000000"
+
+Batch = tuple[EventColumns, list[int]]
 
 
 @dataclass(slots=True)
 class _Step:
-    """What one evaluation step on the evaluator thread produced."""
+    """What one evaluation step produced."""
 
     firings: list[tuple[Firing, Automation]]
     state: EvaluatorState | None
@@ -183,27 +187,28 @@ class AutomationRunner:
         self._evaluator = Evaluator(
             self._clock, leader_processed=self._leader_processed, skip=guard_skips
         )
-        # Evaluator state is touched on this one thread only.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="herald-evaluator")
         self._automations: dict[UUID, Automation] = {}  # enabled ones, as loaded
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: deque[tuple[EventColumns, list[int]]] = deque()
+        self._queue: deque[Batch] = deque()
         self._queued_events = 0
         self._wakeup = asyncio.Event()
-        self._lag_floor_us: int | None = None  # set while the backlog overflowed
-        self._watermark_us: int | None = None
-        self._watermark_id: str | None = None
+        self._lagging = False  # the backlog overflowed: catch up from the store
+        self._watermark: EventKey | None = None  # the last event evaluated (or skipped)
+        self._skip_through: EventKey | None = None  # queued events a replay already covered
         self._current_received_us = 0
         self._current_ids: set[str] = set()
         self._seq = 0
         self._stored_seq = 0
-        self._last_snapshot: bytes = b""
+        self._last_core: bytes = b""
+        self._last_seen: bytes = b""
+        self._last_watermark: EventKey | None = None
         self._force_checkpoint = False
         self._next_due: datetime | None = None
         self._crud = asyncio.Lock()
         self._persist = asyncio.Lock()
         self._actions = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._persisting: deque[asyncio.Task[list[Firing]]] = deque()  # pipelined, in order
         self._main: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
         self._stopping = False
@@ -263,12 +268,14 @@ class AutomationRunner:
                 await asyncio.wait(pending, timeout=5)
         if self._started and self._recovered.is_set():
             try:
-                await self._checkpoint()
+                await self._flush()
+                await self._persist_and_dispatch(
+                    self._finish_step([], checkpoint=True, save_seen=True)
+                )
             except HeraldError as exc:
                 log.warning("could not save the automations state: %s", exc)
         if self._own_http:
             await self._http.aclose()
-        self._thread.shutdown(wait=True)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -281,9 +288,6 @@ class AutomationRunner:
         if not task.cancelled() and task.exception() is not None:
             log.error("automation task failed", exc_info=task.exception())
 
-    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return fn(*args)
-
     # -- input ------------------------------------------------------------------------------
 
     def _on_commit(self, cols: EventColumns, received_us: list[int]) -> None:
@@ -293,22 +297,30 @@ class AutomationRunner:
             loop.call_soon_threadsafe(self._enqueue, cols, received_us)
 
     def _enqueue(self, cols: EventColumns, received_us: list[int]) -> None:
-        if self._lag_floor_us is not None or self._stopping:
+        if self._lagging or self._stopping:
             return  # catching up from the store anyway
         if self._queued_events + len(cols) > self._max_backlog:
-            # Memory stays bounded: drop the backlog's tail and re-read it from the store.
-            self._lag_floor_us = min(received_us) if received_us else now_us()
-            log.warning("automations fell behind by %d events; catching up from the store",
-                        self._queued_events)
+            # Memory stays bounded: drop this batch and what follows, re-read them from the
+            # store (everything after the watermark) once the queue is worked off.
+            self._lagging = True
+            log.warning(
+                "automations fell behind by %d events; catching up from the store",
+                self._queued_events,
+            )
         else:
             self._queue.append((cols, received_us))
             self._queued_events += len(cols)
         self._wakeup.set()
 
-    def _take(self) -> list[tuple[EventColumns, list[int]]]:
-        batches = list(self._queue)
-        self._queue.clear()
-        self._queued_events = 0
+    def _take(self, limit: int = STEP_EVENTS) -> list[Batch]:
+        """Up to about ``limit`` queued events (whole commits; at least one)."""
+        batches: list[Batch] = []
+        taken = 0
+        while self._queue and (not batches or taken + len(self._queue[0][0]) <= limit):
+            cols, received = self._queue.popleft()
+            batches.append((cols, received))
+            taken += len(cols)
+        self._queued_events -= taken
         return batches
 
     # -- the loop ---------------------------------------------------------------------------
@@ -317,21 +329,22 @@ class AutomationRunner:
         loop = asyncio.get_running_loop()
         try:
             await self._recover()
+        except Exception:
+            log.exception("automations: restoring the state failed; starting from now")
         finally:
             self._recovered.set()
         interval = self.config.evaluation_interval_seconds
         next_tick = loop.time()
-        last_checkpoint = loop.time()
+        last_checkpoint = last_seen = loop.time()
         while not self._stopping:
             delay = next_tick - loop.time()
             if self._next_due is not None:
                 delay = min(delay, (self._next_due - self._clock.now()).total_seconds())
-            if not self._queue and self._lag_floor_us is None:
+            if not self._queue and not self._lagging:
                 # At least a few ms: a due time that a tick cannot clear must not spin.
-                delay = max(delay, 0.005)
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                    await asyncio.wait_for(self._wakeup.wait(), max(delay, 0.005))
                 except TimeoutError:
                     pass
                 if self._stopping:
@@ -341,65 +354,107 @@ class AutomationRunner:
             tick = now >= next_tick or due
             if tick:
                 next_tick = now + interval
-            checkpoint = self._force_checkpoint or now - last_checkpoint >= interval
+            checkpoint = now - last_checkpoint >= interval
+            save_seen = now - last_seen >= SEEN_CHECKPOINT_SECONDS
             try:
-                await self.step(tick=tick, checkpoint=checkpoint)
+                await self.step(
+                    tick=tick, checkpoint=checkpoint, save_seen=save_seen, pipelined=True
+                )
                 if checkpoint:
                     last_checkpoint = now
+                if save_seen:
+                    last_seen = now
             except Exception:
                 log.exception("automation evaluation step failed")
                 await asyncio.sleep(min(interval, 1.0))
+            await asyncio.sleep(0)  # let ingest run between slices
         # Whatever was committed before the stop is evaluated now rather than replayed later.
-        if self._queue:
+        while self._queue:
             try:
-                await self.step(tick=False, checkpoint=False)
+                await self.step(tick=False)
             except Exception:
                 log.exception("automation evaluation step failed")
+                break
+        await self._flush()
 
-    async def step(self, *, tick: bool, checkpoint: bool = False) -> list[Firing]:
-        """One round: evaluate what is queued (and ``tick`` if asked), persist, dispatch.
-        Returns the firings that were new. Tests call it directly with a FakeClock."""
+    async def step(
+        self,
+        *,
+        tick: bool,
+        checkpoint: bool = False,
+        save_seen: bool = False,
+        pipelined: bool = False,
+    ) -> list[Firing]:
+        """One round: evaluate a slice of what is queued (and ``tick`` if asked), persist,
+        dispatch. Returns the firings that were new. Tests call it with a FakeClock.
+
+        ``pipelined`` (the server's loop): storing and dispatching go on in the background,
+        in order, while the next slice is evaluated; nothing is returned."""
         batches = self._take()
-        force = self._force_checkpoint
-        self._force_checkpoint = False
         started = time.perf_counter()
-        result = await self._on_thread(self._evaluate, batches, tick, checkpoint or force)
+        firings: list[Firing] = []
+        for cols, received in batches:
+            firings += self._feed(cols, received)
+        if tick:
+            firings += self._evaluator.tick(self._clock.now())
+        result = self._finish_step(firings, checkpoint, save_seen)
+        self._next_due = result.next_due
+        fired: list[Firing] = []
+        if pipelined:
+            if result.firings or result.state is not None:
+                self._persisting.append(
+                    asyncio.create_task(self._persist_logged(result, len(firings), started))
+                )
+            # Bounded: a stalled store slows evaluation down instead of piling up firings.
+            while len(self._persisting) > MAX_PENDING_STORES or (
+                self._persisting and self._persisting[0].done()
+            ):
+                await self._persisting.popleft()
+        else:
+            fired = await self._persist_logged(result, len(firings), started)
+        if self._lagging and not self._queue:
+            await self._replay(catch_up=True)
+        return fired
+
+    async def _persist_logged(self, result: _Step, events: int, started: float) -> list[Firing]:
         evaluated = time.perf_counter()
         fired = await self._persist_and_dispatch(result)
         if result.firings or result.state is not None:
             log.debug(
-                "automations step: %d events, %d firings, evaluate %.1f ms, store %.1f ms%s",
-                sum(len(c) for c, _ in batches), len(result.firings),
-                (evaluated - started) * 1000, (time.perf_counter() - evaluated) * 1000,
+                "automations step: %d firings, evaluate %.1f ms, store %.1f ms%s",
+                len(result.firings),
+                (evaluated - started) * 1000,
+                (time.perf_counter() - evaluated) * 1000,
                 " (with state)" if result.state is not None else "",
             )
-        if self._lag_floor_us is not None:
-            await self._catch_up()
         return fired
 
-    def _evaluate(
-        self,
-        batches: list[tuple[EventColumns, list[int]]],
-        tick: bool,
-        checkpoint: bool,
-        replay: bool = False,
-    ) -> _Step:
-        """Evaluator thread: feed the batches, tick, snapshot when needed."""
-        firings: list[Firing] = []
-        for cols, received in batches:
-            firings += self._feed(cols, received, replay)
-        if tick:
-            firings += self._evaluator.tick(self._clock.now())
-        return self._finish_step(firings, checkpoint)
+    async def _flush(self) -> None:
+        """Wait for every pipelined store (firings are never dropped half-way)."""
+        while self._persisting:
+            await self._persisting.popleft()
 
-    def _finish_step(self, firings: list[Firing], checkpoint: bool) -> _Step:
+    def _finish_step(
+        self, firings: list[Firing], checkpoint: bool, save_seen: bool = False
+    ) -> _Step:
+        """Snapshot the state when firings need it stored with them, or at a checkpoint (and
+        only if it changed); pair firings with their automations."""
+        force = self._force_checkpoint
+        self._force_checkpoint = False
         state = None
-        if firings or checkpoint:
-            snapshot = self._evaluator.state_snapshot()
-            encoded = orjson.dumps(snapshot)
-            if firings or encoded != self._last_snapshot:
-                self._last_snapshot = encoded
-                state = EvaluatorState(snapshot, self._watermark_us, self._watermark_id, encoded)
+        if firings or checkpoint or force or save_seen:
+            core = orjson.dumps(self._evaluator.state_snapshot(include_seen=False))
+            seen: bytes | None = None
+            if save_seen:
+                seen = orjson.dumps(self._evaluator.seen_snapshot())
+                if seen == self._last_seen:
+                    seen = None
+            changed = core != self._last_core or self._watermark != self._last_watermark
+            if firings or changed or seen is not None:
+                state = EvaluatorState(core, self._watermark, seen)
+                self._last_core, self._last_watermark = core, self._watermark
+                if seen is not None:
+                    self._last_seen = seen
         self._seq += 1
         paired = [
             (f, self._automations[f.automation_id])
@@ -408,12 +463,13 @@ class AutomationRunner:
         ]
         return _Step(paired, state, self._seq, self._evaluator.next_due())
 
-    def _feed(self, cols: EventColumns, received: list[int], replay: bool) -> list[Firing]:
-        """Evaluator thread: evaluate committed events in (received, occurred, id) order — the
-        order a replay reads them in, so a replay re-derives the same firings. Replayed events
-        count as seen when they were received (no tick runs during a replay, and once it is
-        done the runner is caught up), so a restart does not push proactive windows back by
-        the downtime."""
+    def _feed(self, cols: EventColumns, received: list[int], replay: bool = False) -> list[Firing]:
+        """Evaluate committed events in (received, occurred, id) order — the order a replay
+        reads them in, so a replay re-derives the same firings.
+
+        Replayed events count as seen when they were received (no tick runs during a replay,
+        and once it is done the runner is caught up), so a restart does not push proactive
+        windows back by the downtime. Queued events a replay already evaluated are skipped."""
         n = len(cols)
         if not n:
             return []
@@ -428,6 +484,11 @@ class AutomationRunner:
         seen_at: datetime | None = None
         wall = self._clock.now()
         for i in order:
+            key = (received[i], occurred_us[i], ids[i])
+            if self._skip_through is not None:
+                if key <= self._skip_through:
+                    continue
+                self._skip_through = None
             if received[i] != last_received:
                 last_received = received[i]
                 self._current_received_us = last_received
@@ -443,9 +504,7 @@ class AutomationRunner:
             elif skipped_max is None or occurred_us[i] > skipped_max:
                 skipped_max = occurred_us[i]
             self._current_ids.add(event_id)
-            if self._watermark_us is None or received[i] >= self._watermark_us:
-                self._watermark_us = received[i]
-                self._watermark_id = event_id
+            self._watermark = key
         if skipped_max is not None:
             evaluator.advance_clock(us_to_datetime(skipped_max), seen_at)
         return out
@@ -466,9 +525,9 @@ class AutomationRunner:
         )
 
     def _leader_processed(self, leader: UUID) -> bool:
-        """Evaluator thread: a follower's leader was already passed through the evaluator
-        (evaluated or skipped) if it was committed before the follower (received earlier, or
-        earlier in the same request)."""
+        """A follower's leader was already passed through the evaluator (evaluated or
+        skipped) if it was committed before the follower (received earlier, or earlier in the
+        same request). Rare: only for followers whose leader is not in the seen-ids."""
         if str(leader) in self._current_ids:
             return True
         return self.db.event_received_before(
@@ -476,12 +535,9 @@ class AutomationRunner:
         )
 
     async def _persist_and_dispatch(self, step: _Step) -> list[Firing]:
-        self._next_due = step.next_due
         if not step.firings and step.state is None:
             return []
-        items = [
-            NewFiring(f, state_event_id(f), runs_for(f, a)) for f, a in step.firings
-        ]
+        items = [NewFiring(f, state_event_id(f), runs_for(f, a)) for f, a in step.firings]
         new = await self._record(items, step)
         fired: list[Firing] = []
         for (firing, automation), item in zip(step.firings, items, strict=True):
@@ -513,73 +569,68 @@ class AutomationRunner:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _checkpoint(self) -> None:
-        """Save the evaluator state now (if it changed since the last write)."""
-        await self._persist_and_dispatch(await self._on_thread(self._finish_step, [], True))
-
     # -- restart ----------------------------------------------------------------------------
 
     async def _recover(self) -> None:
         state = await asyncio.to_thread(self.db.load_state)
         await self._reload(checkpoint=False)
-        floor = now_us() - REPLAY_MARGIN_US
         if state is not None:
             try:
-                await self._on_thread(self._evaluator.restore, state.snapshot)
-                self._last_snapshot = orjson.dumps(state.snapshot)
+                self._evaluator.restore(state.snapshot)
+                self._last_core, self._last_seen = state.core, state.seen or b""
             except HeraldError as exc:
                 log.warning("ignoring the stored automations state: %s", exc)
-            if state.watermark_us is not None:
-                self._watermark_us = state.watermark_us
-                self._watermark_id = state.watermark_id
-                floor = state.watermark_us - REPLAY_MARGIN_US
+            self._watermark = self._last_watermark = state.watermark
         oldest = now_us() - MAX_REPLAY_US
-        if floor < oldest:
-            log.warning(
-                "automations: the evaluation watermark is older than an hour; events received "
-                "before %s are not replayed", us_to_datetime(oldest)
-            )
-            floor = oldest
+        if self._watermark is None or self._watermark[0] < oldest:
+            if self._watermark is not None:
+                log.warning(
+                    "automations: the evaluation watermark is older than an hour; events "
+                    "received before %s are not replayed",
+                    us_to_datetime(oldest),
+                )
+            # With no watermark, evaluation starts now: the listener already queues commits.
+            self._watermark = (now_us() if self._watermark is None else oldest, -1, _ZERO_ID)
         await self._resume_unfinished()
-        await self._replay(floor)
+        await self._replay()
 
-    async def _replay(self, floor_us: int) -> None:
-        """Evaluate every event received since ``floor_us``, chunk by chunk, to the end of
-        what is committed. Events the listener queues meanwhile overlap the last chunks; the
-        evaluator ignores an event id it has seen."""
-        after: tuple[int, int, str] | None = None
+    async def _replay(self, *, catch_up: bool = False) -> None:
+        """Evaluate every stored event after the watermark, slice by slice, to the end of what
+        is committed. The listener keeps queueing meanwhile; queued events the replay already
+        evaluated are skipped by key."""
         replayed = 0
         while not self._stopping:
-            cols, received = await asyncio.to_thread(
-                self.db.events_received_since, floor_us, after, REPLAY_CHUNK
-            )
-            if len(cols) < REPLAY_CHUNK and self._lag_floor_us is not None:
-                # Catching up after an overflow: queue commits again from here on, then read
-                # once more so nothing committed in between is missed.
-                self._lag_floor_us = None
+            after = self._watermark
+            assert after is not None
+            if catch_up and self._lagging:
+                # Queue commits again from here on; what is in the store up to now is read
+                # below, and the overlap with the queue is skipped by key.
                 cols, received = await asyncio.to_thread(
-                    self.db.events_received_since, floor_us, after, REPLAY_CHUNK
+                    self.db.events_received_since, after, REPLAY_CHUNK
+                )
+                if len(cols) < REPLAY_CHUNK:
+                    self._lagging = False
+                    cols, received = await asyncio.to_thread(
+                        self.db.events_received_since, after, REPLAY_CHUNK
+                    )
+            else:
+                cols, received = await asyncio.to_thread(
+                    self.db.events_received_since, after, REPLAY_CHUNK
                 )
             if not len(cols):
                 break
             replayed += len(cols)
-            last = len(cols) - 1
-            after = (received[last], cols.occurred_us[last], cols.ids[last])
-            result = await self._on_thread(
-                self._evaluate, [(cols, received)], False, False, True
-            )
+            self._skip_through = None
+            result = self._finish_step(self._feed(cols, received, replay=True), False)
+            self._skip_through = self._watermark
+            self._next_due = result.next_due
             await self._persist_and_dispatch(result)
             if len(cols) < REPLAY_CHUNK:
                 break
+            await asyncio.sleep(0)
+        self._lagging = False
         if replayed:
-            log.info("automations: replayed %d events received since the last state", replayed)
-
-    async def _catch_up(self) -> None:
-        floor = self._lag_floor_us
-        if floor is None:
-            return
-        await self._replay(min(floor, self._watermark_us or floor) - REPLAY_MARGIN_US)
-        self._lag_floor_us = None
+            log.info("automations: evaluated %d stored events after the watermark", replayed)
 
     async def _resume_unfinished(self) -> None:
         """Announce firings and run actions that a stopped process left unfinished."""
@@ -599,7 +650,10 @@ class AutomationRunner:
             )
             self._spawn(
                 self._dispatch(
-                    stored.automation, item.firing, item.runs, announced=item.announced,
+                    stored.automation,
+                    item.firing,
+                    item.runs,
+                    announced=item.announced,
                     resumed=True,
                 )
             )
@@ -633,9 +687,7 @@ class AutomationRunner:
             since = self._clock.now() - RESUME_LOOKBACK
             kept = []
             for event in events:
-                name = await asyncio.to_thread(
-                    self.db.stored_event_name, UUID(event["id"]), since
-                )
+                name = await asyncio.to_thread(self.db.stored_event_name, UUID(event["id"]), since)
                 if name is None:
                     kept.append(event)
             events = kept
@@ -657,9 +709,12 @@ class AutomationRunner:
         announced_event = _received_event(announcement, self._clock.now())
         if runs:
             await asyncio.gather(
-                *(self._run_action(automation, firing, run, announced_event, cause,
-                                   resumed=resumed)
-                  for run in runs)
+                *(
+                    self._run_action(
+                        automation, firing, run, announced_event, cause, resumed=resumed
+                    )
+                    for run in runs
+                )
             )
         if committed is not None:
             await committed
@@ -703,25 +758,46 @@ class AutomationRunner:
                 "invocation": str(run.id),
                 "firing_id": str(firing.id),
             }
-            self._submit([
-                action_event(
-                    "triggered", automation, firing, cause, event_id=triggered_id,
-                    occurred=created, payload=base,
-                    state_event_id=announced.id,  # type: ignore[arg-type]
-                    follows=follows_if_close(firing.triggering_event, created),
-                )
-            ])
+            self._submit(
+                [
+                    action_event(
+                        "triggered",
+                        automation,
+                        firing,
+                        cause,
+                        event_id=triggered_id,
+                        occurred=created,
+                        payload=base,
+                        state_event_id=announced.id,  # type: ignore[arg-type]
+                        follows=follows_if_close(firing.triggering_event, created),
+                    )
+                ]
+            )
             if action is None or action.type != run.action_type:
                 outcome = Outcome("failed", "the automation changed before the action could run")
             else:
                 # actions_on_trigger/resolve see the herald.automation.* event as `event`
                 # (Prefect's rule); `actions` see what triggered the firing.
                 event = None if run.action_list == "actions" else announced
+                trigger_event = firing.triggering_event
+                if trigger_event is not None and log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "automation %r: %s[%d] starts %.1f ms after its event was received",
+                        automation.name,
+                        run.action_list,
+                        run.action_index,
+                        (self._clock.now() - trigger_event.received).total_seconds() * 1000,
+                    )
                 outcome = await self._executor.run(
                     ActionCall(
-                        automation=automation, firing=firing, action=action,
-                        where=f"{run.action_list}[{run.action_index}]", run_id=run.id,
-                        event=event, cause=cause, resumed=resumed,
+                        automation=automation,
+                        firing=firing,
+                        action=action,
+                        where=f"{run.action_list}[{run.action_index}]",
+                        run_id=run.id,
+                        event=event,
+                        cause=cause,
+                        resumed=resumed,
                     )
                 )
             run.status = outcome.status
@@ -730,21 +806,33 @@ class AutomationRunner:
             run.response_status = outcome.response_status
             run.finished = self._clock.now()
             if outcome.status == "failed":
-                log.warning("automation %r: %s %s failed: %s", automation.name,
-                            run.action_list, run.action_type, outcome.reason)
+                log.warning(
+                    "automation %r: %s %s failed: %s",
+                    automation.name,
+                    run.action_list,
+                    run.action_type,
+                    outcome.reason,
+                )
             await asyncio.to_thread(self.db.finish_run, run)
             payload = {**base, **outcome.detail}
             if outcome.reason:
                 payload["reason"] = outcome.reason
-            self._submit([
-                action_event(
-                    outcome.status, automation, firing, cause,
-                    event_id=finished_id,
-                    occurred=run.finished, payload=payload,
-                    state_event_id=announced.id,  # type: ignore[arg-type]
-                    targets=outcome.targets, follows=triggered_id,
-                )
-            ])
+            self._submit(
+                [
+                    action_event(
+                        outcome.status,
+                        automation,
+                        firing,
+                        cause,
+                        event_id=finished_id,
+                        occurred=run.finished,
+                        payload=payload,
+                        state_event_id=announced.id,  # type: ignore[arg-type]
+                        targets=outcome.targets,
+                        follows=triggered_id,
+                    )
+                ]
+            )
 
     # -- automations: CRUD ------------------------------------------------------------------
 
@@ -753,19 +841,14 @@ class AutomationRunner:
         automations = [s.automation for s in stored]
         if not self._started:
             return
-
-        def load() -> None:
-            self._evaluator.load(automations)
-            self._automations = {a.id: a for a in automations if a.enabled}
-
-        await self._on_thread(load)
+        self._evaluator.load(automations)
+        self._automations = {a.id: a for a in automations if a.enabled}
         if checkpoint:
+            # Saved with the next step, so the state in the store matches the new set.
             self._force_checkpoint = True
             self._wakeup.set()
 
-    async def _announce(
-        self, kind: str, stored: StoredAutomation, cause: Cause = NO_CAUSE
-    ) -> None:
+    async def _announce(self, kind: str, stored: StoredAutomation, cause: Cause = NO_CAUSE) -> None:
         event = crud_event(kind, stored.automation, stored.to_dict(), self._clock.now(), cause)
         await self._store_events([event])
 
@@ -786,8 +869,9 @@ class AutomationRunner:
         if isinstance(data, dict):
             given = data.get("id")
             if given is not None and str(given) != str(automation_id):
-                raise InvalidAutomation(f"id: {given} does not match the automation's id "
-                                        f"{automation_id}")
+                raise InvalidAutomation(
+                    f"id: {given} does not match the automation's id {automation_id}"
+                )
             data = {**data, "id": str(automation_id)}
         automation = validate_automation(data)
         async with self._crud:
@@ -843,4 +927,3 @@ class AutomationRunner:
 
     async def history(self, automation_id: UUID | None, limit: int) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.db.history, automation_id, limit)
-

@@ -153,8 +153,11 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         if data.get("trigger") is not None:
             trigger = parse_trigger(data["trigger"])
             return validate_automation(
-                {"name": "backtest", "trigger": trigger.model_dump(mode="json"),
-                 "actions": [{"type": "do-nothing"}]}
+                {
+                    "name": "backtest",
+                    "trigger": trigger.model_dump(mode="json"),
+                    "actions": [{"type": "do-nothing"}],
+                }
             )
         if data.get("id") is not None:
             return (await self._runner.read(_uuid(data))).automation
@@ -181,8 +184,13 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         work = asyncio.ensure_future(
             asyncio.to_thread(
-                backtest, self._runner.db, automation, since, until,
-                progress=report, stop=cancelled.is_set,
+                backtest,
+                self._runner.db,
+                automation,
+                since,
+                until,
+                progress=report,
+                stop=cancelled.is_set,
             )
         )
         try:
@@ -199,11 +207,13 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
             except HeraldError as exc:
                 await abort_grpc(context, exc)
                 raise
-            yield _reply({
-                "firings": [firing_summary(f) for f in firings],
-                "events": events,
-                "truncated": truncated,
-                "automation": {"id": str(automation.id), "name": automation.name},
-            })
+            yield _reply(
+                {
+                    "firings": [firing_summary(f) for f in firings],
+                    "events": events,
+                    "truncated": truncated,
+                    "automation": {"id": str(automation.id), "name": automation.name},
+                }
+            )
         finally:
             cancelled.set()

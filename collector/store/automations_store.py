@@ -27,6 +27,7 @@ from collector.errors import Conflict, NotFound, StoreError
 from collector.store.duckdb_store import EventStore
 
 STATE_KEY = "evaluator"
+SEEN_KEY = "evaluator.seen"
 _dumps = orjson.dumps
 
 
@@ -103,14 +104,25 @@ class NewFiring:
     runs: list[ActionRun]
 
 
+# (received µs, occurred µs, id): the order events are evaluated and replayed in.
+EventKey = tuple[int, int, str]
+
+
 @dataclass(frozen=True, slots=True)
 class EvaluatorState:
-    """The evaluator's snapshot and the watermark it was taken at."""
+    """The evaluator's state as stored: its snapshot without the seen-ids (``core``, JSON),
+    the watermark it was taken at, and the seen-ids (a JSON list; saved less often)."""
 
-    snapshot: dict[str, Any]
-    watermark_us: int | None  # `received` (µs) of the last event the evaluator had seen
-    watermark_id: str | None = None
-    encoded: bytes | None = None  # the snapshot as JSON, when the caller has it already
+    core: bytes
+    watermark: EventKey | None
+    seen: bytes | None = None  # None when saving: keep the stored seen-ids
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        """The evaluator snapshot (``Evaluator.restore`` takes it)."""
+        out: dict[str, Any] = orjson.loads(self.core)
+        out["seen"] = orjson.loads(self.seen) if self.seen else []
+        return out
 
 
 @dataclass(slots=True)
@@ -140,13 +152,37 @@ def _automation(row: tuple[Any, ...]) -> StoredAutomation:
 
 
 def _run(row: tuple[Any, ...]) -> ActionRun:
-    (id_, firing_id, automation_id, action_list, index, kind, phase, status, reason, detail,
-     response_status, created, started, finished) = row
+    (
+        id_,
+        firing_id,
+        automation_id,
+        action_list,
+        index,
+        kind,
+        phase,
+        status,
+        reason,
+        detail,
+        response_status,
+        created,
+        started,
+        finished,
+    ) = row
     return ActionRun(
-        id=id_, firing_id=firing_id, automation_id=automation_id, action_list=action_list,
-        action_index=index, action_type=kind, phase=phase, status=status, reason=reason,
-        detail=orjson.loads(detail) if detail else {}, response_status=response_status,
-        created=_utc(created), started=_utc(started), finished=_utc(finished),
+        id=id_,
+        firing_id=firing_id,
+        automation_id=automation_id,
+        action_list=action_list,
+        action_index=index,
+        action_type=kind,
+        phase=phase,
+        status=status,
+        reason=reason,
+        detail=orjson.loads(detail) if detail else {},
+        response_status=response_status,
+        created=_utc(created),
+        started=_utc(started),
+        finished=_utc(finished),
     )
 
 
@@ -262,10 +298,16 @@ class AutomationStore:
                     "announced, body, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?) "
                     "RETURNING id",
                     [
-                        f.id, f.automation_id, f.kind, f.occurred, f.trigger_path,
+                        f.id,
+                        f.automation_id,
+                        f.kind,
+                        f.occurred,
+                        f.trigger_path,
                         _dumps(list(f.bucket_key)).decode(),
-                        event.id if event is not None else None, item.event_id,
-                        _dumps(f.to_dict()).decode(), now,
+                        event.id if event is not None else None,
+                        item.event_id,
+                        _dumps(f.to_dict()).decode(),
+                        now,
                     ],
                 ).fetchall()
                 if not inserted:
@@ -277,10 +319,20 @@ class AutomationStore:
                         f"INSERT OR IGNORE INTO action_runs ({_RUN_COLUMNS}) VALUES "
                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            run.id, run.firing_id, run.automation_id, run.action_list,
-                            run.action_index, run.action_type, run.phase, run.status,
-                            run.reason, _dumps(run.detail).decode(), run.response_status,
-                            now, None, None,
+                            run.id,
+                            run.firing_id,
+                            run.automation_id,
+                            run.action_list,
+                            run.action_index,
+                            run.action_type,
+                            run.phase,
+                            run.status,
+                            run.reason,
+                            _dumps(run.detail).decode(),
+                            run.response_status,
+                            now,
+                            None,
+                            None,
                         ],
                     )
             if state is not None:
@@ -289,9 +341,7 @@ class AutomationStore:
 
     def mark_announced(self, firing_id: UUID) -> None:
         with self._store.transaction() as cur:
-            cur.execute(
-                "UPDATE automation_firings SET announced = true WHERE id = ?", [firing_id]
-            )
+            cur.execute("UPDATE automation_firings SET announced = true WHERE id = ?", [firing_id])
 
     def start_run(self, run_id: UUID, started: datetime) -> None:
         with self._store.transaction() as cur:
@@ -304,8 +354,13 @@ class AutomationStore:
                 "UPDATE action_runs SET status = ?, reason = ?, detail = ?, "
                 "response_status = ?, started = ?, finished = ? WHERE id = ?",
                 [
-                    run.status, run.reason, _dumps(run.detail, default=str).decode(),
-                    run.response_status, run.started, run.finished, run.id,
+                    run.status,
+                    run.reason,
+                    _dumps(run.detail, default=str).decode(),
+                    run.response_status,
+                    run.started,
+                    run.finished,
+                    run.id,
                 ],
             )
 
@@ -328,8 +383,7 @@ class AutomationStore:
             run = _run(row)
             runs.setdefault(run.firing_id, []).append(run)
         return [
-            Unfinished(Firing.from_dict(orjson.loads(body)), event_id, announced,
-                       runs.get(fid, []))
+            Unfinished(Firing.from_dict(orjson.loads(body)), event_id, announced, runs.get(fid, []))
             for fid, body, event_id, announced in rows
         ]
 
@@ -354,75 +408,93 @@ class AutomationStore:
             run = _run(row)
             runs.setdefault(run.firing_id, []).append(run.to_dict())
         out = []
-        for (fid, aid, kind, occurred, path, key, trig, event_id, announced, body,
-             created) in rows:
+        for fid, aid, kind, occurred, path, key, trig, event_id, announced, body, created in rows:
             firing = orjson.loads(body)
             event = firing.get("triggering_event") or {}
-            out.append({
-                "id": str(fid),
-                "automation_id": str(aid),
-                "kind": kind,
-                "occurred": format_time(occurred),
-                "trigger_path": path,
-                "bucket_key": orjson.loads(key),
-                "triggering_labels": firing.get("triggering_labels", {}),
-                "triggering_event_id": str(trig) if trig else None,
-                "triggering_event_name": event.get("event"),
-                "resolves": firing.get("resolves"),
-                "event_id": str(event_id),
-                "announced": announced,
-                "created": format_time(created),
-                "action_runs": runs.get(fid, []),
-            })
+            out.append(
+                {
+                    "id": str(fid),
+                    "automation_id": str(aid),
+                    "kind": kind,
+                    "occurred": format_time(occurred),
+                    "trigger_path": path,
+                    "bucket_key": orjson.loads(key),
+                    "triggering_labels": firing.get("triggering_labels", {}),
+                    "triggering_event_id": str(trig) if trig else None,
+                    "triggering_event_name": event.get("event"),
+                    "resolves": firing.get("resolves"),
+                    "event_id": str(event_id),
+                    "announced": announced,
+                    "created": format_time(created),
+                    "action_runs": runs.get(fid, []),
+                }
+            )
         return out
 
     # -- evaluator state --------------------------------------------------------------------
 
     @staticmethod
     def _save_state(cur: duckdb.DuckDBPyConnection, state: EvaluatorState, now: datetime) -> None:
+        # Row 'evaluator': {"watermark": key, "state": core}; the watermark's received time
+        # and id are repeated in their own columns for people reading the table.
+        mark = state.watermark
+        body = (
+            b'{"watermark":'
+            + _dumps(list(mark) if mark else None)
+            + b',"state":'
+            + state.core
+            + b"}"
+        )
         cur.execute(
             "INSERT OR REPLACE INTO automation_state (key, snapshot, watermark_received, "
-            "watermark_id, updated) VALUES (?, ?, ?, ?, ?)",
+            "watermark_id, updated) VALUES (?, ?, ?, TRY_CAST(? AS UUID), ?)",
             [
                 STATE_KEY,
-                (state.encoded or _dumps(state.snapshot)).decode(),
-                us_to_datetime(state.watermark_us) if state.watermark_us is not None else None,
-                state.watermark_id,
+                body.decode(),
+                us_to_datetime(mark[0]) if mark else None,
+                mark[2] if mark else None,
                 now,
             ],
         )
+        if state.seen is not None:
+            cur.execute(
+                "INSERT OR REPLACE INTO automation_state (key, snapshot, updated) VALUES (?, ?, ?)",
+                [SEEN_KEY, state.seen.decode(), now],
+            )
 
     def save_state(self, state: EvaluatorState, now: datetime) -> None:
         with self._store.transaction() as cur:
             self._save_state(cur, state, now)
 
     def load_state(self) -> EvaluatorState | None:
-        rows = self._read(
-            "SELECT snapshot, epoch_us(watermark_received), watermark_id::VARCHAR "
-            "FROM automation_state WHERE key = ?",
-            [STATE_KEY],
+        rows = dict(
+            self._read(
+                "SELECT key, snapshot FROM automation_state WHERE key IN (?, ?)",
+                [STATE_KEY, SEEN_KEY],
+            )
         )
-        if not rows:
+        if STATE_KEY not in rows:
             return None
-        snapshot, watermark, watermark_id = rows[0]
-        return EvaluatorState(orjson.loads(snapshot), watermark, watermark_id)
+        body = orjson.loads(rows[STATE_KEY])
+        mark = body.get("watermark")
+        seen = rows.get(SEEN_KEY)
+        return EvaluatorState(
+            _dumps(body["state"]),
+            (int(mark[0]), int(mark[1]), str(mark[2])) if mark else None,
+            seen.encode() if seen else None,
+        )
 
     # -- events -----------------------------------------------------------------------------
 
-    def events_received_since(
-        self, floor_us: int, after: tuple[int, int, str] | None, limit: int
-    ) -> tuple[EventColumns, list[int]]:
-        """Events with ``received >= floor_us``, in (received, occurred, id) order, after the
-        keyset ``after`` (the last row of the previous chunk)."""
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE received >= make_timestamptz(?)"
-        params: list[Any] = [floor_us]
-        if after is not None:
-            sql += (
-                " AND (epoch_us(received), epoch_us(occurred), id) > (?, ?, ?::UUID)"
-            )
-            params += list(after)
-        sql += " ORDER BY received, occurred, id LIMIT ?"
-        return _columns(self._read(sql, [*params, limit]))
+    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
+        """The first ``limit`` events after the key ``after`` in (received, occurred, id)
+        order — the evaluation order, so a replay continues exactly where evaluation was."""
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE received >= make_timestamptz(?) "
+            "AND (epoch_us(received), epoch_us(occurred), id) > (?, ?, ?::UUID) "
+            "ORDER BY received, occurred, id LIMIT ?"
+        )
+        return _columns(self._read(sql, [after[0], *after, limit]))
 
     def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
         """The event is stored and was received in ``[received_us - window_us, received_us)``
@@ -443,9 +515,7 @@ class AutomationStore:
         return str(rows[0][0]) if rows else None
 
     @staticmethod
-    def _range(
-        since: datetime, until: datetime, names: list[str] | None
-    ) -> tuple[str, list[Any]]:
+    def _range(since: datetime, until: datetime, names: list[str] | None) -> tuple[str, list[Any]]:
         where = "occurred >= ? AND occurred <= ?"
         params: list[Any] = [since, until]
         if names is not None:

@@ -77,8 +77,12 @@ def post_events(served: Served, *events: dict[str, Any]) -> None:
 
 
 def heartbeat(worker: str) -> dict[str, Any]:
-    return {"event": "app.heartbeat", "resource": {"prefect.resource.id": worker},
-            "occurred": format_time(datetime.now(UTC)), "id": uuid7_str()}
+    return {
+        "event": "app.heartbeat",
+        "resource": {"prefect.resource.id": worker},
+        "occurred": format_time(datetime.now(UTC)),
+        "id": uuid7_str(),
+    }
 
 
 def sql(served: Served, query: str) -> list[dict[str, Any]]:
@@ -93,29 +97,56 @@ def test_automations_end_to_end(tmp_path: Path) -> None:
         with herald_serve(db) as served:
             # reactive, from a file, with a templated body
             spec = tmp_path / "shipped.json"
-            spec.write_text(json.dumps({
-                "name": "shipped",
-                "trigger": {"expect": ["app.order.shipped"]},
-                "actions": [{
-                    "type": "call-webhook", "url": f"{hook.url}/shipped",
-                    "body": '{"order": "{{ event.resource.id }}", '
-                            '"carrier": "{{ event.payload.carrier }}"}',
-                }],
-            }))
+            spec.write_text(
+                json.dumps(
+                    {
+                        "name": "shipped",
+                        "trigger": {"expect": ["app.order.shipped"]},
+                        "actions": [
+                            {
+                                "type": "call-webhook",
+                                "url": f"{hook.url}/shipped",
+                                "body": '{"order": "{{ event.resource.id }}", '
+                                '"carrier": "{{ event.payload.carrier }}"}',
+                            }
+                        ],
+                    }
+                )
+            )
             created = run_cli(served, "automations", "create", "-f", str(spec))
             assert created.returncode == 0, created.stderr
             assert created.stdout.startswith("Created automation 'shipped' with id ")
             # proactive heartbeats (P§5.6): fires 10 s after the last one, per worker
             created = run_cli(
-                served, "automations", "create", "--name", "quiet",
-                "--after", "app.heartbeat", "--expect", "app.heartbeat",
-                "--for-each", "prefect.resource.id", "--posture", "Proactive",
-                "--within", "10s", "--webhook", f"{hook.url}/quiet",
+                served,
+                "automations",
+                "create",
+                "--name",
+                "quiet",
+                "--after",
+                "app.heartbeat",
+                "--expect",
+                "app.heartbeat",
+                "--for-each",
+                "prefect.resource.id",
+                "--posture",
+                "Proactive",
+                "--within",
+                "10s",
+                "--webhook",
+                f"{hook.url}/quiet",
             )
             assert created.returncode == 0, created.stderr
 
-            emitted = run_cli(served, "emit", "app.order.shipped", "--resource-id",
-                              "app.order.8812", "--payload", '{"carrier": "DHL"}')
+            emitted = run_cli(
+                served,
+                "emit",
+                "app.order.shipped",
+                "--resource-id",
+                "app.order.8812",
+                "--payload",
+                '{"carrier": "DHL"}',
+            )
             assert emitted.returncode == 0, emitted.stderr
             (call,) = wait_for(lambda: hook.on("/shipped"), 10, "the reactive webhook")
             assert json.loads(call[1]) == {"order": "app.order.8812", "carrier": "DHL"}
@@ -127,9 +158,16 @@ def test_automations_end_to_end(tmp_path: Path) -> None:
             window_end = last + timedelta(seconds=10)
             # The window is open and its bucket is in the stored state: now kill the server.
             wait_for(
-                lambda: sql(served, "SELECT snapshot->>'$.buckets[0].end' AS e FROM "
-                                    "automation_state")[0]["e"] == format_time(window_end),
-                10, "the open window in the stored state",
+                lambda: (
+                    sql(
+                        served,
+                        "SELECT snapshot->>'$.state.buckets[0].end' AS e FROM "
+                        "automation_state WHERE key = 'evaluator'",
+                    )[0]["e"]
+                    == format_time(window_end)
+                ),
+                10,
+                "the open window in the stored state",
             )
             assert datetime.now(UTC) < window_end - timedelta(seconds=3)
             served.proc.send_signal(signal.SIGKILL)
@@ -153,8 +191,11 @@ def test_automations_end_to_end(tmp_path: Path) -> None:
 
             (firing,) = wait_for(recorded, 10, "the firing in the history")
             assert firing["action_runs"][0]["response_status"] == 204
-            events = sql(served, "SELECT event, count(*) AS n FROM events WHERE "
-                                 "starts_with(event, 'herald.automation.') GROUP BY event")
+            events = sql(
+                served,
+                "SELECT event, count(*) AS n FROM events WHERE "
+                "starts_with(event, 'herald.automation.') GROUP BY event",
+            )
             counts = {e["event"]: e["n"] for e in events}
             assert counts["herald.automation.triggered"] == 2  # shipped + quiet, once each
             assert counts["herald.automation.created"] == 2

@@ -43,17 +43,34 @@ class Rig:
     """A store, its writer and a runner, sharing a FakeClock; webhooks go to a recorder.
     Times in tests are seconds after ``t0``, the clock's start."""
 
-    def __init__(self, store: EventStore, writer: BatchWriter, runner: AutomationRunner,
-                 clock: FakeClock, t0: datetime, calls: list[httpx.Request]) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        writer: BatchWriter,
+        runner: AutomationRunner,
+        clock: FakeClock,
+        t0: datetime,
+        calls: list[httpx.Request],
+    ) -> None:
         self.store, self.writer, self.runner, self.clock, self.t0, self.calls = (
-            store, writer, runner, clock, t0, calls)
+            store,
+            writer,
+            runner,
+            clock,
+            t0,
+            calls,
+        )
 
     def at(self, seconds: float) -> datetime:
         return self.t0 + timedelta(seconds=seconds)
 
     def event(self, name: str, t: float, rid: str = "app.job.1") -> dict[str, Any]:
-        return {"event": name, "occurred": format_time(self.at(t)),
-                "resource": {"prefect.resource.id": rid}, "id": uuid7_str()}
+        return {
+            "event": name,
+            "occurred": format_time(self.at(t)),
+            "resource": {"prefect.resource.id": rid},
+            "id": uuid7_str(),
+        }
 
     async def emit(self, *events: dict[str, Any]) -> None:
         cols, errors = json_events_to_columns(list(events), now_us(), Limits())
@@ -80,10 +97,18 @@ class Rig:
     def events(self, prefix: str) -> list[dict[str, Any]]:
         rows = self.sql(
             "SELECT event, resource, related, payload FROM events WHERE starts_with(event, ?) "
-            "ORDER BY received, occurred", prefix,
+            "ORDER BY received, occurred",
+            prefix,
         )
-        return [{"event": e, "resource": orjson.loads(r), "related": orjson.loads(rel),
-                 "payload": orjson.loads(p)} for e, r, rel, p in rows]
+        return [
+            {
+                "event": e,
+                "resource": orjson.loads(r),
+                "related": orjson.loads(rel),
+                "payload": orjson.loads(p),
+            }
+            for e, r, rel, p in rows
+        ]
 
 
 @asynccontextmanager
@@ -96,11 +121,19 @@ async def rig(
     store = EventStore(db)
     writer = BatchWriter(store, batch_max_events=1000, queue_max_events=10_000)
     writer.start()
-    http = httpx.AsyncClient(transport=httpx.MockTransport(
-        lambda r: (calls.append(r), httpx.Response(200))[1]))
-    runner = AutomationRunner(store, writer, AutomationsConfig(**config), Limits(),
-                              clock=clock, http=http, backoff_base=0.0,
-                              max_backlog_events=max_backlog)
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: (calls.append(r), httpx.Response(200))[1])
+    )
+    runner = AutomationRunner(
+        store,
+        writer,
+        AutomationsConfig(**config),
+        Limits(),
+        clock=clock,
+        http=http,
+        backoff_base=0.0,
+        max_backlog_events=max_backlog,
+    )
     await runner.start(background=False)
     try:
         yield Rig(store, writer, runner, clock, t0, calls)
@@ -117,10 +150,20 @@ def run(scenario: Callable[[], Any]) -> Any:
 
 PROACTIVE = {
     "name": "job finishes",
-    "trigger": {"posture": "Proactive", "after": ["job.started"], "expect": ["job.finished"],
-                "for_each": ["prefect.resource.id"], "within": 30},
-    "actions": [{"type": "call-webhook", "url": "http://hooks.test/late",
-                 "body": "{{ firing.kind }} {{ labels['prefect.resource.id'] }}"}],
+    "trigger": {
+        "posture": "Proactive",
+        "after": ["job.started"],
+        "expect": ["job.finished"],
+        "for_each": ["prefect.resource.id"],
+        "within": 30,
+    },
+    "actions": [
+        {
+            "type": "call-webhook",
+            "url": "http://hooks.test/late",
+            "body": "{{ firing.kind }} {{ labels['prefect.resource.id'] }}",
+        }
+    ],
     "actions_on_resolve": [{"type": "do-nothing"}],
 }
 
@@ -128,10 +171,15 @@ PROACTIVE = {
 def test_reactive_firing_is_stored_with_its_action_runs_and_events(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            stored = await r.runner.create({
-                "name": "ship", "trigger": {"expect": ["app.order.shipped"]},
-                "actions": [{"type": "call-webhook", "url": "http://hooks.test/{{ event.id }}"}],
-            })
+            stored = await r.runner.create(
+                {
+                    "name": "ship",
+                    "trigger": {"expect": ["app.order.shipped"]},
+                    "actions": [
+                        {"type": "call-webhook", "url": "http://hooks.test/{{ event.id }}"}
+                    ],
+                }
+            )
             shipped = r.event("app.order.shipped", 0, "app.order.1")
             await r.emit(shipped, r.event("app.order.paid", 0, "app.order.1"))
             fired = await r.step()
@@ -141,19 +189,29 @@ def test_reactive_firing_is_stored_with_its_action_runs_and_events(tmp_path: Pat
             assert firing["triggering_event_id"] == shipped["id"]
             (run_,) = firing["action_runs"]
             assert (run_["status"], run_["response_status"], run_["phase"]) == (
-                "executed", 200, "trigger")
+                "executed",
+                200,
+                "trigger",
+            )
             await r.runner.idle()
             names = [e["event"] for e in r.events("herald.")]
             assert names == [
-                "herald.automation.created", "herald.automation.triggered",
-                "herald.automation.action.triggered", "herald.automation.action.executed",
+                "herald.automation.created",
+                "herald.automation.triggered",
+                "herald.automation.action.triggered",
+                "herald.automation.action.executed",
             ]
             triggered = r.events("herald.automation.triggered")[0]
             assert triggered["resource"]["prefect.resource.id"] == (
-                f"herald.automation.{stored.automation.id}")
+                f"herald.automation.{stored.automation.id}"
+            )
             assert triggered["resource"]["prefect.posture"] == "Reactive"
-            assert triggered["related"] == [{"prefect.resource.id": f"herald.event.{shipped['id']}",
-                                             "prefect.resource.role": "triggering-event"}]
+            assert triggered["related"] == [
+                {
+                    "prefect.resource.id": f"herald.event.{shipped['id']}",
+                    "prefect.resource.role": "triggering-event",
+                }
+            ]
             assert triggered["payload"]["triggering_event"]["id"] == shipped["id"]
 
     run(scenario)
@@ -180,7 +238,8 @@ def test_proactive_fires_at_window_end_and_resolves_when_the_event_comes(tmp_pat
             ]
             assert r.calls[1].content == b"resolved app.job.1"
             assert [e["event"] for e in r.events("herald.automation.resolved")] == [
-                "herald.automation.resolved"]
+                "herald.automation.resolved"
+            ]
 
     run(scenario)
 
@@ -218,9 +277,13 @@ def test_events_committed_while_no_runner_ran_are_replayed(tmp_path: Path) -> No
 
     async def create() -> None:
         async with rig(db, clock) as r:
-            await r.runner.create({"name": "n", "trigger": {"expect": ["a"], "threshold": 2,
-                                                            "within": 60},
-                                   "actions": [{"type": "do-nothing"}]})
+            await r.runner.create(
+                {
+                    "name": "n",
+                    "trigger": {"expect": ["a"], "threshold": 2, "within": 60},
+                    "actions": [{"type": "do-nothing"}],
+                }
+            )
             await r.emit(r.event("a", 0))
             await r.step(1)
 
@@ -228,8 +291,12 @@ def test_events_committed_while_no_runner_ran_are_replayed(tmp_path: Path) -> No
         store = EventStore(db)
         writer = BatchWriter(store, batch_max_events=100, queue_max_events=100)
         writer.start()
-        late = {"event": "a", "occurred": format_time(clock.t0 + timedelta(seconds=2)),
-                "resource": {"prefect.resource.id": "app.job.1"}, "id": uuid7_str()}
+        late = {
+            "event": "a",
+            "occurred": format_time(clock.t0 + timedelta(seconds=2)),
+            "resource": {"prefect.resource.id": "app.job.1"},
+            "id": uuid7_str(),
+        }
         cols, _ = json_events_to_columns([late], now_us(), Limits())
         await writer.submit(cols)
         await asyncio.to_thread(writer.stop)
@@ -249,8 +316,11 @@ def test_events_committed_while_no_runner_ran_are_replayed(tmp_path: Path) -> No
 def test_an_unchanged_trigger_keeps_its_count_across_an_update(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            spec = {"name": "two", "trigger": {"expect": ["a"], "threshold": 2, "within": 60},
-                    "actions": [{"type": "do-nothing"}]}
+            spec = {
+                "name": "two",
+                "trigger": {"expect": ["a"], "threshold": 2, "within": 60},
+                "actions": [{"type": "do-nothing"}],
+            }
             stored = await r.runner.create(spec)
             await r.emit(r.event("a", 0))
             await r.step(1)
@@ -264,8 +334,9 @@ def test_an_unchanged_trigger_keeps_its_count_across_an_update(tmp_path: Path) -
 def test_paused_automations_do_not_fire(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            stored = await r.runner.create({"name": "n", "trigger": {"expect": ["a"]},
-                                            "actions": [{"type": "do-nothing"}]})
+            stored = await r.runner.create(
+                {"name": "n", "trigger": {"expect": ["a"]}, "actions": [{"type": "do-nothing"}]}
+            )
             await r.runner.set_enabled(stored.automation.id, False)
             await r.emit(r.event("a", 0))
             assert await r.step(1) == []
@@ -279,26 +350,46 @@ def test_paused_automations_do_not_fire(tmp_path: Path) -> None:
 def test_loop_guard_an_automation_does_not_trigger_itself(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            echo = {"type": "emit-event", "event": "app.ping",
-                    "resource": {"prefect.resource.id": "app.echo"}}
-            await r.runner.create({"name": "self", "trigger": {"expect": ["app.ping"]},
-                                   "actions": [echo]})
+            echo = {
+                "type": "emit-event",
+                "event": "app.ping",
+                "resource": {"prefect.resource.id": "app.echo"},
+            }
+            await r.runner.create(
+                {"name": "self", "trigger": {"expect": ["app.ping"]}, "actions": [echo]}
+            )
             # ping-pong between two automations: each fires once, then the guard stops it
-            await r.runner.create({"name": "ping", "trigger": {"expect": ["app.pong"]},
-                                   "actions": [{**echo, "event": "app.ping"}]})
-            await r.runner.create({"name": "pong", "trigger": {"expect": ["app.ping"]},
-                                   "actions": [{**echo, "event": "app.pong"}]})
+            await r.runner.create(
+                {
+                    "name": "ping",
+                    "trigger": {"expect": ["app.pong"]},
+                    "actions": [{**echo, "event": "app.ping"}],
+                }
+            )
+            await r.runner.create(
+                {
+                    "name": "pong",
+                    "trigger": {"expect": ["app.ping"]},
+                    "actions": [{**echo, "event": "app.pong"}],
+                }
+            )
             await r.emit(r.event("app.ping", 0))
             for i in range(10):
                 await r.step(1 + i)
-            counts = dict(r.sql(
-                "SELECT a.name, count(*) FROM automation_firings f JOIN automations a "
-                "ON a.id = f.automation_id GROUP BY a.name"))
+            counts = dict(
+                r.sql(
+                    "SELECT a.name, count(*) FROM automation_firings f JOIN automations a "
+                    "ON a.id = f.automation_id GROUP BY a.name"
+                )
+            )
             # Every automation fires twice, then each chain holds every automation that could
             # react and the cascade stops: no automation runs on an event it helped cause.
             assert counts == {"self": 2, "ping": 2, "pong": 2}
-            depth = [e["related"][-1]["herald.automation.depth"] for e in r.events("app.p")
-                     if e["related"]]
+            depth = [
+                e["related"][-1]["herald.automation.depth"]
+                for e in r.events("app.p")
+                if e["related"]
+            ]
             assert sorted(depth) == ["1", "1", "2", "2", "3", "3"]
 
     run(scenario)
@@ -307,8 +398,9 @@ def test_loop_guard_an_automation_does_not_trigger_itself(tmp_path: Path) -> Non
 def test_a_runner_that_falls_behind_catches_up_from_the_store(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb", max_backlog=3) as r:  # overflows at once
-            await r.runner.create({"name": "n", "trigger": {"expect": ["a"]},
-                                   "actions": [{"type": "do-nothing"}]})
+            await r.runner.create(
+                {"name": "n", "trigger": {"expect": ["a"]}, "actions": [{"type": "do-nothing"}]}
+            )
             for i in range(10):
                 await r.emit(r.event("a", i))
             fired = await r.step(20)
@@ -319,15 +411,22 @@ def test_a_runner_that_falls_behind_catches_up_from_the_store(tmp_path: Path) ->
     run(scenario)
 
 
-@pytest.mark.parametrize("bad", ["{{ ", "{% for x in y %}{% for a in b %}{% for c in d %}"
-                                 "{% endfor %}{% endfor %}{% endfor %}"])
+@pytest.mark.parametrize(
+    "bad",
+    ["{{ ", "{% for x in y %}{% for a in b %}{% for c in d %}{% endfor %}{% endfor %}{% endfor %}"],
+)
 def test_templates_are_checked_when_saved(tmp_path: Path, bad: str) -> None:
     from collector.errors import InvalidAutomation
 
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
             with pytest.raises(InvalidAutomation, match=r"^actions\[0\]\.body: "):
-                await r.runner.create({"name": "n", "trigger": {"expect": ["a"]}, "actions": [
-                    {"type": "call-webhook", "url": "http://x.test/", "body": bad}]})
+                await r.runner.create(
+                    {
+                        "name": "n",
+                        "trigger": {"expect": ["a"]},
+                        "actions": [{"type": "call-webhook", "url": "http://x.test/", "body": bad}],
+                    }
+                )
 
     run(scenario)

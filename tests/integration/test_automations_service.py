@@ -59,8 +59,10 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 @pytest.fixture
 def clients(herald: Herald) -> Iterator[tuple[AutomationsClient, HeraldClient]]:
-    with AutomationsClient(herald.grpc_address) as automations, \
-            HeraldClient(herald.grpc_address) as events:
+    with (
+        AutomationsClient(herald.grpc_address) as automations,
+        HeraldClient(herald.grpc_address) as events,
+    ):
         yield automations, events
 
 
@@ -97,10 +99,15 @@ def test_crud_over_grpc_emits_events_about_automations(
 
     stored = herald_events(events, "herald.automation.")
     assert [e["event"] for e in stored] == [
-        "herald.automation.created", "herald.automation.updated", "herald.automation.deleted"]
+        "herald.automation.created",
+        "herald.automation.updated",
+        "herald.automation.deleted",
+    ]
     for e in stored:
-        assert e["resource"] == {"prefect.resource.id": f"herald.automation.{aid}",
-                                 "prefect.resource.name": "orders shipped"}
+        assert e["resource"] == {
+            "prefect.resource.id": f"herald.automation.{aid}",
+            "prefect.resource.name": "orders shipped",
+        }
         assert e["related"] == []
         assert e["payload"]["id"] == aid  # the automation's JSON
     assert stored[1]["payload"]["description"] == "changed"
@@ -121,13 +128,19 @@ def test_an_id_in_the_file_is_kept_and_cannot_be_taken_twice(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"trigger": {"posture": "Proactive", "within": 5}},
-         "trigger.within: `within` for Proactive triggers must be greater than or equal to 10"),
+        (
+            {"trigger": {"posture": "Proactive", "within": 5}},
+            "trigger.within: `within` for Proactive triggers must be greater than or equal to 10",
+        ),
         ({"actions": [{"type": "send-notification"}]}, "actions[0].type: unknown type"),
-        ({"actions": [{"type": "call-webhook", "url": "ftp://x"}]},
-         "actions[0].url: must start with http:// or https://"),
-        ({"actions": [{"type": "call-webhook", "url": "http://x.test/", "body": "{{ oops"}]},
-         "actions[0].body: template syntax error on line 1"),
+        (
+            {"actions": [{"type": "call-webhook", "url": "ftp://x"}]},
+            "actions[0].url: must start with http:// or https://",
+        ),
+        (
+            {"actions": [{"type": "call-webhook", "url": "http://x.test/", "body": "{{ oops"}]},
+            "actions[0].body: template syntax error on line 1",
+        ),
         ({"name": " "}, "name: must not be empty"),
         ({"trigger": {"type": "metric"}}, "trigger.type: metric triggers are not supported"),
     ],
@@ -148,8 +161,9 @@ def test_firings_pause_resume_and_history(
     automations, events = clients
     aid = automations.create(SHIPPED)["id"]
     events.emit([order("app.order.shipped", 1), order("app.order.paid", 1)])
-    firings = wait_for(lambda: [f for f in automations.history(aid)
-                                if f["action_runs"][0]["status"] == "executed"])
+    firings = wait_for(
+        lambda: [f for f in automations.history(aid) if f["action_runs"][0]["status"] == "executed"]
+    )
     assert firings[0]["triggering_event_name"] == "app.order.shipped"
 
     assert automations.set_enabled(aid, False)["enabled"] is False
@@ -159,15 +173,23 @@ def test_firings_pause_resume_and_history(
     resumed = wait_for(lambda: len(automations.history(aid)) == 2 and automations.history(aid))
     ids = {f["triggering_event_id"] for f in resumed}
     assert len(ids) == 2  # order 2 arrived while paused: no firing for it
-    wait_for(lambda: any(e["event"] == "herald.automation.action.executed"
-                         for e in herald_events(events, "herald.automation.action.")))
+    wait_for(
+        lambda: any(
+            e["event"] == "herald.automation.action.executed"
+            for e in herald_events(events, "herald.automation.action.")
+        )
+    )
     names = [e["event"] for e in herald_events(events, "herald.automation.")]
     assert names.count("herald.automation.triggered") == 2
     assert names.count("herald.automation.updated") == 2  # pause + resume
 
 
-HISTORY_TRIGGER = {"expect": ["app.order.shipped"], "threshold": 2, "within": 600,
-                   "for_each": ["prefect.resource.id"]}
+HISTORY_TRIGGER = {
+    "expect": ["app.order.shipped"],
+    "threshold": 2,
+    "within": 600,
+    "for_each": ["prefect.resource.id"],
+}
 
 
 def test_backtest_lists_the_firings_over_history(
@@ -175,11 +197,18 @@ def test_backtest_lists_the_firings_over_history(
 ) -> None:
     automations, events = clients
     # order 1 ships twice within 10 minutes, order 2 once: one firing, for order 1
-    events.emit([order("app.order.shipped", 1, 3000), order("app.order.shipped", 1, 2900),
-                 order("app.order.shipped", 2, 2800), order("app.order.cancelled", 3, 2700)])
+    events.emit(
+        [
+            order("app.order.shipped", 1, 3000),
+            order("app.order.shipped", 1, 2900),
+            order("app.order.shipped", 2, 2800),
+            order("app.order.cancelled", 3, 2700),
+        ]
+    )
     seen: list[tuple[int, int]] = []
     result = automations.backtest(
-        since=format_time(NOW - timedelta(hours=1)), trigger=HISTORY_TRIGGER,
+        since=format_time(NOW - timedelta(hours=1)),
+        trigger=HISTORY_TRIGGER,
         progress=lambda done, total: seen.append((done, total)),
     )
     (firing,) = result["firings"]
@@ -191,48 +220,92 @@ def test_backtest_lists_the_firings_over_history(
 
     # a proactive trigger: a paid order that did not ship within 5 minutes
     events.emit([order("app.order.paid", 1, 3100), order("app.order.paid", 4, 1000)])
-    proactive = {"posture": "Proactive", "after": ["app.order.paid"],
-                 "expect": ["app.order.shipped"], "within": 300,
-                 "for_each": ["prefect.resource.id"]}
-    result = automations.backtest(since=format_time(NOW - timedelta(hours=1)),
-                                  until=format_time(NOW), trigger=proactive)
-    assert [(f["triggering_labels"]["prefect.resource.id"], f["occurred"])
-            for f in result["firings"]] == [
-        ("app.order.4", format_time(NOW - timedelta(seconds=700)))]
+    proactive = {
+        "posture": "Proactive",
+        "after": ["app.order.paid"],
+        "expect": ["app.order.shipped"],
+        "within": 300,
+        "for_each": ["prefect.resource.id"],
+    }
+    result = automations.backtest(
+        since=format_time(NOW - timedelta(hours=1)), until=format_time(NOW), trigger=proactive
+    )
+    assert [
+        (f["triggering_labels"]["prefect.resource.id"], f["occurred"]) for f in result["firings"]
+    ] == [("app.order.4", format_time(NOW - timedelta(seconds=700)))]
 
 
 def test_backtest_from_the_cli(herald: Herald, tmp_path: Path) -> None:
     with HeraldClient(herald.grpc_address) as events:
         events.emit([order("app.order.shipped", 1, 100), order("app.order.shipped", 1, 50)])
-    cli(herald, "automations", "create", "--name", "twice", "--expect", "app.order.shipped",
-        "--threshold", "2", "--within", "10m")
+    cli(
+        herald,
+        "automations",
+        "create",
+        "--name",
+        "twice",
+        "--expect",
+        "app.order.shipped",
+        "--threshold",
+        "2",
+        "--within",
+        "10m",
+    )
     result = cli(herald, "automations", "backtest", "twice", "--since", "1h", "--format", "json")
     (firing,) = json.loads(result.stdout)
     assert firing["kind"] == "triggered"
     trigger = tmp_path / "trigger.json"
     trigger.write_text(json.dumps(HISTORY_TRIGGER))
-    result = cli(herald, "automations", "backtest", "-f", str(trigger), "--since", "1h",
-                 "--format", "json")
+    result = cli(
+        herald, "automations", "backtest", "-f", str(trigger), "--since", "1h", "--format", "json"
+    )
     assert len(json.loads(result.stdout)) == 1
 
 
 def test_cli_create_ls_inspect_pause_resume_delete(herald: Herald, tmp_path: Path) -> None:
-    result = cli(herald, "automations", "create", "--name", "late", "--expect",
-                 "app.order.shipped", "--after", "app.order.paid", "--posture", "proactive",
-                 "--within", "5m", "--for-each", "prefect.resource.id", "--match",
-                 "region=eu", "--webhook", "http://hooks.test/late")
+    result = cli(
+        herald,
+        "automations",
+        "create",
+        "--name",
+        "late",
+        "--expect",
+        "app.order.shipped",
+        "--after",
+        "app.order.paid",
+        "--posture",
+        "proactive",
+        "--within",
+        "5m",
+        "--for-each",
+        "prefect.resource.id",
+        "--match",
+        "region=eu",
+        "--webhook",
+        "http://hooks.test/late",
+    )
     assert result.stdout.startswith("Created automation 'late' with id ")
     listed = json.loads(cli(herald, "automations", "ls", "--format", "json").stdout)
     (late,) = listed
     assert late["trigger"]["within"] == 300.0
     assert late["trigger"]["posture"] == "Proactive"
     assert late["trigger"]["match"] == {"region": "eu"}
-    assert late["actions"] == [{"type": "call-webhook", "url": "http://hooks.test/late",
-                                "method": "POST", "headers": {}, "body": None,
-                                "timeout_seconds": 10.0, "retries": 3}]
+    assert late["actions"] == [
+        {
+            "type": "call-webhook",
+            "url": "http://hooks.test/late",
+            "method": "POST",
+            "headers": {},
+            "body": None,
+            "timeout_seconds": 10.0,
+            "retries": 3,
+        }
+    ]
     table = cli(herald, "automations", "ls", "--format", "csv").stdout
-    assert "Proactive: expecting 1 app.order.shipped event within 0:05:00 after " \
-           "app.order.paid for each prefect.resource.id" in table
+    assert (
+        "Proactive: expecting 1 app.order.shipped event within 0:05:00 after "
+        "app.order.paid for each prefect.resource.id" in table
+    )
     shown = json.loads(cli(herald, "automations", "inspect", "late", "--format", "json").stdout)
     assert shown["id"] == late["id"]
     bad = cli(herald, "automations", "inspect", "late", "--format", "xml", code=1)
@@ -247,10 +320,13 @@ def test_cli_create_ls_inspect_pause_resume_delete(herald: Herald, tmp_path: Pat
     not_there = cli(herald, "automations", "pause", "nope", code=1).output
     assert "Automation with name 'nope' not found. You can also specify an id" in not_there
 
-    assert cli(herald, "automations", "delete", "late", "--yes").stdout == \
-        "Deleted automation with name 'late'\n"
-    assert cli(herald, "automations", "delete", "--all", "--yes").stdout == \
-        "No automations found.\n"
+    assert (
+        cli(herald, "automations", "delete", "late", "--yes").stdout
+        == "Deleted automation with name 'late'\n"
+    )
+    assert (
+        cli(herald, "automations", "delete", "--all", "--yes").stdout == "No automations found.\n"
+    )
 
 
 def test_cli_create_from_files_in_every_form(herald: Herald, tmp_path: Path) -> None:
@@ -263,25 +339,36 @@ def test_cli_create_from_files_in_every_form(herald: Herald, tmp_path: Path) -> 
     toml.write_text(
         'name = "from toml"\n[trigger]\nexpect = ["a"]\n[[actions]]\ntype = "do-nothing"\n'
     )
-    assert "Created automation 'from toml'" in cli(herald, "automations", "create", "-f",
-                                                   str(toml)).stdout
-    out = cli(herald, "automations", "create", "--json",
-              json.dumps([{**one, "name": "ok"}, {**one, "trigger": {"within": -1}}]), code=1)
+    assert (
+        "Created automation 'from toml'"
+        in cli(herald, "automations", "create", "-f", str(toml)).stdout
+    )
+    out = cli(
+        herald,
+        "automations",
+        "create",
+        "--json",
+        json.dumps([{**one, "name": "ok"}, {**one, "trigger": {"within": -1}}]),
+        code=1,
+    )
     assert "Created automation" not in out.stderr
     assert "Failed to create 1 automation(s):" in out.stderr
     assert "trigger.within: must be greater than or equal to 0" in out.stderr
-    assert cli(herald, "automations", "create", "-f", str(tmp_path / "x.txt"),
-               code=1).output.endswith(
-        "File extension not recognized. Please use .yaml, .yml, .json or .toml\n")
-    assert "File not found:" in cli(herald, "automations", "create", "-f",
-                                    str(tmp_path / "missing.json"), code=1).output
-    assert "Invalid JSON:" in cli(herald, "automations", "create", "--json", "{nope",
-                                  code=1).output
-    names = sorted(a["name"] for a in json.loads(
-        cli(herald, "automations", "ls", "--format", "json").stdout))
+    assert cli(
+        herald, "automations", "create", "-f", str(tmp_path / "x.txt"), code=1
+    ).output.endswith("File extension not recognized. Please use .yaml, .yml, .json or .toml\n")
+    assert (
+        "File not found:"
+        in cli(herald, "automations", "create", "-f", str(tmp_path / "missing.json"), code=1).output
+    )
+    assert "Invalid JSON:" in cli(herald, "automations", "create", "--json", "{nope", code=1).output
+    names = sorted(
+        a["name"] for a in json.loads(cli(herald, "automations", "ls", "--format", "json").stdout)
+    )
     assert names == ["from toml", "ok", "orders shipped", "second"]
-    assert cli(herald, "automations", "delete", "--all", "--yes").stdout == \
-        "Deleted 4 automations.\n"
+    assert (
+        cli(herald, "automations", "delete", "--all", "--yes").stdout == "Deleted 4 automations.\n"
+    )
 
 
 def test_cli_yaml_round_trip(herald: Herald, tmp_path: Path) -> None:
@@ -304,15 +391,18 @@ def test_cli_from_event_and_history(herald: Herald) -> None:
     cli(herald, "automations", "create", "--from-event", shipped["id"], "--name", "8812")
     (created,) = json.loads(cli(herald, "automations", "ls", "--format", "json").stdout)
     trigger = created["trigger"]
-    assert (trigger["match"], trigger["expect"], trigger["posture"], trigger["threshold"],
-            trigger["within"]) == ({"prefect.resource.id": "app.order.8812"},
-                                   ["app.order.shipped"], "Reactive", 1, 0.0)
+    assert (
+        trigger["match"],
+        trigger["expect"],
+        trigger["posture"],
+        trigger["threshold"],
+        trigger["within"],
+    ) == ({"prefect.resource.id": "app.order.8812"}, ["app.order.shipped"], "Reactive", 1, 0.0)
     with HeraldClient(herald.grpc_address) as events:
         events.emit([order("app.order.shipped", 8812)])
 
     def fired() -> list[dict[str, Any]]:
-        out = json.loads(cli(herald, "automations", "history", "8812", "--format",
-                             "json").stdout)
+        out = json.loads(cli(herald, "automations", "history", "8812", "--format", "json").stdout)
         return [f for f in out if f["action_runs"][0]["status"] == "executed"]
 
     (firing,) = wait_for(fired)
@@ -331,8 +421,10 @@ def test_the_cli_asks_before_deleting_everything(herald: Herald) -> None:
 
 @pytest.fixture
 def admin_herald(db_path: Path) -> Iterator[Herald]:
-    tokens = [{"token": ADMIN_TOKEN, "scopes": ["admin"]},
-              {"token": READ_TOKEN, "scopes": ["read"]}]
+    tokens = [
+        {"token": ADMIN_TOKEN, "scopes": ["admin"]},
+        {"token": READ_TOKEN, "scopes": ["read"]},
+    ]
     with running_herald(test_config(db_path, auth={"tokens": tokens})) as server:
         yield server
 

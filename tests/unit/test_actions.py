@@ -62,24 +62,42 @@ class Harness:
 
         self.http = httpx.AsyncClient(transport=httpx.MockTransport(record))
         self.executor = ActionExecutor(
-            AutomationsConfig(**config), FakeClock(T0), http=self.http, emit=emit,
-            set_enabled=set_enabled, backoff_base=0.0,
+            AutomationsConfig(**config),
+            FakeClock(T0),
+            http=self.http,
+            emit=emit,
+            set_enabled=set_enabled,
+            backoff_base=0.0,
         )
 
-    def run(self, action: dict[str, Any], event: ReceivedEvent | None = None,
-            labels: dict[str, str] | None = None) -> Any:
+    def run(
+        self,
+        action: dict[str, Any],
+        event: ReceivedEvent | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Any:
         automation = parse_automation(
             {"name": "orders", "trigger": {"expect": ["app.order.shipped"]}, "actions": [action]}
         )
         event = event if event is not None else order_shipped()
         firing = Firing(
-            id=uuid4(), automation_id=automation.id, trigger_id=automation.trigger.id,
-            trigger_path="trigger", kind="triggered", occurred=T0,
-            triggering_labels=labels or {}, triggering_event=event,
+            id=uuid4(),
+            automation_id=automation.id,
+            trigger_id=automation.trigger.id,
+            trigger_path="trigger",
+            kind="triggered",
+            occurred=T0,
+            triggering_labels=labels or {},
+            triggering_event=event,
         )
         call = ActionCall(
-            automation=automation, firing=firing, action=automation.actions[0],
-            where="actions[0]", run_id=uuid4(), event=None, cause=Cause(1, (str(automation.id),)),
+            automation=automation,
+            firing=firing,
+            action=automation.actions[0],
+            where="actions[0]",
+            run_id=uuid4(),
+            event=None,
+            cause=Cause(1, (str(automation.id),)),
         )
 
         async def go() -> Any:
@@ -97,12 +115,15 @@ def test_do_nothing_is_executed() -> None:
 
 def test_webhook_renders_url_headers_and_body_and_records_the_status() -> None:
     h = Harness(lambda r: httpx.Response(201, text="created"))
-    outcome = h.run({
-        "type": "call-webhook",
-        "url": "http://hooks.test/{{ event.resource.labels.region }}/orders",
-        "headers": {"X-Order": "{{ event.resource.id }}", "Authorization": "Bearer s3cret"},
-        "body": '{"order": "{{ event.resource.id }}", "carrier": "{{ event.payload.carrier }}"}',
-    })
+    outcome = h.run(
+        {
+            "type": "call-webhook",
+            "url": "http://hooks.test/{{ event.resource.labels.region }}/orders",
+            "headers": {"X-Order": "{{ event.resource.id }}", "Authorization": "Bearer s3cret"},
+            "body": '{"order": "{{ event.resource.id }}", '
+            '"carrier": "{{ event.payload.carrier }}"}',
+        }
+    )
     assert outcome.status == "executed"
     assert outcome.response_status == 201
     assert outcome.detail["response_body"] == "created"
@@ -150,7 +171,9 @@ def test_a_client_error_is_not_retried() -> None:
     h = Harness(lambda r: httpx.Response(404))
     outcome = h.run({"type": "call-webhook", "url": "http://hooks.test/x"})
     assert (outcome.status, outcome.reason, len(h.requests)) == (
-        "failed", "the webhook answered 404 Not Found", 1
+        "failed",
+        "the webhook answered 404 Not Found",
+        1,
     )
 
 
@@ -179,12 +202,15 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 def test_emit_event_renders_everything_and_marks_its_cause() -> None:
     h = Harness()
-    outcome = h.run({
-        "type": "emit-event",
-        "event": "app.order.{{ event.payload.carrier | lower }}",
-        "resource": {"prefect.resource.id": "alert.{{ event.resource.id }}"},
-        "payload": {"region": "{{ labels.region }}", "n": 3},
-    }, labels={"region": "eu"})
+    outcome = h.run(
+        {
+            "type": "emit-event",
+            "event": "app.order.{{ event.payload.carrier | lower }}",
+            "resource": {"prefect.resource.id": "alert.{{ event.resource.id }}"},
+            "payload": {"region": "{{ labels.region }}", "n": 3},
+        },
+        labels={"region": "eu"},
+    )
     assert outcome.status == "executed"
     (event,) = h.emitted
     assert event["event"] == "app.order.dhl"
@@ -199,8 +225,9 @@ def test_emit_event_renders_everything_and_marks_its_cause() -> None:
 def test_emit_event_rejected_by_the_grammar_fails() -> None:
     h = Harness()
     h.reject_emit = "resource: the prefect.resource.id label must be a non-empty string"
-    outcome = h.run({"type": "emit-event", "event": "x",
-                     "resource": {"prefect.resource.id": "{{ nothing }}"}})
+    outcome = h.run(
+        {"type": "emit-event", "event": "x", "resource": {"prefect.resource.id": "{{ nothing }}"}}
+    )
     assert outcome.status == "failed"
     assert "the event was not stored" in outcome.reason
 
@@ -248,10 +275,12 @@ def test_run_command_is_refused_unless_allowed() -> None:
 
 
 def test_run_command_renders_its_argv_and_records_output() -> None:
-    outcome = Harness(allow_commands=True).run({
-        "type": "run-command",
-        "argv": [sys.executable, "-c", "import sys; print(sys.argv[1])", "{{ event.event }}"],
-    })
+    outcome = Harness(allow_commands=True).run(
+        {
+            "type": "run-command",
+            "argv": [sys.executable, "-c", "import sys; print(sys.argv[1])", "{{ event.event }}"],
+        }
+    )
     assert outcome.status == "executed"
     assert outcome.detail["stdout"].strip() == "app.order.shipped"
     assert outcome.response_status == 0
@@ -265,10 +294,13 @@ def test_run_command_nonzero_exit_fails() -> None:
 
 
 def test_run_command_timeout_kills_it() -> None:
-    outcome = Harness(allow_commands=True).run({
-        "type": "run-command", "timeout_seconds": 0.2,
-        "argv": [sys.executable, "-c", "import time; time.sleep(30)"],
-    })
+    outcome = Harness(allow_commands=True).run(
+        {
+            "type": "run-command",
+            "timeout_seconds": 0.2,
+            "argv": [sys.executable, "-c", "import time; time.sleep(30)"],
+        }
+    )
     assert outcome.status == "failed"
     assert "did not finish within 0.2 s" in outcome.reason
 
@@ -279,4 +311,3 @@ def test_run_command_missing_program_fails() -> None:
     )
     assert outcome.status == "failed"
     assert outcome.reason.startswith("cannot start '/nonexistent/herald-test-program'")
-
