@@ -4,7 +4,6 @@ same mapping ``HeraldClient`` uses."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,32 +11,19 @@ import grpc
 import orjson
 
 from collector._proto import automations_pb2, automations_pb2_grpc
-from collector.client import DEFAULT_ADDRESS, error_from_rpc
+from collector.client import Connection, error_from_rpc
 
 Progress = Callable[[int, int], None]
 
 
-class AutomationsClient:
+class AutomationsClient(Connection):
     """A connection to a Herald server's automations API."""
 
     def __init__(
         self, address: str | None = None, token: str | None = None, timeout: float = 30.0
     ) -> None:
-        self.address = address or os.environ.get("HERALD_ADDRESS") or DEFAULT_ADDRESS
-        self.token = token if token is not None else os.environ.get("HERALD_TOKEN")
-        self.timeout = timeout
-        # Backtests can list many firings: the same 64 MiB limit as HeraldClient and the server.
-        self._channel = grpc.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        super().__init__(address, token, timeout)
         self._stub = automations_pb2_grpc.AutomationsStub(self._channel)
-
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")] if self.token else []
 
     def _call(self, method: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = automations_pb2.JsonRequest(json=orjson.dumps(data))
@@ -122,12 +108,3 @@ class AutomationsClient:
             yield from stream
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.address) from None
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> AutomationsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

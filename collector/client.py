@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import orjson
@@ -42,8 +42,9 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> e.HeraldError:
     return _FROM_CODE.get(code, e.HeraldError)(details or str(code))
 
 
-class HeraldClient:
-    """A connection to a Herald server's gRPC port."""
+class Connection:
+    """A gRPC channel to a Herald server: address and token from arguments or ``HERALD_*``,
+    the server's 64 MiB message limit, bearer metadata. Clients for each service extend it."""
 
     def __init__(
         self, address: str | None = None, token: str | None = None, timeout: float = 30.0
@@ -58,10 +59,28 @@ class HeraldClient:
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ],
         )
-        self._stub = herald_pb2_grpc.HeraldStub(self._channel)
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HeraldClient(Connection):
+    """A connection to a Herald server's gRPC port."""
+
+    def __init__(
+        self, address: str | None = None, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        super().__init__(address, token, timeout)
+        self._stub = herald_pb2_grpc.HeraldStub(self._channel)
 
     def emit(self, events: list[dict[str, Any]]) -> tuple[int, list[tuple[int, str]]]:
         """Send events (Prefect's JSON shape); returns (accepted, [(index, reason)])."""
@@ -149,12 +168,3 @@ class HeraldClient:
             raise error_from_rpc(exc, self.address) from None
         finally:
             stream.cancel()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> HeraldClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
