@@ -33,6 +33,8 @@ def emit(
     Example: herald emit app.order.shipped --resource-id app.order.8812 --resource region=eu
     --payload '{"carrier": "DHL"}'
     """
+    from datetime import UTC, datetime
+
     from collector.domain.events import format_time
     from collector.domain.ids import uuid7_str
 
@@ -44,8 +46,9 @@ def emit(
         "payload": parse_json(payload, "--payload", dict) or {},
         "id": uuid7_str(),
     }
-    if occurred:
-        item["occurred"] = format_time(parse_time(occurred, "--occurred"))
+    item["occurred"] = format_time(
+        parse_time(occurred, "--occurred") if occurred else datetime.now(UTC)
+    )
     with state(ctx).client() as client:
         _, errors = client.emit([item])
     if errors:
