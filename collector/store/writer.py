@@ -76,8 +76,10 @@ class BatchWriter:
         if n == 0:
             done.set_result(0)
             return done
-        received = now_us()
         with self._cond:
+            # Stamped under the queue lock: `received` order is queue order is commit order,
+            # whichever thread submits (the automations watermark relies on it).
+            received = now_us()
             if self._stopping:
                 raise StoreError("the store is shutting down")
             # A single request larger than the whole queue is still let in when the queue is
