@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -195,10 +195,31 @@ class EventTrigger(BaseModel):
         return self.match_related if isinstance(self.match_related, list) else [self.match_related]
 
 
-class CompoundTrigger(BaseModel):
+class _Composite(BaseModel):
+    """The rules compound and sequence triggers share: at least one child, ``within`` ≥ 0."""
+
+    _kind: ClassVar[str]
+
+    @field_validator("triggers", check_fields=False)
+    @classmethod
+    def _triggers(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise _invalid(f"a {cls._kind} trigger needs at least one child trigger")
+        return v
+
+    @field_validator("within", check_fields=False)
+    @classmethod
+    def _within(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(0):
+            raise _invalid("must be greater than or equal to 0")
+        return v
+
+
+class CompoundTrigger(_Composite):
     """Fires when ``require`` of its child triggers fired within ``within`` (P§5.10)."""
 
     model_config = ConfigDict(extra="forbid")
+    _kind = "compound"
 
     type: Literal["compound"] = "compound"
     id: UUID = Field(default_factory=uuid4)
@@ -206,20 +227,6 @@ class CompoundTrigger(BaseModel):
     # Prefect makes the key mandatory (null = no limit); Herald lets it be left out.
     within: Seconds | None = None
     require: int | Literal["any", "all"]
-
-    @field_validator("triggers")
-    @classmethod
-    def _triggers(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise _invalid("a compound trigger needs at least one child trigger")
-        return v
-
-    @field_validator("within")
-    @classmethod
-    def _within(cls, v: timedelta | None) -> timedelta | None:
-        if v is not None and v < timedelta(0):
-            raise _invalid("must be greater than or equal to 0")
-        return v
 
     @field_validator("require")
     @classmethod
@@ -240,29 +247,16 @@ class CompoundTrigger(BaseModel):
         return int(self.require)
 
 
-class SequenceTrigger(BaseModel):
+class SequenceTrigger(_Composite):
     """Fires when its child triggers fired in the declared order within ``within`` (P§5.10)."""
 
     model_config = ConfigDict(extra="forbid")
+    _kind = "sequence"
 
     type: Literal["sequence"] = "sequence"
     id: UUID = Field(default_factory=uuid4)
     triggers: list[TriggerTypes]
     within: Seconds | None = None
-
-    @field_validator("triggers")
-    @classmethod
-    def _triggers(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise _invalid("a sequence trigger needs at least one child trigger")
-        return v
-
-    @field_validator("within")
-    @classmethod
-    def _within(cls, v: timedelta | None) -> timedelta | None:
-        if v is not None and v < timedelta(0):
-            raise _invalid("must be greater than or equal to 0")
-        return v
 
     @property
     def num_expected_firings(self) -> int:

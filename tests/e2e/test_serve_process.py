@@ -34,22 +34,27 @@ class Served:
     log: list[str]
 
 
+def serve_command(db: Path, *extra: str) -> list[str]:
+    """`herald serve` on ``db`` with both ports picked by the OS."""
+    return [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--db",
+        str(db),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        *extra,
+    ]
+
+
 @contextmanager
 def herald_serve(db: Path, *extra: str) -> Iterator[Served]:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "serve",
-            "--db",
-            str(db),
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            *extra,
-        ],
+        serve_command(db, *extra),
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -212,18 +217,7 @@ def test_second_server_on_the_same_file_fails_clearly(tmp_path: Path) -> None:
     db = tmp_path / "busy.duckdb"
     with herald_serve(db) as served:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "serve",
-                "--db",
-                str(db),
-                "--grpc",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ],
+            serve_command(db),
             cwd=ROOT,
             capture_output=True,
             text=True,
