@@ -401,13 +401,23 @@ class Evaluator:
             return []
         return self._process(event, now)
 
-    def wants(self, name: str, event_id: UUID | str | None = None) -> bool:
+    def wants(
+        self,
+        name: str,
+        event_id: UUID | str | None = None,
+        follows: UUID | str | None = None,
+    ) -> bool:
         """Whether ``on_event`` could do anything with such an event: some loaded trigger's
-        ``expect``/``after`` names match it, or held followers wait for it as their leader.
-        A server skips the other events cheaply (calling ``advance_clock`` for them)."""
+        ``expect``/``after`` names match it, held followers wait for it as their leader, or
+        it follows an event that is itself held (it must wait in line too, so that its own
+        followers wait for it: Prefect orders every event, covered or not). A server skips
+        the other events cheaply (calling ``advance_clock`` for them)."""
         if event_id is not None and self._s.followers:
             leader = event_id if isinstance(event_id, UUID) else UUID(event_id)
             if leader in self._s.followers:
+                return True
+        if follows is not None and self._s.held:
+            if (follows if isinstance(follows, UUID) else UUID(follows)) in self._s.held:
                 return True
         return bool(self._candidates(name))
 
@@ -444,6 +454,12 @@ class Evaluator:
             return False
         if now - event.received >= PRECEDING_EVENT_LOOKBACK:
             return False
+        if leader in self._s.held:
+            # The leader arrived but is itself waiting for its own leader: it is stored, not
+            # processed. Prefect records an event as seen only after processing it
+            # (ordering/memory.py, `event_is_processing`), so its followers wait behind it and
+            # are released after it, recursively.
+            return True
         if leader in self._s.seen:
             return False
         return self._leader_processed is None or not self._leader_processed(leader)
@@ -590,13 +606,16 @@ class Evaluator:
         elif now < bucket.end:
             if (
                 not reactive
+                and not meets
                 and event is not None
                 and starts_after(trigger, event.event)
                 and expects(trigger, event.event)
             ):
-                # P§5.6 (heartbeats): an event that arms and would satisfy the expectation
-                # restarts the window at itself instead, so the trigger fires `within` after
-                # the *last* one.
+                # P§5.6 (heartbeats): once the window has reached its threshold (the
+                # expectation is met), an event that arms and counts restarts the window at
+                # itself, so the trigger fires `within` after the *last* one. Below the
+                # threshold it only counts: the window opened by the first event stays
+                # (Prefect's `evaluate`, `not meets_threshold` in triggers.py).
                 occurred = _occurred(event)
                 bucket = buckets[key] = _Bucket(occurred, occurred + trigger.within, 0, event)
             return bucket

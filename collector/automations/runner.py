@@ -499,7 +499,7 @@ class AutomationRunner:
                         evaluator.advance_clock(us_to_datetime(skipped_max), seen_at)
                         skipped_max = None
             event_id = ids[i]
-            if evaluator.wants(names[i], event_id):
+            if evaluator.wants(names[i], event_id, cols.follows[i]):
                 out += evaluator.on_event(self._event(cols, i, received[i]), seen_at)
             elif skipped_max is None or occurred_us[i] > skipped_max:
                 skipped_max = occurred_us[i]

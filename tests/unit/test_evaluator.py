@@ -391,6 +391,19 @@ PROACTIVE: list[tuple[str, dict[str, Any], list[E | Tick], list[tuple[str, float
         triggered_at(65),
     ),
     (
+        "same event in after and expect, threshold 2: below it, an event only counts "
+        "(Prefect's `not meets_threshold`); the window opened by the first one fires",
+        {"after": ["a"], "expect": ["a"], "threshold": 2, "within": 10},
+        [E(1), E(3), Tick(10), Tick(11), Tick(13), Tick(30)],
+        triggered_at(11),
+    ),
+    (
+        "same event in after and expect, threshold 2: the event past it re-arms at itself",
+        {"after": ["a"], "expect": ["a"], "threshold": 2, "within": 10},
+        [E(1), E(2), E(3), Tick(11), Tick(12), Tick(13)],
+        triggered_at(13),
+    ),
+    (
         "a window that ended before a late event's arrival fires in the event path",
         HEARTBEAT,
         [E(0, "hb"), E(100, "hb")],
@@ -644,6 +657,23 @@ def test_leader_processed_answers_for_leaders_no_longer_in_the_cache() -> None:
     unknown = E(0, follows=uuid4()).event(received=T0)
     assert len(evaluator.on_event(known)) == 1
     assert evaluator.on_event(unknown) == []
+
+
+def test_a_stored_leader_still_waiting_for_its_own_leader_holds_its_followers() -> None:
+    # A server answers `leader_processed` from its store: e2 is stored, but it is held for
+    # e1, so e3 must wait behind it (Prefect: seen = processed, ordering/memory.py).
+    chain = [E(i, f"e{i}", tag=f"e{i}") for i in range(1, 4)]
+    for prev, nxt in itertools.pairwise(chain):
+        nxt.follows = prev.id
+    stored: set[UUID] = set()
+    clock = FakeClock(at(10))
+    evaluator = Evaluator(clock, leader_processed=stored.__contains__)
+    evaluator.load([automation({"expect": ["*"]})])
+    firings: list[Firing] = []
+    for e in (chain[1], chain[2], chain[0]):
+        stored.add(e.id)
+        firings += evaluator.on_event(e.event(received=clock.now()))
+    assert tags(firings) == ["e1", "e2", "e3"]
 
 
 def test_several_automations_fire_in_load_order() -> None:
