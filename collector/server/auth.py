@@ -32,7 +32,12 @@ class Authenticator:
         kind, _, value = authorization.strip().partition(" ")
         if kind.lower() != "bearer" or not value:
             raise Unauthenticated("the authorization header must be 'Bearer <token>'")
-        given = value.strip().encode()
+        try:
+            given = value.strip().encode()
+        except UnicodeEncodeError:
+            # aiohttp hands undecodable header bytes over as lone surrogates; no configured
+            # token (a str) can match them, so this is a wrong token, not a server error.
+            raise Unauthenticated("the bearer token is not valid UTF-8 text") from None
         for token, scopes in self._tokens:
             # Compare every token in constant time so timing does not reveal a prefix.
             if hmac.compare_digest(token, given):

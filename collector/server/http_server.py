@@ -3,12 +3,13 @@ reading with the size limit applied after decompression. Handlers live in their 
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from collector.config import Scope
 from collector.errors import HeraldError, InvalidInput, PayloadTooLarge
@@ -41,33 +42,103 @@ def json_error(exc: BaseException) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, gunzipped if ``Content-Encoding: gzip``, within the size limit."""
+    """The whole request body, inflated if ``Content-Encoding: gzip`` (or ``deflate``).
+
+    Reads until the body ends (``Content-Length`` or chunked framing), however many reads
+    that takes: a body arrives over TCP in pieces, and one read returns only what has arrived
+    so far. ``max_receive_bytes`` applies to the body as sent and, when compressed, to its
+    inflated size, checked as the bytes arrive so an oversized body or a small "zip bomb"
+    never sits in memory whole. Raises ``PayloadTooLarge`` (413) beyond the limit and
+    ``InvalidInput`` (400) for a body that cannot be decoded.
+    """
     limit = request.app[MAX_BYTES_KEY]
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
     encoding = request.headers.get("Content-Encoding", "identity").lower().strip()
     if encoding in ("", "identity"):
-        return raw
-    if encoding in ("gzip", "deflate"):
-        # Decompress with a cap so a small "zip bomb" cannot blow up memory.
-        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-        try:
-            d = zlib.decompressobj(wbits)
-            out = d.decompress(raw, limit + 1)
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise InvalidInput(f"body is not valid {encoding}: {exc}") from None
-        if len(out) > limit or d.unconsumed_tail:
-            raise PayloadTooLarge(f"decompressed body is over the {limit}-byte limit")
-        return out
-    raise InvalidInput(f"unsupported Content-Encoding {encoding!r} (use gzip or identity)")
+        inflater = None
+    elif encoding in ("gzip", "deflate"):
+        inflater = _Inflater(encoding, limit)
+    else:
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r} (use gzip or identity)")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+            if inflater is None:
+                parts.append(chunk)
+            else:
+                inflater.feed(chunk)
+    except (ClientPayloadError, HttpProcessingError, ConnectionError) as exc:
+        # Broken framing, or the client went away mid-body (aiohttp: "Connection lost"). The
+        # request is refused as a client error: nothing is stored, no traceback is logged.
+        raise InvalidInput(f"the request body could not be read: {exc}") from None
+    if inflater is not None:
+        return inflater.finish()
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _Inflater:
+    """Streaming gzip/deflate decoding with a cap on the inflated size.
+
+    A gzip body may hold several members one after another (RFC 1952 §2.2; ``cat a.gz b.gz``
+    and some clients' streaming writers make them): every member is decoded. Bytes after the
+    last member that are not another member, and a body that ends before its member's
+    trailer (CRC and size), are refused rather than silently ignored.
+    """
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self._gzip = encoding == "gzip"
+        self._encoding = encoding
+        self._limit = limit
+        self._out: list[bytes] = []
+        self._size = 0
+        self._members = 0
+        self._fed = False  # any byte given: an empty body inflates to an empty body
+        self._decoder = self._new_member()
+
+    def _new_member(self) -> Any:
+        self._members += 1
+        # wbits: 16 + MAX_WBITS = one gzip member; MAX_WBITS = one zlib stream.
+        return zlib.decompressobj(16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> None:
+        self._fed = self._fed or bool(data)
+        while data:
+            if self._decoder.eof:
+                if not self._gzip:
+                    raise InvalidInput("deflate body has data after the end of its stream")
+                self._decoder = self._new_member()
+            try:
+                # max_length caps what one call may inflate (never 0: that means unlimited).
+                out = self._decoder.decompress(data, self._limit - self._size + 1)
+            except zlib.error as exc:
+                if self._members > 1:
+                    raise InvalidInput(
+                        "gzip body has data after its last member that is not another gzip member"
+                    ) from None
+                raise InvalidInput(f"body is not valid {self._encoding}: {exc}") from None
+            self._size += len(out)
+            if self._size > self._limit:
+                raise PayloadTooLarge(f"decompressed body is over the {self._limit}-byte limit")
+            self._out.append(out)
+            data = self._decoder.unused_data if self._decoder.eof else self._decoder.unconsumed_tail
+
+    def finish(self) -> bytes:
+        """The inflated body; raises ``InvalidInput`` if the last member is incomplete."""
+        if self._fed and not self._decoder.eof:
+            raise InvalidInput(f"{self._encoding} body is truncated (it ends mid-stream)")
+        return b"".join(self._out)
 
 
 def build_app(routes: list[Route], auth: Authenticator, max_bytes: int) -> web.Application:
     """An aiohttp application with every route's scope checked before its handler runs."""
-    # client_max_size is a backstop; read_body enforces the real limit after decompression.
+    # client_max_size only guards request.read()/post(), which no handler calls: read_body
+    # streams the body and enforces the limit itself (after inflation, with a Status body
+    # for OTLP routes), so aiohttp never answers its own plain-text 413.
     app = web.Application(client_max_size=max_bytes + 1)
     app[AUTH_KEY] = auth
     app[MAX_BYTES_KEY] = max_bytes
