@@ -1,14 +1,17 @@
 """Herald's automations gRPC service (``herald.v1.Automations``): create, update, delete, list,
 read, pause/resume, history and backtests. Each method is auth → decode JSON → call the
-``AutomationRunner`` → encode JSON; writes need the ``admin`` scope, reads ``read``."""
+``AutomationRunner`` → encode JSON; writes need the ``admin`` scope, reads ``read``.
+
+A backtest runs in a worker thread (``ThreadWork``) and streams every progress report it
+makes, in order, then its result."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import grpc
@@ -65,6 +68,58 @@ def _time(data: dict[str, Any], key: str, default: datetime | None = None) -> da
     except ValueError:
         raise InvalidInput(f"{key}: {value!r} is not an ISO 8601 time") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+T = TypeVar("T")
+Report = Callable[[int, int], None]  # (done, total)
+
+
+class ThreadWork(Generic[T]):
+    """Blocking work run in a worker thread, its progress streamed to the event loop.
+
+    ``work(report, stop)`` calls ``report(done, total)`` as it goes and returns early once
+    ``stop()`` is true. ``progress()`` yields every report, in order, and ends only after the
+    last one: the thread puts an end marker on the queue after its final report, so reports
+    still queued when the work finishes are handed out too (watching the work's future
+    instead would race with them and drop the final ``done == total``). Leaving
+    ``progress()`` early (the client went away) tells the work to stop. ``result()`` is the
+    work's return value or raises its error."""
+
+    def __init__(self, work: Callable[[Report, Callable[[], bool]], T]) -> None:
+        self._work = work
+        self._stop = threading.Event()
+        self._task: asyncio.Future[T] | None = None
+
+    async def progress(self) -> AsyncIterator[tuple[int, int]]:
+        loop = asyncio.get_running_loop()
+        # Unbounded, but small: a backtest reports once per chunk of events read.
+        queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
+
+        def report(done: int, total: int) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (done, total))
+
+        def run() -> T:
+            try:
+                return self._work(report, self._stop.is_set)
+            finally:
+                # Queued behind every report this thread made: the reader sees them all first.
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        self._task = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            self._stop.set()
+
+    def stop(self) -> None:
+        """Ask the work to stop at its next check (the call ended or was cancelled)."""
+        self._stop.set()
+
+    async def result(self) -> T:
+        if self._task is None:
+            raise RuntimeError("progress() has not been started")
+        return await self._task
 
 
 class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
@@ -175,35 +230,16 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         except HeraldError as exc:
             await abort_grpc(context, exc)
             raise
-        loop = asyncio.get_running_loop()
-        progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def report(done: int, total: int) -> None:
-            loop.call_soon_threadsafe(progress.put_nowait, (done, total))
-
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                backtest,
-                self._runner.db,
-                automation,
-                since,
-                until,
-                progress=report,
-                stop=cancelled.is_set,
+        running = ThreadWork(
+            lambda report, stop: backtest(
+                self._runner.db, automation, since, until, progress=report, stop=stop
             )
         )
         try:
-            while not work.done():
-                getter = asyncio.ensure_future(progress.get())
-                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    done, total = getter.result()
-                    yield _reply({"progress": {"done": done, "total": total}})
-                else:
-                    getter.cancel()
+            async for done, total in running.progress():
+                yield _reply({"progress": {"done": done, "total": total}})
             try:
-                firings, events, truncated = work.result()
+                firings, events, truncated = await running.result()
             except HeraldError as exc:
                 await abort_grpc(context, exc)
                 raise
@@ -216,4 +252,4 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
                 }
             )
         finally:
-            cancelled.set()
+            running.stop()
