@@ -431,9 +431,62 @@ class TimeUnit(StrEnum):
     MINUTE = "minute"
     SECOND = "second"
 
-    def as_timedelta(self, interval: float) -> timedelta:
+    def as_seconds(self, interval: float) -> float:
         seconds = {"week": 604_800, "day": 86_400, "hour": 3_600, "minute": 60, "second": 1}
-        return timedelta(seconds=seconds[self.value] * interval)
+        return seconds[self.value] * interval
+
+    def as_timedelta(self, interval: float) -> timedelta:
+        return timedelta(seconds=self.as_seconds(interval))
+
+
+# The calendar every bucket must fit in: Python's datetime range, in UTC.
+_MIN_US = datetime_to_us(datetime.min.replace(tzinfo=UTC))
+_MAX_US = datetime_to_us(datetime.max.replace(tzinfo=UTC))
+_CALENDAR_US = _MAX_US - _MIN_US
+
+
+def interval_value(value: object) -> float:
+    """A request's ``time_interval`` as a float: a finite number of at least 0.01.
+
+    A number in a string (``"2"``) is taken, as Prefect's model takes it. Anything else —
+    text, ``NaN``, infinities, null, lists — raises ``InvalidFilter`` naming the field, so it
+    is a 400 / INVALID_ARGUMENT and never an arithmetic error further down.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidFilter(f"time_interval: must be a number, got {_json_kind(value)}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # text that is no number; an int beyond float's range
+        raise InvalidFilter(f"time_interval: must be a number, got {_shown(value)}") from None
+    if not math.isfinite(number):
+        raise InvalidFilter(f"time_interval: must be a finite number, got {_shown(value)}")
+    if number < MIN_INTERVAL:
+        raise InvalidFilter("The minimum interval is 0.01 (time_interval)")
+    return number
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a value that is not a number"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _beyond_calendar(interval: float, unit: TimeUnit) -> str:
+    return (
+        f"time_interval: buckets of {interval:g} {unit.value}(s) would start or end outside "
+        "the years 1-9999; use a smaller interval"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,18 +521,24 @@ def time_buckets(
     since: datetime,
     until: datetime,
     time_unit: TimeUnit | str,
-    time_interval: float,
+    time_interval: object,
     now: datetime,
 ) -> tuple[int, timedelta, int]:
     """Prefect's bucket rules: ``(first bucket index since the pivot, bucket size, count)``.
 
-    Raises ``InvalidFilter`` for an interval under 0.01 or more than 1000 buckets (Prefect's
-    check, ``ceil((until − since) / Δ)``). Buckets run from the one containing ``since`` to
-    the one containing ``min(until, now)``: no bucket starts in the future.
+    Raises ``InvalidFilter`` for an interval that is not a finite number of at least 0.01
+    (``interval_value``), for more than 1000 buckets (Prefect's check,
+    ``ceil((until − since) / Δ)``) and for buckets reaching outside the years 1–9999.
+    Buckets run from the one containing ``since`` to the one containing ``min(until, now)``:
+    no bucket starts in the future.
     """
-    if time_interval < MIN_INTERVAL:
-        raise InvalidFilter("The minimum interval is 0.01")
-    delta = _parse_enum(TimeUnit, time_unit, "time_unit").as_timedelta(time_interval)
+    interval = interval_value(time_interval)
+    unit = _parse_enum(TimeUnit, time_unit, "time_unit")
+    # Checked before building the timedelta, which overflows past ~2.7M years: a bucket
+    # longer than the whole calendar can have no representable start or end anyway.
+    if unit.as_seconds(interval) * 1e6 > _CALENDAR_US:
+        raise InvalidFilter(_beyond_calendar(interval, unit))
+    delta = unit.as_timedelta(interval)
     delta_us = delta // timedelta(microseconds=1)
     if delta_us <= 0:
         raise InvalidFilter("The minimum interval is 0.01")
@@ -493,7 +552,13 @@ def time_buckets(
         )
     first = (since_us - PIVOT_US) // delta_us
     last = (min(until_us, datetime_to_us(now)) - PIVOT_US) // delta_us
-    return first, delta, max(0, last - first + 1)
+    n = max(0, last - first + 1)
+    # Buckets align to the pivot, so a long one may start before year 1 or end after 9999.
+    if n and (
+        PIVOT_US + first * delta_us < _MIN_US or PIVOT_US + (first + n) * delta_us - 1 > _MAX_US
+    ):
+        raise InvalidFilter(_beyond_calendar(interval, unit))
+    return first, delta, n
 
 
 def count_events(
@@ -501,7 +566,7 @@ def count_events(
     filter: EventFilter | None,
     countable: Countable | str,
     time_unit: TimeUnit | str = TimeUnit.DAY,
-    time_interval: float = 1.0,
+    time_interval: object = 1.0,
     *,
     now: datetime,
 ) -> list[EventCount]:
@@ -515,14 +580,14 @@ def count_events(
     """
     countable = _parse_enum(Countable, countable, "countable")
     unit = _parse_enum(TimeUnit, time_unit, "time_unit")
-    if time_interval < MIN_INTERVAL:
-        raise InvalidFilter("The minimum interval is 0.01")
+    # Validated for every countable, as Prefect validates the body field whatever it counts.
+    interval = interval_value(time_interval)
     resolved = (filter or EventFilter()).resolve(now)
     where, params = resolved.to_sql()
     if countable in (Countable.DAY, Countable.TIME):
         if countable is Countable.DAY:
-            unit, time_interval = TimeUnit.DAY, 1.0
-        return _count_by_time(cur, resolved, where, params, unit, time_interval, now)
+            unit, interval = TimeUnit.DAY, 1.0
+        return _count_by_time(cur, resolved, where, params, unit, interval, now)
     if countable is Countable.EVENT:
         sql = (
             "SELECT e.event AS value, e.event AS label, count(*) AS n, min(e.occurred), "
