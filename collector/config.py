@@ -99,6 +99,19 @@ class AutomationsConfig(_Section):
     allow_commands: bool = Field(False, description="allow the run-command action")
     webhook_timeout_seconds: float = Field(10.0, gt=0)
     webhook_retries: int = Field(3, ge=0)
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts call-webhook may reach ('host', 'host:port', globs); empty = any. "
+        "Set it when events come from untrusted senders: templates can steer a URL",
+    )
+    template_timeout_seconds: float = Field(
+        2.0, gt=0, description="time limit for rendering one action's templates"
+    )
+    secrets_file: str = Field(
+        "",
+        description="file with secrets for {{ secrets.NAME }} (TOML, or dotenv NAME=value); "
+        "HERALD_SECRET_<NAME> environment variables are used first",
+    )
 
 
 class LoggingConfig(_Section):
@@ -134,6 +147,8 @@ class Config(_Section):
 ENV_PREFIX = "HERALD_"
 # Client-side variables that are not config keys of the server.
 _CLIENT_ENV = {"HERALD_ADDRESS", "HERALD_TOKEN", "HERALD_CONFIG", "HERALD_HTTP_ADDRESS"}
+# HERALD_SECRET_<NAME>: values for {{ secrets.NAME }} in automation templates, not config.
+_SECRET_ENV_PREFIX = "HERALD_SECRET_"
 
 
 def _env_value(raw: str) -> Any:
@@ -146,7 +161,11 @@ def _env_value(raw: str) -> Any:
 def _env_overlay(env: Mapping[str, str]) -> dict[str, Any]:
     overlay: dict[str, Any] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name in _CLIENT_ENV:
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name in _CLIENT_ENV
+            or name.startswith(_SECRET_ENV_PREFIX)
+        ):
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         if len(path) != 2 or not all(path):

@@ -12,12 +12,15 @@ store nor the writer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import fnmatch
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 from uuid import UUID
 
 import httpx
@@ -29,6 +32,15 @@ from collector.automations.events import (
     automation_resource_id,
     cause_related,
     derived_id,
+)
+from collector.automations.secrets import (
+    SAFE_HEADERS,
+    SecretSource,
+    SecretsView,
+    redact,
+    redact_url,
+    scrub,
+    secret_parts,
 )
 from collector.automations.templates import TemplateEngine, build_context
 from collector.clock import Clock
@@ -122,6 +134,52 @@ def _redact(headers: httpx.Headers) -> dict[str, str]:
     return {k: ("[redacted]" if k.lower() in _REDACTED_HEADERS else v) for k, v in headers.items()}
 
 
+def _host_port(url: str) -> tuple[str, int | None]:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "", None
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.host.lower().strip("[]"), port
+
+
+def _pattern(entry: str) -> tuple[str, str]:
+    """``host``, ``host:port``, ``[v6]:port``, ``*.example.com`` → (host glob, port glob)."""
+    entry = entry.strip().lower()
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest.removeprefix(":") or "*"
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port or "*"
+    return entry, "*"
+
+
+def _userinfo_forms(url: str) -> list[str]:
+    """URL credentials as they may come back in a response: plain and as Basic auth."""
+    try:
+        userinfo = unquote(httpx.URL(url).userinfo.decode())
+    except (httpx.InvalidURL, TypeError, ValueError, UnicodeDecodeError):
+        return []
+    if not userinfo:
+        return []
+    return [userinfo, base64.b64encode(userinfo.encode()).decode()]
+
+
+def webhook_host_allowed(url: str, allowed: list[str]) -> bool:
+    """Whether a rendered webhook URL's host (and port) matches ``allowed`` (empty: any)."""
+    if not allowed:
+        return True
+    host, port = _host_port(url)
+    if not host:
+        return False
+    for entry in allowed:
+        host_glob, port_glob = _pattern(entry)
+        if fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(str(port), port_glob):
+            return True
+    return False
+
+
 def infer_automation(event: ReceivedEvent | None) -> UUID | None:
     """The first ``herald.automation.<id>`` resource of the event (primary, then related)."""
     if event is None:
@@ -145,6 +203,7 @@ class ActionExecutor:
         emit: EmitEvents,
         set_enabled: SetEnabled,
         templates: TemplateEngine | None = None,
+        secrets: SecretSource | None = None,
         backoff_base: float = BACKOFF_BASE_SECONDS,
     ) -> None:
         self._config = config
@@ -152,13 +211,26 @@ class ActionExecutor:
         self._http = http
         self._emit = emit
         self._set_enabled = set_enabled
-        self._templates = templates or TemplateEngine()
+        self._templates = templates or TemplateEngine(config.template_timeout_seconds)
+        self._secrets = secrets or SecretSource(config.secrets_file)
         self._backoff_base = backoff_base
 
     async def run(self, call: ActionCall) -> Outcome:
-        """Run one action; failures come back as a ``failed`` outcome, never raised."""
+        """Run one action; failures come back as a ``failed`` outcome, never raised. What the
+        outcome records (reason, URL, response, argv) is scrubbed of every secret the action
+        used: it goes into ``action_runs`` and the ``herald.automation.action.*`` event,
+        which read tokens see."""
+        used: list[str] = []
+        outcome = await self._run(call, used)
+        secrets = [part for value in used for part in secret_parts(value)]
+        if secrets:
+            outcome.reason = scrub(outcome.reason, secrets)
+            outcome.detail = scrub(outcome.detail, secrets)
+        return outcome
+
+    async def _run(self, call: ActionCall, used: list[str]) -> Outcome:
         try:
-            return await self._dispatch(call)
+            return await self._dispatch(call, used)
         except ActionFailed as exc:
             return Outcome("failed", exc.reason, exc.detail, exc.response_status)
         except InvalidAutomation as exc:
@@ -174,22 +246,27 @@ class ActionExecutor:
             log.exception("action %s of automation %s failed", call.where, call.automation.id)
             return Outcome("failed", f"unexpected error: {type(exc).__name__}: {exc}")
 
-    async def _dispatch(self, call: ActionCall) -> Outcome:
+    async def _dispatch(self, call: ActionCall, used: list[str]) -> Outcome:
         action = call.action
         if isinstance(action, DoNothing):
             return Outcome("executed")
         if isinstance(action, CallWebhook):
-            return await self._webhook(call, action)
+            return await self._webhook(call, action, used)
         if isinstance(action, EmitEvent):
             return await self._emit_event(call, action)
         if isinstance(action, PauseAutomation | ResumeAutomation):
             return await self._pause_or_resume(call, action)
         if isinstance(action, RunCommand):
-            return await self._command(call, action)
+            return await self._command(call, action, used)
         raise ActionFailed(f"unknown action type {getattr(action, 'type', action)!r}")
 
-    def _context(self, call: ActionCall) -> dict[str, Any]:
-        return build_context(call.automation, call.firing, call.event)
+    def _context(self, call: ActionCall, secrets: SecretsView | None = None) -> dict[str, Any]:
+        # Templates see the automation with its secrets redacted: `{{ automation }}` must not
+        # carry a webhook's token into an event or a request.
+        public, _ = redact(call.automation.model_dump(mode="json"))
+        return build_context(
+            call.automation, call.firing, call.event, public=public, secrets=secrets
+        )
 
     def _render(self, text: str, context: dict[str, Any], where: str) -> str:
         return self._templates.render(text, context, where)
@@ -206,18 +283,41 @@ class ActionExecutor:
             }
         )
 
-    async def _webhook(self, call: ActionCall, action: CallWebhook) -> Outcome:
-        context = self._context(call)
-        url = self._render(action.url, context, f"{call.where}.url")
-        headers = {
-            k: self._render(v, context, f"{call.where}.headers.{k}")
-            for k, v in action.headers.items()
-        }
-        body = (
-            self._render(action.body, context, f"{call.where}.body")
-            if action.body is not None
-            else self._default_body(call)
-        )
+    async def _webhook(self, call: ActionCall, action: CallWebhook, used: list[str]) -> Outcome:
+        # The action's own secret values (header values, URL userinfo and query values).
+        used += redact({"actions": [action.model_dump(mode="json")]})[1]
+        secrets = SecretsView(self._secrets)
+        where = call.where
+
+        def render_all() -> tuple[str, dict[str, str], str | None]:
+            context = self._context(call, secrets)
+            try:
+                url = self._render(action.url, context, f"{where}.url")
+                headers = {
+                    k: self._render(v, context, f"{where}.headers.{k}")
+                    for k, v in action.headers.items()
+                }
+                body = (
+                    self._render(action.body, context, f"{where}.body")
+                    if action.body is not None
+                    else None
+                )
+            finally:
+                used.extend(secrets.used)
+            return url, headers, body
+
+        url, headers, rendered_body = await self._templates.offload(render_all, where)
+        used += [v for k, v in headers.items() if k.lower() not in SAFE_HEADERS]
+        used += _userinfo_forms(url)
+        shown_url = redact_url(url)
+        if not webhook_host_allowed(url, self._config.webhook_allow_hosts):
+            host, port = _host_port(url)
+            raise ActionFailed(
+                f"the webhook host {host or url!r} (port {port}) is not in "
+                "automations.webhook_allow_hosts; the request was not sent",
+                {"url": shown_url, "method": action.method},
+            )
+        body = rendered_body if rendered_body is not None else self._default_body(call)
         if not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = (
                 "application/json" if _looks_like_json(body) else "text/plain; charset=utf-8"
@@ -244,7 +344,7 @@ class ActionExecutor:
             else:
                 status = response.status_code
                 detail = {
-                    "url": url,
+                    "url": shown_url,
                     "method": action.method,
                     "status_code": status,
                     "attempts": attempts,
@@ -260,19 +360,32 @@ class ActionExecutor:
                 await asyncio.sleep(backoff_delay(attempt, self._backoff_base))
         raise ActionFailed(
             f"{last} (after {attempts} attempt{'s' if attempts != 1 else ''})",
-            {"url": url, "method": action.method, "attempts": attempts, "status_code": status},
+            {
+                "url": shown_url,
+                "method": action.method,
+                "attempts": attempts,
+                "status_code": status,
+            },
             status,
         )
 
     # -- emit-event -------------------------------------------------------------------------
 
     async def _emit_event(self, call: ActionCall, action: EmitEvent) -> Outcome:
-        context = self._context(call)
         where = call.where
-        name = self._render(action.event, context, f"{where}.event")
-        resource = self._templates.render_value(action.resource, context, f"{where}.resource")
-        related = self._templates.render_value(action.related, context, f"{where}.related")
-        payload = self._templates.render_value(action.payload, context, f"{where}.payload")
+
+        def render_all() -> tuple[str, Any, Any, Any]:
+            # No `secrets` here: what an emitted event carries, read tokens see.
+            context = self._context(call)
+            engine = self._templates
+            return (
+                self._render(action.event, context, f"{where}.event"),
+                engine.render_value(action.resource, context, f"{where}.resource"),
+                engine.render_value(action.related, context, f"{where}.related"),
+                engine.render_value(action.payload, context, f"{where}.payload"),
+            )
+
+        name, resource, related, payload = await self._templates.offload(render_all, where)
         # The loop guard's mark: which automations led to this event (events.py).
         related = [*related, cause_related(call.automation, call.cause)]
         event_id = derived_id("herald.automation.emit", call.run_id)
@@ -318,17 +431,25 @@ class ActionExecutor:
 
     # -- run-command ------------------------------------------------------------------------
 
-    async def _command(self, call: ActionCall, action: RunCommand) -> Outcome:
+    async def _command(self, call: ActionCall, action: RunCommand, used: list[str]) -> Outcome:
         if not self._config.allow_commands:
             raise ActionFailed(
                 "run-command is turned off on this server "
                 "(set automations.allow_commands = true to allow it)"
             )
-        context = self._context(call)
-        argv = [
-            self._render(arg, context, f"{call.where}.argv[{i}]")
-            for i, arg in enumerate(action.argv)
-        ]
+        secrets = SecretsView(self._secrets)
+
+        def render_all() -> list[str]:
+            context = self._context(call, secrets)
+            try:
+                return [
+                    self._render(arg, context, f"{call.where}.argv[{i}]")
+                    for i, arg in enumerate(action.argv)
+                ]
+            finally:
+                used.extend(secrets.used)
+
+        argv = await self._templates.offload(render_all, call.where)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

@@ -174,7 +174,7 @@ class AutomationRunner:
         self._http = http or httpx.AsyncClient(follow_redirects=False)
         self._grace = shutdown_grace_seconds
         self._max_backlog = max_backlog_events
-        self._templates = TemplateEngine()
+        self._templates = TemplateEngine(config.template_timeout_seconds)
         self._executor = ActionExecutor(
             config,
             self._clock,
@@ -274,6 +274,7 @@ class AutomationRunner:
                 )
             except HeraldError as exc:
                 log.warning("could not save the automations state: %s", exc)
+        self._templates.close()
         if self._own_http:
             await self._http.aclose()
 

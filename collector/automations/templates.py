@@ -14,19 +14,28 @@ Templates reach labels the way Prefect's do: ``{{ event.resource.id }}``,
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Iterator, Mapping
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from jinja2 import ChainableUndefined, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 from pydantic import BaseModel
 
 from collector.automations.evaluator import Firing
+from collector.automations.secrets import SecretsView
 from collector.domain.automations import Automation
 from collector.domain.events import (
     RESOURCE_ID,
@@ -37,6 +46,8 @@ from collector.domain.events import (
 )
 from collector.errors import InvalidAutomation
 
+T = TypeVar("T")
+
 MAX_RANGE = 100  # Prefect: jinja2.sandbox.MAX_RANGE = 100
 MAX_FOR_LOOPS = 10  # Prefect: MAX_LOOP_COUNT
 MAX_LOOP_NESTING = 2  # Prefect: MAX_NESTED_LOOP_DEPTH
@@ -44,7 +55,17 @@ MAX_LOOP_NESTING = 2  # Prefect: MAX_NESTED_LOOP_DEPTH
 MAX_REPEAT_LENGTH = 100_000
 MAX_EXPONENT = 100
 MAX_OUTPUT_CHARS = 1_000_000
+# Integers may not grow past this many bits (``ns.x * ns.x`` in a loop doubles them).
+MAX_INT_BITS = 100_000
+MAX_JSON_INDENT = 16
+MAX_LIPSUM = 100
+DEFAULT_RENDER_SECONDS = 2.0
+RENDER_THREADS = 2
 _COMPILED_CACHE_SIZE = 512
+
+
+class RenderLimit(SecurityError):
+    """A template hit a size or time limit while rendering."""
 
 
 def _limited_range(*args: int) -> range:
@@ -52,6 +73,12 @@ def _limited_range(*args: int) -> range:
     if len(rng) > MAX_RANGE:
         raise SecurityError(f"range() is limited to {MAX_RANGE} items in templates")
     return rng
+
+
+def _limited_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    if n > MAX_LIPSUM or max > MAX_LIPSUM:
+        raise RenderLimit(f"lipsum() is limited to {MAX_LIPSUM} paragraphs of {MAX_LIPSUM} words")
+    return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
 
 
 def _json_default(value: Any) -> Any:
@@ -65,6 +92,8 @@ def _json_default(value: Any) -> Any:
         return dict(value.items())
     if isinstance(value, LabelDiver):
         return str(value)
+    if isinstance(value, SecretsView):
+        return str(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, set | frozenset | tuple):
@@ -74,22 +103,252 @@ def _json_default(value: Any) -> Any:
 
 def _tojson(value: Any, indent: int | None = None) -> str:
     # Jinja's own tojson HTML-escapes; webhook bodies want plain JSON (Prefect replaces it too).
+    if indent is not None and (not isinstance(indent, int) or indent > MAX_JSON_INDENT):
+        raise RenderLimit(f"tojson(indent) is limited to {MAX_JSON_INDENT} in templates")
     return json.dumps(value, default=_json_default, indent=indent)
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Prefect's sandbox without its process-wide ``MAX_RANGE`` patch, plus size caps."""
+# --------------------------------------------------------------------------------------------
+# Size limits *while* rendering: every way a template can build a large string or number is
+# checked before the work is done (a check of the result would come after the memory was
+# taken and the time spent — `'x'|center(200000000)` is one C call).
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def approx_len(value: Any, budget: int = MAX_OUTPUT_CHARS) -> int:
+    """About how many characters ``str(value)`` has; stops counting past ``budget`` (so the
+    walk itself is bounded). Containers count their items plus separators."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, bytes | bytearray):
+        return 4 * len(value)
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 1
+    if isinstance(value, float):
+        return 24
+    total = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes | bytearray | int | float) or item is None:
+            total += approx_len(item) + 4
+        elif isinstance(item, Mapping):
+            total += 2
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2
+            stack.extend(item)
+        else:
+            total += 64  # other objects (events, resources) print as names or ids
+        if total > budget:
+            return total
+    return total
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_OUTPUT_CHARS:
+        raise RenderLimit(
+            f"{what} would make about {size:,} characters; templates may produce at most "
+            f"{MAX_OUTPUT_CHARS:,}"
+        )
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str | bytes):
+        return len(value)
+    return 0
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\d+|\*)?(?:\.(\d+|\*))?[a-zA-Z%]")
+_BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
+_DIGITS = re.compile(r"\d+")
+
+
+def format_widths(fmt: str) -> int:
+    """The sum of every width and precision in a ``%`` or ``str.format`` format string (a
+    ``*`` width counts as over the limit: its size is not known before formatting)."""
+    total = 0
+    for width, precision in _PERCENT_SPEC.findall(fmt):
+        for part in (width, precision):
+            if part == "*":
+                return MAX_OUTPUT_CHARS + 1
+            if part:
+                total += int(part)
+    for spec in _BRACE_SPEC.findall(fmt):
+        total += sum(int(d) for d in _DIGITS.findall(spec))
+    return total
+
+
+def _args_len(args: Any, kwargs: Mapping[str, Any]) -> int:
+    budget = MAX_OUTPUT_CHARS
+    return approx_len(list(args), budget) + approx_len(list(kwargs.values()), budget)
+
+
+def _replace_size(s: Any, old: Any, new: Any, count: Any = -1) -> int:
+    text = str(s) if not isinstance(s, str | bytes) else s
+    old_len = _int(old)
+    new_len = _int(new)
+    hits = len(text) + 1 if old_len == 0 else text.count(old) if isinstance(old, type(text)) else 0
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    return len(text) + hits * max(0, new_len - old_len)
+
+
+def _join_size(sep: Any, items: Any) -> int:
+    seq = list(items) if not isinstance(items, list | tuple) else items
+    if len(seq) > MAX_OUTPUT_CHARS:
+        return len(seq)
+    return approx_len(seq) + _int(sep) * max(0, len(seq) - 1)
+
+
+def _estimate_filter(name: str, value: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
+    """The size a string-producing filter's result would have (0: not worth checking)."""
+    base = approx_len(value)
+    if name in ("center",):
+        return max(base, _int(args[0] if args else kw.get("width", 80)))
+    if name == "indent":
+        width = _int(args[0] if args else kw.get("width", 4))
+        lines = str(value).count("\n") + 1 if isinstance(value, str) else 1
+        return base + width * lines
+    if name == "wordwrap":
+        width = max(1, _int(args[0] if args else kw.get("width", 79)))
+        wrap = args[3] if len(args) > 3 else kw.get("wrapstring")
+        return base + (base // width + 1) * max(1, _int(wrap))
+    if name == "replace":
+        old = args[0] if args else kw.get("old", "")
+        new = args[1] if len(args) > 1 else kw.get("new", "")
+        count = args[2] if len(args) > 2 else kw.get("count")
+        return _replace_size(str(value), str(old), str(new), -1 if count is None else count)
+    if name == "join":
+        sep = args[0] if args else kw.get("d", "")
+        if isinstance(value, str):
+            return base + _int(sep) * len(value)
+        try:
+            return _join_size(sep, value)
+        except TypeError:
+            return base
+    if name == "format":
+        return len(str(value)) + format_widths(str(value)) + _args_len(args, kw)
+    if name == "truncate":
+        return base + _int(args[2] if len(args) > 2 else kw.get("end", ""))
+    if name in ("batch", "slice"):
+        return _int(args[0] if args else kw.get("linecount", kw.get("slices", 0)))
+    return base
+
+
+def _method_estimate(name: str, owner: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
+    """The size a string method's result would have (``'x'.center(10**9)``)."""
+    base = len(owner)
+    if name in ("center", "ljust", "rjust", "zfill"):
+        return max(base, _int(args[0] if args else kw.get("width", 0)))
+    if name == "expandtabs":
+        size = args[0] if args else kw.get("tabsize", 8)
+        return base + owner.count("\t" if isinstance(owner, str) else b"\t") * _int(size)
+    if name == "join":
+        return _join_size(owner, args[0]) if args else 0
+    if name == "replace":
+        return _replace_size(owner, *args[:3]) if len(args) >= 2 else base
+    if name in ("format", "format_map"):
+        return base + format_widths(str(owner)) + _args_len(args, kw)
+    return 0
+
+
+_SIZED_METHODS = frozenset(
+    {"center", "ljust", "rjust", "zfill", "expandtabs", "join", "replace", "format", "format_map"}
+)
+# Filters whose result cannot be larger than their input's size in any way that matters.
+_CHEAP_FILTERS = frozenset(
+    {
+        "abs", "attr", "count", "d", "default", "first", "float", "int", "last", "length",
+        "max", "min", "random", "round", "sum", "wordcount", "filesizeformat",
+    }
+)  # fmt: skip
+
+
+class _LimitedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to a size-checked join (jinja2 writes a bare ``str_join``)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.limited_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Prefect's sandbox without its process-wide ``MAX_RANGE`` patch, plus size and time
+    limits that hold *while* rendering: ``*``, ``**``, ``+``, ``%``, ``~``, every filter,
+    the string methods that pad or join, and what ``{{ … }}`` prints are checked before they
+    build anything, and each of those checks also checks the render's deadline."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _LimitedCodeGenerator
 
     def __init__(self) -> None:
-        super().__init__(undefined=ChainableUndefined, autoescape=False)
+        super().__init__(undefined=ChainableUndefined, autoescape=False, finalize=self._finalize)
         self.globals["range"] = _limited_range
+        self.globals["lipsum"] = _limited_lipsum
         self.filters["tojson"] = _tojson
+        for name, func in list(self.filters.items()):
+            self.filters[name] = self._limited_filter(name, func)
+        # The deadline of the render running on this thread (renders run on several threads).
+        self.local = threading.local()
+
+    def check_deadline(self) -> None:
+        deadline = getattr(self.local, "deadline", None)
+        if deadline is not None and time.monotonic() > deadline:
+            raise RenderLimit(
+                f"the template did not finish within its {self.local.timeout:g} s time limit"
+            )
+
+    def _limited_filter(self, name: str, func: Any) -> Any:
+        offset = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+        cheap = name in _CHEAP_FILTERS
+
+        @functools.wraps(func)
+        def limited(*args: Any, **kwargs: Any) -> Any:
+            self.check_deadline()
+            if not cheap and len(args) > offset:
+                value, rest = args[offset], args[offset + 1 :]
+                _check_size(_estimate_filter(name, value, rest, kwargs), f"|{name}")
+            return func(*args, **kwargs)
+
+        return limited
+
+    def _finalize(self, value: Any) -> Any:
+        self.check_deadline()
+        if not isinstance(value, str):
+            _check_size(approx_len(value), "printing this value")
+        return value
+
+    def limited_concat(self, parts: tuple[Any, ...]) -> str:
+        self.check_deadline()
+        _check_size(sum(approx_len(p) for p in parts), "~")
+        return "".join(map(str, parts))
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        __self.check_deadline()
+        target = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
+        owner = getattr(target, "__self__", None)
+        name = getattr(target, "__name__", "")
+        if isinstance(owner, str | bytes) and name in _SIZED_METHODS:
+            _check_size(_method_estimate(name, owner, args, kwargs), f".{name}()")
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        self.check_deadline()
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"exponents are limited to {MAX_EXPONENT} in templates")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if left.bit_length() * right > MAX_INT_BITS:
+                raise RenderLimit(f"numbers are limited to {MAX_INT_BITS} bits in templates")
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if (
@@ -100,6 +359,17 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                     raise SecurityError(
                         f"repetition is limited to {MAX_REPEAT_LENGTH} items in templates"
                     )
+            if isinstance(left, str | list | tuple) and isinstance(right, int):
+                _check_size(approx_len(left) * max(right, 0), "*")
+            elif isinstance(right, str | list | tuple) and isinstance(left, int):
+                _check_size(approx_len(right) * max(left, 0), "*")
+            elif isinstance(left, int) and isinstance(right, int):
+                if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                    raise RenderLimit(f"numbers are limited to {MAX_INT_BITS} bits in templates")
+        if operator == "+" and isinstance(left, str | list | tuple):
+            _check_size(approx_len(left) + approx_len(right), "+")
+        if operator == "%" and isinstance(left, str):
+            _check_size(len(left) + format_widths(left) + approx_len(right), "%")
         return super().call_binop(context, operator, left, right)
 
 
@@ -114,13 +384,32 @@ def maybe_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
+def uses_secrets(text: str) -> bool:
+    """Whether a template refers to ``secrets`` (checked on save for actions that may not)."""
+    if not maybe_template(text):
+        return False
+    try:
+        root = _Sandbox().parse(text)
+    except TemplateSyntaxError:
+        return False
+    return any(n.name == "secrets" for n in root.find_all(nodes.Name))
+
+
 class TemplateEngine:
     """Validates and renders templates. One per process is enough: it caches compiled
-    templates (bounded), and rendering does not mutate it otherwise."""
+    templates (bounded), and rendering does not mutate it otherwise.
 
-    def __init__(self) -> None:
+    ``render`` bounds the output while rendering (size limits in the sandbox, and the
+    streamed output is cut off past ``MAX_OUTPUT_CHARS``). ``offload`` runs a batch of
+    renders on the engine's own small thread pool with a time limit, so a heavy template
+    never stalls the event loop."""
+
+    def __init__(self, timeout_seconds: float = DEFAULT_RENDER_SECONDS) -> None:
         self._env = _Sandbox()
         self._compiled: dict[str, Any] = {}
+        self._lock = threading.Lock()  # the compile cache is shared by the render threads
+        self.timeout_seconds = timeout_seconds
+        self._pool: ThreadPoolExecutor | None = None
 
     def _parse(self, text: str, where: str) -> nodes.Template:
         try:
@@ -148,29 +437,44 @@ class TemplateEngine:
         if maybe_template(text):
             self._parse(text, where)
 
-    def render(self, text: str, context: Mapping[str, Any], where: str = "template") -> str:
-        """Render ``text``; any failure is ``InvalidAutomation`` naming ``where``."""
-        if not maybe_template(text):
-            return text
-        compiled = self._compiled.get(text)
+    def _compile(self, text: str, where: str) -> Any:
+        with self._lock:
+            compiled = self._compiled.get(text)
         if compiled is None:
             self._parse(text, where)
             compiled = self._env.from_string(text)
-            if len(self._compiled) >= _COMPILED_CACHE_SIZE:
-                self._compiled.pop(next(iter(self._compiled)))
-            self._compiled[text] = compiled
+            with self._lock:
+                if len(self._compiled) >= _COMPILED_CACHE_SIZE:
+                    self._compiled.pop(next(iter(self._compiled)))
+                self._compiled[text] = compiled
+        return compiled
+
+    def render(self, text: str, context: Mapping[str, Any], where: str = "template") -> str:
+        """Render ``text``; any failure is ``InvalidAutomation`` naming ``where``. Inside
+        ``offload`` the render's deadline applies; called directly, only the size limits."""
+        if not maybe_template(text):
+            return text
+        compiled = self._compile(text, where)
+        env = self._env
+        parts: list[str] = []
+        size = 0
         try:
-            out = compiled.render(dict(context))
+            for chunk in compiled.generate(dict(context)):
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise RenderLimit(
+                        f"the rendered template is over {MAX_OUTPUT_CHARS:,} characters "
+                        "(rendering stopped there)"
+                    )
+                parts.append(chunk)
+                env.check_deadline()
+        except RenderLimit as exc:
+            raise InvalidAutomation(f"{where}: {exc}") from None
         except Exception as exc:  # user code: every failure is the template's, not ours
             raise InvalidAutomation(
                 f"{where}: template rendering failed: {type(exc).__name__}: {exc}"
             ) from None
-        if len(out) > MAX_OUTPUT_CHARS:
-            raise InvalidAutomation(
-                f"{where}: the rendered template is {len(out)} characters; "
-                f"at most {MAX_OUTPUT_CHARS} are allowed"
-            )
-        return out
+        return "".join(parts)
 
     def render_value(self, value: Any, context: Mapping[str, Any], where: str) -> Any:
         """Render every string inside a JSON-like value (emit-event payloads, labels)."""
@@ -182,6 +486,38 @@ class TemplateEngine:
             return [self.render_value(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
         return value
 
+    async def offload(self, work: Callable[[], T], where: str = "template") -> T:
+        """Run ``work`` (a function that renders) on the engine's render threads under the
+        time limit. A thread cannot be killed: the limit is enforced by the deadline checks
+        in the sandbox and in ``render``, and the caller stops waiting shortly after it in any
+        case (a C-level step that ignores the deadline then finishes in the background)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="herald-render")
+        timeout = self.timeout_seconds
+        env = self._env
+
+        def bounded() -> T:
+            env.local.timeout = timeout
+            env.local.deadline = time.monotonic() + timeout
+            try:
+                return work()
+            finally:
+                env.local.deadline = None
+
+        future = asyncio.get_running_loop().run_in_executor(self._pool, bounded)
+        try:
+            return await asyncio.wait_for(future, timeout + 1.0 + timeout)
+        except TimeoutError:
+            raise InvalidAutomation(
+                f"{where}: the template did not finish within its {timeout:g} s time limit"
+            ) from None
+
+    def close(self) -> None:
+        """Stop the render threads (a render still running finishes on its own)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
 
 def validate_template(text: str, where: str = "template") -> None:
     """Check one template's syntax and loop limits; ``InvalidAutomation`` names ``where``."""
@@ -189,10 +525,21 @@ def validate_template(text: str, where: str = "template") -> None:
 
 
 def validate_automation_templates(automation: Automation) -> None:
-    """Check every template of an automation (call when it is saved)."""
+    """Check every template of an automation (call when it is saved). ``{{ secrets.NAME }}``
+    is for call-webhook and run-command only: an emitted event is readable by read tokens."""
     engine = TemplateEngine()
     for where, text in automation.templates():
         engine.validate(text, where)
+    for field, i, action in automation.all_actions():
+        if action.type != "emit-event":
+            continue
+        for where, text in action.templates():
+            if uses_secrets(text):
+                raise InvalidAutomation(
+                    f"{field}[{i}].{where}: secrets are not available to emit-event (the "
+                    "event would carry them to every reader); use them in call-webhook or "
+                    "run-command"
+                )
 
 
 def render_template(text: str, context: Mapping[str, Any], where: str = "template") -> str:
@@ -358,19 +705,27 @@ def build_context(
     automation: Automation,
     firing: Firing | None = None,
     event: ReceivedEvent | None = None,
+    *,
+    public: Mapping[str, Any] | None = None,
+    secrets: SecretsView | None = None,
 ) -> dict[str, Any]:
     """The names a template sees (P§6.6). ``event`` defaults to the firing's triggering
     event; pass the ``herald.automation.triggered``/``resolved`` event instead for
-    ``actions_on_trigger``/``actions_on_resolve``, as Prefect does."""
+    ``actions_on_trigger``/``actions_on_resolve``, as Prefect does. ``automation`` is the
+    public form (``public``: secrets as markers) so a template cannot copy a secret into an
+    event; ``secrets`` is given only to actions that may use ``{{ secrets.NAME }}``."""
     if event is None and firing is not None:
         event = firing.triggering_event
     firings = list(firing.walk()) if firing is not None else []
     events = firing.events if firing is not None else []
-    return {
-        "automation": automation.model_dump(mode="json"),
+    context = {
+        "automation": dict(public) if public is not None else automation.model_dump(mode="json"),
         "event": TemplateEvent(event) if event is not None else None,
         "labels": LabelDiver(dict(firing.triggering_labels) if firing else {}),
         "firing": firing.to_dict() if firing is not None else None,
         "firings": [f.to_dict() for f in firings],
         "events": [TemplateEvent(e) for e in events],
     }
+    if secrets is not None:
+        context["secrets"] = secrets
+    return context

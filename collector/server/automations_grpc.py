@@ -166,19 +166,29 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.ADMIN, handle)
 
+    def _reveal(self, data: dict[str, Any], context: grpc.aio.ServicerContext) -> bool:
+        """Reads show secrets as markers; ``"reveal_secrets": true`` shows the values to an
+        admin token (and is refused for any other)."""
+        if not data.get("reveal_secrets"):
+            return False
+        self._auth.check(authorization(context), Scope.ADMIN)
+        return True
+
     async def List(self, request, context):  # type: ignore[no-untyped-def]
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
-            return {"automations": [s.to_dict() for s in await self._runner.list()]}
+            reveal = self._reveal(data, context)
+            return {"automations": [s.to_dict(reveal=reveal) for s in await self._runner.list()]}
 
         return await self._unary(request, context, Scope.READ, handle)
 
     async def Read(self, request, context):  # type: ignore[no-untyped-def]
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
+            reveal = self._reveal(data, context)
             if data.get("name") is not None:
                 found = await self._runner.find(str(data["name"]))
             else:
                 found = [await self._runner.read(_uuid(data))]
-            return {"automations": [s.to_dict() for s in found]}
+            return {"automations": [s.to_dict(reveal=reveal) for s in found]}
 
         return await self._unary(request, context, Scope.READ, handle)
 

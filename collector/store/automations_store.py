@@ -6,10 +6,17 @@ It owns the SQL for ``automations``, ``automation_firings``, ``action_runs`` and
 watermark (the evaluator's catch-up after a restart) and events that occurred in a time range
 (backtests). Writes go through ``EventStore.transaction`` so they share the store's one write
 lock with the ingest writer; reads use their own cursors. No evaluation and no actions here.
+
+Secrets: the ``automations.body`` column holds an automation's *public* form (user SQL reads
+it), with markers in place of secret values; the values live in the ``SecretVault`` beside the
+store, and every read here puts them back (``StoredAutomation.automation`` is what actions
+run with, ``StoredAutomation.to_dict()`` the public form). See
+``collector.automations.secrets``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,11 +27,13 @@ import duckdb
 import orjson
 
 from collector.automations.evaluator import Firing
+from collector.automations.secrets import refs_in, resolve, split
 from collector.domain.automations import Automation, parse_automation
 from collector.domain.columns import EventColumns
 from collector.domain.events import format_time, us_to_datetime
 from collector.errors import Conflict, NotFound, StoreError
 from collector.store.duckdb_store import EventStore
+from collector.store.secret_vault import SecretVault
 
 STATE_KEY = "evaluator"
 SEEN_KEY = "evaluator.seen"
@@ -42,16 +51,25 @@ def _time(value: datetime | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class StoredAutomation:
-    """An automation as stored, with its ORM-like timestamps."""
+    """An automation as stored, with its ORM-like timestamps. ``automation`` holds the real
+    secret values (for the runner); ``public`` is the automation JSON with markers in their
+    place (what the table, read APIs and events show)."""
 
     automation: Automation
     created: datetime
     updated: datetime
+    public: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Prefect's read shape: the automation JSON plus ``created`` and ``updated``."""
+    def to_dict(self, *, reveal: bool = False) -> dict[str, Any]:
+        """Prefect's read shape: the automation JSON plus ``created`` and ``updated``; its
+        secrets as markers unless ``reveal`` (admins only)."""
+        body = (
+            self.automation.model_dump(mode="json")
+            if reveal or self.public is None
+            else self.public
+        )
         return {
-            **self.automation.model_dump(mode="json"),
+            **body,
             "created": format_time(self.created),
             "updated": format_time(self.updated),
         }
@@ -146,11 +164,6 @@ _EVENT_COLUMNS = (
 )
 
 
-def _automation(row: tuple[Any, ...]) -> StoredAutomation:
-    body, created, updated = row
-    return StoredAutomation(parse_automation(orjson.loads(body)), _utc(created), _utc(updated))  # type: ignore[arg-type]
-
-
 def _run(row: tuple[Any, ...]) -> ActionRun:
     (
         id_,
@@ -200,6 +213,9 @@ class AutomationStore:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+        self._vault = SecretVault(store.path, read_only=store.read_only)
+        # Vault and table change together: one automation write at a time.
+        self._writes = threading.Lock()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._store.cursor()
@@ -212,73 +228,116 @@ class AutomationStore:
 
     # -- automations ------------------------------------------------------------------------
 
+    def _automation(self, row: tuple[Any, ...]) -> StoredAutomation:
+        body, created, updated = row
+        public = orjson.loads(body)
+        real = resolve(public, self._vault.snapshot())
+        return StoredAutomation(parse_automation(real), _utc(created), _utc(updated), public)  # type: ignore[arg-type]
+
     def list_automations(self) -> list[StoredAutomation]:
         """Every automation, by name then creation (Prefect's default sort is NAME_ASC)."""
         rows = self._read(f"SELECT {_AUTOMATION_COLUMNS} FROM automations ORDER BY name, created")
-        return [_automation(r) for r in rows]
+        return [self._automation(r) for r in rows]
 
     def get_automation(self, automation_id: UUID) -> StoredAutomation | None:
         rows = self._read(
             f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?", [automation_id]
         )
-        return _automation(rows[0]) if rows else None
+        return self._automation(rows[0]) if rows else None
 
     def find_by_name(self, name: str) -> list[StoredAutomation]:
         rows = self._read(
             f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE name = ? ORDER BY created",
             [name],
         )
-        return [_automation(r) for r in rows]
+        return [self._automation(r) for r in rows]
+
+    def _prepare(
+        self, automation: Automation, previous: dict[str, Any] | None
+    ) -> tuple[Automation, dict[str, Any]]:
+        """The automation with real values (markers sent back resolved) and its public form;
+        its secret values are in the vault when this returns."""
+        body = automation.model_dump(mode="json")
+        vault = self._vault.snapshot()
+        real = resolve(body, vault, strict=True)
+        reuse = {vault[r]: r for r in refs_in(previous) if r in vault} if previous else {}
+        public, found = split(real, reuse)
+        self._vault.add(found)
+        return (parse_automation(real) if real != body else automation), public
+
+    def _forget_unused_secrets(self) -> None:
+        # After the commit: values no stored automation refers to any more are dropped.
+        try:
+            rows = self._read("SELECT body FROM automations")
+        except StoreError:
+            return
+        refs: set[str] = set()
+        for (body,) in rows:
+            refs |= refs_in(orjson.loads(body))
+        self._vault.retain(refs)
 
     @staticmethod
-    def _values(a: Automation) -> list[Any]:
-        body = _dumps(a.model_dump(mode="json")).decode()
-        return [a.name, a.description, a.enabled, list(a.tags), body]
+    def _values(a: Automation, public: dict[str, Any]) -> list[Any]:
+        return [a.name, a.description, a.enabled, list(a.tags), _dumps(public).decode()]
 
     def insert_automation(self, automation: Automation, now: datetime) -> StoredAutomation:
         """Store a new automation; ``Conflict`` if its id is taken."""
-        with self._store.transaction() as cur:
-            taken = cur.execute(
-                "SELECT 1 FROM automations WHERE id = ?", [automation.id]
-            ).fetchone()
-            if taken:
-                raise Conflict(
-                    f"an automation with id {automation.id} already exists; update it with "
-                    f"`herald automations update --id {automation.id}`, or leave `id` out to "
-                    "create a copy"
+        with self._writes:
+            automation, public = self._prepare(automation, None)
+            with self._store.transaction() as cur:
+                taken = cur.execute(
+                    "SELECT 1 FROM automations WHERE id = ?", [automation.id]
+                ).fetchone()
+                if taken:
+                    raise Conflict(
+                        f"an automation with id {automation.id} already exists; update it "
+                        f"with `herald automations update --id {automation.id}`, or leave "
+                        "`id` out to create a copy"
+                    )
+                cur.execute(
+                    "INSERT INTO automations (id, name, description, enabled, tags, body, "
+                    "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [automation.id, *self._values(automation, public), now, now],
                 )
-            cur.execute(
-                "INSERT INTO automations (id, name, description, enabled, tags, body, created, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [automation.id, *self._values(automation), now, now],
-            )
-        return StoredAutomation(automation, now, now)
+            self._forget_unused_secrets()
+        return StoredAutomation(automation, now, now, public)
 
     def replace_automation(self, automation: Automation, now: datetime) -> StoredAutomation:
-        """Replace a stored automation (same id) as a whole; ``NotFound`` if there is none."""
-        with self._store.transaction() as cur:
-            row = cur.execute(
-                "SELECT created FROM automations WHERE id = ?", [automation.id]
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"Automation with id '{automation.id}' not found.")
-            cur.execute(
-                "UPDATE automations SET name = ?, description = ?, enabled = ?, tags = ?, "
-                "body = ?, updated = ? WHERE id = ?",
-                [*self._values(automation), now, automation.id],
-            )
-        return StoredAutomation(automation, _utc(row[0]), now)  # type: ignore[arg-type]
+        """Replace a stored automation (same id) as a whole; ``NotFound`` if there is none.
+        A secret sent back as its marker keeps the stored value."""
+        with self._writes:
+            rows = self._read("SELECT body FROM automations WHERE id = ?", [automation.id])
+            previous = orjson.loads(rows[0][0]) if rows else None
+            automation, public = self._prepare(automation, previous)
+            with self._store.transaction() as cur:
+                row = cur.execute(
+                    "SELECT created FROM automations WHERE id = ?", [automation.id]
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"Automation with id '{automation.id}' not found.")
+                cur.execute(
+                    "UPDATE automations SET name = ?, description = ?, enabled = ?, tags = ?, "
+                    "body = ?, updated = ? WHERE id = ?",
+                    [*self._values(automation, public), now, automation.id],
+                )
+            self._forget_unused_secrets()
+        return StoredAutomation(automation, _utc(row[0]), now, public)  # type: ignore[arg-type]
 
     def delete_automation(self, automation_id: UUID) -> StoredAutomation:
-        """Delete an automation (its firings and action runs stay, as history)."""
-        with self._store.transaction() as cur:
-            row = cur.execute(
-                f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?", [automation_id]
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"Automation with id '{automation_id}' not found.")
-            cur.execute("DELETE FROM automations WHERE id = ?", [automation_id])
-        return _automation(row)
+        """Delete an automation (its firings and action runs stay, as history; its secrets
+        go)."""
+        with self._writes:
+            with self._store.transaction() as cur:
+                row = cur.execute(
+                    f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?",
+                    [automation_id],
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"Automation with id '{automation_id}' not found.")
+                cur.execute("DELETE FROM automations WHERE id = ?", [automation_id])
+            stored = self._automation(row)
+            self._forget_unused_secrets()
+        return stored
 
     # -- firings and action runs ------------------------------------------------------------
 

@@ -1,0 +1,345 @@
+"""Secrets an admin writes into an automation stay out of everything a read token can see —
+user SQL over every table, the feed, the automations API and CLI, the events about actions —
+while the webhook still receives the real values; ``{{ secrets.NAME }}`` comes from the
+server's environment or its secrets file and is never stored at all."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from aiohttp import web
+from typer.testing import CliRunner
+
+from cli.main import app
+from collector._proto import automations_pb2, automations_pb2_grpc
+from collector.app import Herald
+from collector.automations_client import AutomationsClient
+from collector.client import HeraldClient
+from collector.domain.events import format_time
+from collector.domain.ids import uuid7_str
+from collector.errors import InvalidInput
+from collector.testing import running_herald, test_config
+
+ADMIN = "secrets-admin-token"
+READER = "secrets-read-token"
+INGEST = "secrets-ingest-token"
+
+HEADER_SECRET = "HdrSecret-4f1b9c2d7e"
+QUERY_SECRET = "QrySecret-83a1f0c6"
+USERINFO_SECRET = "UsrSecret-5d0e2b77"
+ENV_SECRET = "EnvSecret-c0ffee1234"
+FILE_SECRET = "FileSecret-deadbeef99"
+SECRETS = [HEADER_SECRET, QUERY_SECRET, USERINFO_SECRET, ENV_SECRET, FILE_SECRET]
+BASIC = base64.b64encode(f"alice:{USERINFO_SECRET}".encode()).decode()
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1:0 that records requests and echoes their headers
+    back (as httpbin does: the worst case for a recorded response body)."""
+
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    loop = asyncio.new_event_loop()
+
+    async def handle(request: web.Request) -> web.Response:
+        record = {
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": dict(request.headers),
+            "body": await request.text(),
+        }
+        found.requests.append(record)
+        return web.json_response({"you_sent": record})
+
+    async def start() -> web.AppRunner:
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        found.url = f"http://127.0.0.1:{port}"
+        return runner
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield found
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Herald, Path]]:
+    monkeypatch.setenv("HERALD_SECRET_ENV_TOKEN", ENV_SECRET)
+    secrets_file = tmp_path / "herald-secrets.env"
+    secrets_file.write_text(f"# secrets for automations\nFILE_TOKEN={FILE_SECRET}\n")
+    db = tmp_path / "herald.duckdb"
+    tokens = [
+        {"token": ADMIN, "scopes": ["admin"]},
+        {"token": READER, "scopes": ["read"]},
+        {"token": INGEST, "scopes": ["ingest"]},
+    ]
+    config = test_config(
+        db,
+        auth={"tokens": tokens},
+        automations={"secrets_file": str(secrets_file), "evaluation_interval_seconds": 0.1},
+    )
+    with running_herald(config) as herald:
+        yield herald, db
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def automation(url: str) -> dict[str, Any]:
+    return {
+        "name": "deploy hook",
+        "trigger": {"expect": ["app.deployed"]},
+        "actions": [
+            {
+                "type": "call-webhook",
+                "url": f"{url}/hook?api_key={QUERY_SECRET}&run={{{{ event.id }}}}",
+                "headers": {
+                    "Authorization": f"Bearer {HEADER_SECRET}",
+                    "X-Env-Token": "{{ secrets.ENV_TOKEN }}",
+                    "X-File-Token": "Token {{ secrets.FILE_TOKEN }}",
+                    "Content-Type": "application/json",
+                },
+                "body": '{"deployed": "{{ event.resource.id }}"}',
+                "retries": 0,
+            },
+            {
+                "type": "call-webhook",
+                "url": url.replace("http://", f"http://alice:{USERINFO_SECRET}@") + "/basic",
+                "retries": 0,
+            },
+        ],
+    }
+
+
+def deployed(n: int) -> dict[str, Any]:
+    return {
+        "event": "app.deployed",
+        "occurred": format_time(datetime.now(UTC)),
+        "resource": {"prefect.resource.id": f"app.service.{n}"},
+        "id": uuid7_str(),
+    }
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in [*SECRETS, BASIC]:
+        assert secret not in text, f"{where} shows the secret {secret!r}"
+
+
+def read_everything(herald: Herald, aid: str) -> dict[str, str]:
+    """Everything a read token can look at, as text."""
+    seen: dict[str, str] = {}
+    with HeraldClient(herald.grpc_address, token=READER) as reader:
+        for table in ("automations", "action_runs", "automation_firings", "automation_state"):
+            result, _ = reader.sql(f"SELECT * FROM {table}")
+            seen[f"sql {table}"] = json.dumps(result.to_pylist(), default=str)
+        result, _ = reader.sql("SELECT event, resource, related, payload FROM events")
+        seen["sql events"] = json.dumps(result.to_pylist(), default=str)
+        page = reader.query({"order": "ASC"}, limit=500)
+        seen["feed"] = json.dumps(page["events"])
+    with AutomationsClient(herald.grpc_address, token=READER) as automations:
+        seen["api list"] = json.dumps(automations.list())
+        seen["api read"] = json.dumps(automations.read(aid))
+        seen["api history"] = json.dumps(automations.history(aid))
+    env = {"HERALD_TOKEN": READER}
+    for args in (["ls", "--format", "json"], ["inspect", "--id", aid, "--format", "yaml"]):
+        result = CliRunner().invoke(
+            app, ["--address", herald.grpc_address, "automations", *args], env=env
+        )
+        assert result.exit_code == 0, result.output
+        seen[f"cli {args[0]}"] = result.output
+    return seen
+
+
+def executed_events(herald: Herald, count: int) -> list[dict[str, Any]]:
+    with HeraldClient(herald.grpc_address, token=READER) as reader:
+
+        def found() -> list[dict[str, Any]]:
+            page = reader.query(
+                {"event": {"name": ["herald.automation.action.executed"]}, "order": "ASC"},
+                limit=50,
+            )
+            events = list(page["events"])
+            return events if len(events) >= count else []
+
+        return wait_for(found)  # type: ignore[no-any-return]
+
+
+def test_read_token_never_sees_webhook_secrets_while_the_webhook_gets_them(
+    server: tuple[Herald, Path], receiver: Receiver
+) -> None:
+    herald, db = server
+    with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
+        created = admin.create(automation(receiver.url))
+    aid = created["id"]
+    # What the create call answers is the public form too.
+    assert_no_secret(json.dumps(created), "the create reply")
+    assert created["actions"][0]["headers"]["Authorization"].startswith("[secret:")
+    assert created["actions"][0]["headers"]["X-Env-Token"] == "{{ secrets.ENV_TOKEN }}"
+    assert created["actions"][0]["headers"]["Content-Type"] == "application/json"
+
+    with HeraldClient(herald.grpc_address, token=INGEST) as ingest:
+        accepted, errors = ingest.emit([deployed(1)])
+    assert accepted == 1 and not errors
+    wait_for(lambda: len(receiver.requests) >= 2)
+    executed = executed_events(herald, 2)
+
+    hook = next(r for r in receiver.requests if r["path"] == "/hook")
+    assert hook["headers"]["Authorization"] == f"Bearer {HEADER_SECRET}"
+    assert hook["headers"]["X-Env-Token"] == ENV_SECRET
+    assert hook["headers"]["X-File-Token"] == f"Token {FILE_SECRET}"
+    assert hook["query"]["api_key"] == QUERY_SECRET
+    basic = next(r for r in receiver.requests if r["path"] == "/basic")
+    assert basic["headers"]["Authorization"] == f"Basic {BASIC}"
+
+    # The executed events: URL redacted, echoed response body scrubbed.
+    for event in executed:
+        assert_no_secret(json.dumps(event), "the action.executed event")
+    hook_event = next(e for e in executed if "/hook" in e["payload"]["url"])
+    assert "api_key=[redacted]" in hook_event["payload"]["url"]
+    assert "[redacted]" in hook_event["payload"]["response_body"]
+
+    for where, text in read_everything(herald, aid).items():
+        assert_no_secret(text, where)
+
+    # The values are outside the database, in a file user SQL cannot open.
+    vault = Path(f"{db}.secrets")
+    assert HEADER_SECRET in vault.read_text() and oct(vault.stat().st_mode & 0o777) == "0o600"
+    with HeraldClient(herald.grpc_address, token=READER) as reader:
+        with pytest.raises(InvalidInput):
+            reader.sql(f"SELECT * FROM read_text('{vault}')")
+    # Nothing from {{ secrets.NAME }} is stored anywhere.
+    assert ENV_SECRET not in vault.read_text() and FILE_SECRET not in vault.read_text()
+
+
+def test_an_exported_automation_sent_back_keeps_its_secrets(
+    server: tuple[Herald, Path], receiver: Receiver
+) -> None:
+    herald, db = server
+    with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
+        created = admin.create(automation(receiver.url))
+        aid = created["id"]
+    with AutomationsClient(herald.grpc_address, token=READER) as reader:
+        exported = reader.read(aid)
+    exported["description"] = "edited from the public form"
+    with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
+        updated = admin.update(aid, exported)
+        assert updated["actions"][0]["headers"] == created["actions"][0]["headers"]
+        # An admin may ask for the values; a reader may not.
+        stub = automations_pb2_grpc.AutomationsStub(admin._channel)
+        request = automations_pb2.JsonRequest(
+            json=orjson.dumps({"id": aid, "reveal_secrets": True})
+        )
+        reply = stub.Read(request, metadata=[("authorization", f"Bearer {ADMIN}")])
+        revealed = orjson.loads(reply.json)["automations"][0]
+        assert revealed["actions"][0]["headers"]["Authorization"] == f"Bearer {HEADER_SECRET}"
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Read(request, metadata=[("authorization", f"Bearer {READER}")])
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # A marker this server does not hold is refused, naming the field.
+        forged = json.loads(json.dumps(exported))
+        forged["actions"][0]["headers"]["Authorization"] = "[secret:0123456789abcdef]"
+        with pytest.raises(InvalidInput, match=r"actions\[0\]\.headers\.Authorization"):
+            admin.update(aid, forged)
+
+    with HeraldClient(herald.grpc_address, token=INGEST) as ingest:
+        ingest.emit([deployed(2)])
+    hook = wait_for(lambda: next((r for r in receiver.requests if r["path"] == "/hook"), None))
+    assert hook["headers"]["Authorization"] == f"Bearer {HEADER_SECRET}"
+
+    # Deleting the automation deletes its secrets from the vault.
+    with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
+        admin.delete(aid)
+    assert HEADER_SECRET not in Path(f"{db}.secrets").read_text()
+
+
+def test_secrets_in_an_emitted_event_are_refused_when_saved(
+    server: tuple[Herald, Path],
+) -> None:
+    herald, _ = server
+    leaking = {
+        "name": "leaky",
+        "trigger": {"expect": ["app.deployed"]},
+        "actions": [
+            {
+                "type": "emit-event",
+                "event": "app.copied",
+                "resource": {"prefect.resource.id": "app.copy"},
+                "payload": {"token": "{{ secrets.ENV_TOKEN }}"},
+            }
+        ],
+    }
+    with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
+        with pytest.raises(InvalidInput, match=r"actions\[0\]\.payload\.token: secrets"):
+            admin.create(leaking)
+
+
+def test_an_unknown_secret_fails_the_action_with_a_clear_reason(
+    server: tuple[Herald, Path], receiver: Receiver
+) -> None:
+    herald, _ = server
+    with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
+        aid = admin.create(
+            {
+                "name": "missing secret",
+                "trigger": {"expect": ["app.deployed"]},
+                "actions": [
+                    {
+                        "type": "call-webhook",
+                        "url": f"{receiver.url}/x",
+                        "headers": {"Authorization": "Bearer {{ secrets.NOT_THERE }}"},
+                    }
+                ],
+            }
+        )["id"]
+    with HeraldClient(herald.grpc_address, token=INGEST) as ingest:
+        ingest.emit([deployed(3)])
+    with AutomationsClient(herald.grpc_address, token=READER) as reader:
+
+        def failed_run() -> dict[str, Any] | None:
+            for firing in reader.history(aid):
+                for run in firing["action_runs"]:
+                    if run["status"] == "failed":
+                        return run  # type: ignore[no-any-return]
+            return None
+
+        run = wait_for(failed_run)
+    assert "HERALD_SECRET_NOT_THERE" in run["reason"]
+    assert not receiver.requests
