@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
 from collector.domain.ids import derived_uuid, uuid7_str
+from collector.testing import running_herald, test_config
 from tests.conftest import INGEST_TOKEN, READ_TOKEN
 
 # A Python exception class name in a message meant for a client ("OverflowError: …").
@@ -142,6 +143,15 @@ def test_non_utf8_authorization_is_401_without_a_traceback(
 
 # --- count-by time_interval ------------------------------------------------------------------
 
+
+@pytest.fixture(scope="module")
+def counting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
+    """One server for the many count-by cases (they only read, and store nothing)."""
+    db = tmp_path_factory.mktemp("count-by") / "herald.duckdb"
+    with running_herald(test_config(db)) as server:
+        yield server
+
+
 # Not a finite number of at least 0.01: refused whatever is counted (as Prefect validates the
 # field). A huge finite interval is refused only where buckets are made (countable "time").
 BAD_INTERVALS: list[Any] = [
@@ -163,10 +173,10 @@ BAD_INTERVALS: list[Any] = [
 @pytest.mark.parametrize("interval", BAD_INTERVALS, ids=repr)
 @pytest.mark.parametrize("countable", ["time", "event"])
 def test_count_by_bad_time_interval_is_400_with_a_clear_message(
-    herald: Herald, caplog: pytest.LogCaptureFixture, interval: Any, countable: str
+    counting: Herald, caplog: pytest.LogCaptureFixture, interval: Any, countable: str
 ) -> None:
     reply = httpx.post(
-        f"http://{herald.http_address}/api/events/count-by/{countable}",
+        f"http://{counting.http_address}/api/events/count-by/{countable}",
         content=orjson.dumps({"filter": {}, "time_unit": "hour", "time_interval": interval}),
     )
     assert reply.status_code == 400, reply.text
@@ -181,11 +191,11 @@ def test_count_by_bad_time_interval_is_400_with_a_clear_message(
     [("week", 1e6), ("day", 1e9), ("second", 1e17), ("week", 1e308), ("hour", "1e308")],
 )
 def test_count_by_interval_beyond_the_calendar_is_400(
-    herald: Herald, caplog: pytest.LogCaptureFixture, unit: str, interval: float
+    counting: Herald, caplog: pytest.LogCaptureFixture, unit: str, interval: float
 ) -> None:
     # Finite and >= 0.01, but its buckets would start before year 1 or end after 9999.
     reply = httpx.post(
-        f"http://{herald.http_address}/api/events/count-by/time",
+        f"http://{counting.http_address}/api/events/count-by/time",
         json={"filter": {}, "time_unit": unit, "time_interval": interval},
     )
     assert reply.status_code == 400, reply.text
@@ -194,10 +204,10 @@ def test_count_by_interval_beyond_the_calendar_is_400(
     assert tracebacks(caplog) == []
 
 
-def test_count_by_interval_as_a_numeric_string_is_taken(herald: Herald) -> None:
+def test_count_by_interval_as_a_numeric_string_is_taken(counting: Herald) -> None:
     # Prefect's model takes "2" for a float field; so do we.
     reply = httpx.post(
-        f"http://{herald.http_address}/api/events/count-by/time",
+        f"http://{counting.http_address}/api/events/count-by/time",
         json={"filter": {}, "time_unit": "day", "time_interval": "2"},
     )
     assert reply.status_code == 200, reply.text
@@ -212,9 +222,9 @@ def test_count_by_interval_as_a_numeric_string_is_taken(herald: Herald) -> None:
     ids=repr,
 )
 def test_grpc_count_events_bad_interval_is_invalid_argument(
-    herald: Herald, caplog: pytest.LogCaptureFixture, interval: float, countable: str
+    counting: Herald, caplog: pytest.LogCaptureFixture, interval: float, countable: str
 ) -> None:
-    with grpc.insecure_channel(herald.grpc_address) as channel:
+    with grpc.insecure_channel(counting.grpc_address) as channel:
         stub = herald_pb2_grpc.HeraldStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.CountEvents(
