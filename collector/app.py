@@ -42,6 +42,7 @@ def limits_from(config: Config) -> Limits:
         max_related_resources=c.max_related_resources,
         max_event_name_length=c.max_event_name_length,
         max_event_bytes=c.max_event_bytes,
+        max_future_seconds=c.max_future_seconds,
     )
 
 

@@ -84,6 +84,9 @@ class LimitsConfig(_Section):
     max_related_resources: int = Field(100, ge=0)
     max_event_name_length: int = Field(1024, gt=0)
     max_event_bytes: int = Field(1_500_000, gt=0)
+    max_future_seconds: float = Field(
+        86_400.0, ge=0, description="how far ahead of the server's clock an event's time may be"
+    )
 
 
 class QueryConfig(_Section):

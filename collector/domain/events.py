@@ -4,12 +4,21 @@ An event describes a resource and an action it took or that was taken on it: ``e
 name), a primary ``resource`` (flat string labels with ``prefect.resource.id``), ``related``
 resources (each with a ``prefect.resource.role``), a JSON ``payload``, ``occurred``, ``id`` and
 ``follows``. Limits are parameters (``Limits``), never globals read inside validators.
+
+It also owns the two rules every ingest path applies to every item, so that nothing a client
+sends can reach the store and fail a shared commit (docs/ingest.md "Validation"):
+
+* **time range**: every time an event gets (its ``occurred``, the time inside a UUIDv7 id used
+  as ``occurred``, OTLP start/end/time/observed times) lies between ``EARLIEST_OCCURRED``
+  (2000-01-01T00:00:00Z) and the server's clock plus ``Limits.max_future_seconds``;
+* **nesting**: a payload nests at most ``MAX_PAYLOAD_DEPTH`` levels.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +31,23 @@ RESOURCE_ID = "prefect.resource.id"
 RESOURCE_ROLE = "prefect.resource.role"
 RESOURCE_NAME = "prefect.resource.name"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+# The earliest time an event may carry. No event Herald stores predates it, while times just
+# after the Unix epoch are what unit mistakes produce (seconds or milliseconds sent as OTLP
+# nanoseconds), and they would be acknowledged only for retention to delete them unseen.
+EARLIEST_OCCURRED = datetime(2000, 1, 1, tzinfo=UTC)
+EARLIEST_OCCURRED_US = 946_684_800_000_000
+EARLIEST_OCCURRED_TEXT = "2000-01-01T00:00:00Z"
+# The latest: the last microsecond a Python ``datetime`` (and so every reader) can hold; only
+# reachable with a huge ``max_future_seconds``.
+LATEST_OCCURRED_US = 253_402_300_799_999_999
+
+# How deep a payload may nest, the payload object itself being level 1. orjson writes at most
+# 254 levels, and an event is served inside two more (the event object, the feed's list), so a
+# deeper payload could be stored but never read back; 128 is serde_json's default limit and far
+# beyond any real payload.
+MAX_PAYLOAD_DEPTH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +58,71 @@ class Limits:
     max_related_resources: int = 100
     max_event_name_length: int = 1024
     max_event_bytes: int = 1_500_000
+    # How far ahead of the server's clock an event's time may be (client clocks drift).
+    max_future_seconds: float = 86_400.0
+
+
+def describe_us(us: int) -> str:
+    """Microseconds since the epoch as ISO 8601 UTC, for messages: also for the times no
+    ``datetime`` can hold (a UUIDv7 reaches year 10889), which ``time.gmtime`` can."""
+    seconds, micros = divmod(us, 1_000_000)
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    except (OverflowError, OSError, ValueError):
+        return f"{us} microseconds from the Unix epoch"
+
+
+def occurred_range_us(received_us: int, limits: Limits) -> tuple[int, int]:
+    """The inclusive range of times (µs) an event received at ``received_us`` may carry."""
+    ahead = received_us + int(limits.max_future_seconds * 1_000_000)
+    return EARLIEST_OCCURRED_US, min(ahead, LATEST_OCCURRED_US)
+
+
+def time_out_of_range(us: int, received_us: int, limits: Limits) -> str:
+    """Why ``us`` lies outside ``occurred_range_us`` (the caller names the field first)."""
+    if us < EARLIEST_OCCURRED_US:
+        return (
+            f"{describe_us(us)} is before {EARLIEST_OCCURRED_TEXT}, the earliest time Herald "
+            "accepts"
+        )
+    if received_us + int(limits.max_future_seconds * 1_000_000) > LATEST_OCCURRED_US:
+        return f"{describe_us(us)} is after 9999-12-31, the latest time Herald can store"
+    return (
+        f"{describe_us(us)} is more than {limits.max_future_seconds:g} s ahead of the "
+        f"server's clock ({describe_us(received_us)})"
+    )
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON-like ``value`` nests more than ``limit`` levels (a container is a level).
+
+    Stops as soon as the answer is known, so the walk never recurses past ``limit`` + 1 levels
+    whatever the input's depth.
+    """
+    if type(value) is dict:
+        children: Any = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return False
+    if limit <= 0:
+        return True
+    return any(
+        nested_deeper_than(child, limit - 1)
+        for child in children
+        if type(child) is dict or type(child) is list
+    )
+
+
+def depth_problem(payload: Any, payload_json: str | None) -> str | None:
+    """The reason ``payload`` is too deep, or None. ``payload_json``, when the caller has it,
+    makes the common case two C-level counts: a text with few brackets cannot nest deeply."""
+    if payload_json is not None:
+        if payload_json.count("{") + payload_json.count("[") <= MAX_PAYLOAD_DEPTH:
+            return None
+    if nested_deeper_than(payload, MAX_PAYLOAD_DEPTH):
+        return f"payload: nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+    return None
 
 
 def check_resource(labels: Any, where: str, limits: Limits, *, role: bool = False) -> None:
@@ -92,14 +183,18 @@ def to_utc(value: datetime) -> datetime:
 
 
 def datetime_to_us(value: datetime) -> int:
-    """Microseconds since the Unix epoch, exact (integer maths)."""
-    delta = to_utc(value) - EPOCH
+    """Microseconds since the Unix epoch, exact (integer maths); naive values are UTC.
+
+    Works on the naive wall time minus the offset, never ``astimezone``: converting
+    9999-12-31T23:59:59-01:00 to UTC would overflow ``datetime`` (the range check that
+    follows reports such a time instead).
+    """
+    offset = value.utcoffset() or timedelta(0)
+    delta = value.replace(tzinfo=None) - _NAIVE_EPOCH - offset
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def us_to_datetime(us: int) -> datetime:
-    from datetime import timedelta
-
     return EPOCH + timedelta(microseconds=us)
 
 
@@ -124,12 +219,26 @@ class Event(BaseModel):
     @field_validator("occurred")
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
-        return None if v is None else to_utc(v)
+        if v is None:
+            return None
+        try:
+            return to_utc(v)
+        except OverflowError:  # pydantic reports ValueError as a validation error, not this
+            raise ValueError("is outside the range of dates once converted to UTC") from None
 
     def check(self, limits: Limits) -> None:
-        """Raise ``InvalidEvent``/``EventTooLarge`` if the event breaks the grammar or a limit."""
+        """Raise ``InvalidEvent``/``EventTooLarge`` if the event breaks the grammar or a limit.
+
+        Times are checked by the server against its own clock (``occurred_range_us``).
+        """
         check_event_parts(self.event, self.resource, self.related, limits)
-        size = len(self.to_json())
+        problem = depth_problem(self.payload, None)
+        if problem:
+            raise InvalidEvent(problem)
+        try:
+            size = len(self.to_json())
+        except orjson.JSONEncodeError as exc:
+            raise InvalidEvent(f"event cannot be written as JSON: {exc}") from None
         if size > limits.max_event_bytes:
             raise EventTooLarge(
                 f"event is {size} bytes of JSON; at most {limits.max_event_bytes} are allowed"

@@ -5,10 +5,16 @@ is validated item by item (per-item errors; the valid ones are kept), ``id`` def
 UUIDv7 and ``occurred`` to ``received`` (or to the time inside a given UUIDv7 id); naive times
 are UTC. This is a hot path, so it checks
 the grammar by hand (``check_event_parts``) instead of building a pydantic model per event.
+
+Whatever goes wrong with one item is that item's error, never the batch's: the time range and
+nesting rules (``collector/domain/events.py``) keep items the store or a reader could not take
+out of the batch, and an unexpected failure mapping one item is logged and reported for that
+item alone, so the rest of the batch is still stored.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -17,11 +23,25 @@ from typing import Any
 import orjson
 
 from collector.domain.columns import EventColumns
-from collector.domain.events import RESOURCE_ID, Limits, check_event_parts, datetime_to_us
+from collector.domain.events import (
+    EARLIEST_OCCURRED_US,
+    RESOURCE_ID,
+    Limits,
+    check_event_parts,
+    datetime_to_us,
+    depth_problem,
+    occurred_range_us,
+    time_out_of_range,
+)
 from collector.domain.ids import uuid7_str
 from collector.errors import EventTooLarge, InvalidEvent, InvalidInput
 
+log = logging.getLogger(__name__)
+
 _dumps = orjson.dumps
+
+# The per-item message for a failure nobody foresaw; the details go to the server log.
+UNEXPECTED = "this event could not be mapped (an internal error, logged by the server)"
 
 
 def parse_events_json(body: bytes) -> list[Any]:
@@ -43,7 +63,7 @@ def _occurred_us(value: Any, received_us: int) -> int:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent(f"occurred: {value!r} is not an ISO 8601 date-time") from None
+        raise InvalidEvent(f"occurred: {value[:80]!r} is not an ISO 8601 date-time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return datetime_to_us(when)
@@ -62,10 +82,10 @@ def _uuid(value: Any, field: str) -> str | None:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise InvalidEvent(f"{field}: {value!r} is not a UUID") from None
+        raise InvalidEvent(f"{field}: {value[:80]!r} is not a UUID") from None
 
 
-def _one(item: Any, cols: EventColumns, received_us: int, limits: Limits) -> None:
+def _one(item: Any, cols: EventColumns, received_us: int, latest_us: int, limits: Limits) -> None:
     if type(item) is not dict:
         raise InvalidEvent("must be a JSON object")
     name = item.get("event")
@@ -84,13 +104,29 @@ def _one(item: Any, cols: EventColumns, received_us: int, limits: Limits) -> Non
         # A UUIDv7 id carries the time it was made: use it as `occurred`, so re-sending the
         # same id-only event maps to the same (id, occurred) and dedupes (docs/ingest.md).
         occurred = int(given_id[:8] + given_id[9:13], 16) * 1000
+        if not EARLIEST_OCCURRED_US <= occurred <= latest_us:
+            raise InvalidEvent(
+                "id: without occurred, a UUIDv7 id's time is the event's time, and "
+                f"{time_out_of_range(occurred, received_us, limits)}; send occurred"
+            )
+    elif raw_occurred is None:
+        occurred = received_us
     else:
         occurred = _occurred_us(raw_occurred, received_us)
+        if not EARLIEST_OCCURRED_US <= occurred <= latest_us:
+            raise InvalidEvent(f"occurred: {time_out_of_range(occurred, received_us, limits)}")
     follows = _uuid(item.get("follows"), "follows")
-    # Each part is serialized once: for the size check and for storage.
+    # Each part is serialized once: for the size check and for storage. Labels are flat
+    # strings (checked above); only the payload can be too deep to write.
     resource_json = _dumps(resource).decode()
     related_json = _dumps(related).decode() if related else "[]"
-    payload_json = _dumps(payload).decode()
+    try:
+        payload_json = _dumps(payload).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidEvent(depth_problem(payload, None) or f"payload: {exc}") from None
+    problem = depth_problem(payload, payload_json)
+    if problem:
+        raise InvalidEvent(problem)
     size = len(resource_json) + len(related_json) + len(payload_json) + len(name) + 200
     if size > limits.max_event_bytes:
         raise EventTooLarge(
@@ -114,9 +150,36 @@ def json_events_to_columns(
     """Validate ``items``; return the valid ones as columns and ``(index, reason)`` for the rest."""
     cols = EventColumns()
     errors: list[tuple[int, str]] = []
+    _, latest_us = occurred_range_us(received_us, limits)
+    logged = False
     for index, item in enumerate(items):
+        before = len(cols)
         try:
-            _one(item, cols, received_us, limits)
+            _one(item, cols, received_us, latest_us, limits)
         except (InvalidEvent, EventTooLarge) as exc:
             errors.append((index, str(exc)))
+        except Exception:
+            # A bug, not bad input: this item is reported, the batch goes on, and the first
+            # traceback of the batch is logged (one hostile batch must not flood the log).
+            if not logged:
+                log.exception("could not map event %d of a batch", index)
+                logged = True
+            _truncate(cols, before)
+            errors.append((index, UNEXPECTED))
     return cols, errors
+
+
+def _truncate(cols: EventColumns, n: int) -> None:
+    """Drop anything a failed item appended past the first ``n`` events (all or nothing)."""
+    if len(cols) > n:
+        for column in (
+            cols.ids,
+            cols.occurred_us,
+            cols.names,
+            cols.resource_ids,
+            cols.resources,
+            cols.related,
+            cols.payloads,
+            cols.follows,
+        ):
+            del column[n:]

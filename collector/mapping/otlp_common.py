@@ -13,6 +13,7 @@ attribute, and the per-resource and per-scope work is done once by the callers.
 
 from __future__ import annotations
 
+import logging
 import time
 from base64 import b64encode
 from dataclasses import dataclass, field
@@ -22,7 +23,15 @@ from typing import Any
 import orjson
 
 from collector.domain.columns import EventColumns
-from collector.domain.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE
+from collector.domain.events import (
+    MAX_PAYLOAD_DEPTH,
+    RESOURCE_ID,
+    RESOURCE_NAME,
+    RESOURCE_ROLE,
+)
+from collector.errors import HeraldError, InvalidEvent
+
+log = logging.getLogger(__name__)
 
 # How many human-readable reasons a MappingResult keeps (OTLP's partial_success has room for
 # one message; a few examples are more useful than thousands of lines).
@@ -30,6 +39,10 @@ MAX_REASONS = 5
 
 UNKNOWN_SERVICE = "unknown_service"  # the OTel SDK default when service.name is missing
 TRUNCATED = "herald.truncated"  # payload key recording what was cut to fit the limits
+
+# The per-item reason for a failure nobody foresaw; the details go to the server log.
+UNEXPECTED = "could not be mapped (an internal error, logged by the server)"
+TOO_DEEP = f"a value is nested deeper than {MAX_PAYLOAD_DEPTH} levels"
 
 ZERO_TRACE_ID = bytes(16)
 ZERO_SPAN_ID = bytes(8)
@@ -52,6 +65,7 @@ class MappingResult:
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     problems: int = 0
+    logged: bool = False  # an unexpected failure's traceback was logged for this request
 
     def reject(self, reason: str) -> None:
         """Record that one OTLP item was not stored."""
@@ -64,6 +78,24 @@ class MappingResult:
         if len(self.reasons) < MAX_REASONS:
             self.reasons.append(reason)
 
+    def fail(self, where: str, exc: BaseException, *, items: int = 1, kept: str = "") -> None:
+        """Record that mapping ``items`` OTLP items (0: a part of a stored item) raised ``exc``.
+
+        Herald's own errors (a value nested too deep) carry their reason; anything else is a
+        bug, reported without its details (no class names reach the sender) and logged with its
+        traceback once per request, so one hostile request cannot flood the log.
+        """
+        if isinstance(exc, HeraldError):
+            reason = str(exc)
+        else:
+            reason = UNEXPECTED
+            if not self.logged:
+                self.logged = True
+                log.error("could not map %s of an OTLP request", where, exc_info=exc)
+        message = f"{where}: {reason}" + (f"; {kept}" if kept else "")
+        self.rejected += items
+        self.note(message)
+
     def error_message(self) -> str:
         """One line for ``partial_success.error_message``; empty when nothing went wrong."""
         text = "; ".join(self.reasons)
@@ -75,11 +107,15 @@ class MappingResult:
 # --- values --------------------------------------------------------------------------------
 
 
-def any_value(v: Any) -> Any:
+def any_value(v: Any, level: int = 2) -> Any:
     """An ``AnyValue`` as typed JSON: ints stay ints, arrays lists, kvlists dicts, bytes base64.
 
     An empty ``AnyValue`` is ``None``; so is ``string_value_strindex``, which only means
-    something next to a profiles dictionary.
+    something next to a profiles dictionary. ``level`` is how deep the value sits in its
+    payload (attribute values and log bodies sit at level 2, inside the payload object); an
+    array or kvlist deeper than ``MAX_PAYLOAD_DEPTH`` raises ``InvalidEvent``. (Protobuf's own
+    recursion limit already refuses a request nested about 50 AnyValues deep; this keeps the
+    rule the same as for native events whatever the decoder.)
     """
     which = v.WhichOneof("value")
     if which == "string_value":
@@ -87,9 +123,13 @@ def any_value(v: Any) -> Any:
     if which in _SCALARS:
         return getattr(v, which)
     if which == "array_value":
-        return [any_value(x) for x in v.array_value.values]
+        if level > MAX_PAYLOAD_DEPTH:
+            raise InvalidEvent(TOO_DEEP)
+        return [any_value(x, level + 1) for x in v.array_value.values]
     if which == "kvlist_value":
-        return {x.key: any_value(x.value) for x in v.kvlist_value.values}
+        if level > MAX_PAYLOAD_DEPTH:
+            raise InvalidEvent(TOO_DEEP)
+        return {x.key: any_value(x.value, level + 1) for x in v.kvlist_value.values}
     if which == "bytes_value":
         return b64encode(v.bytes_value).decode()
     return None

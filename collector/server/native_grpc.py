@@ -54,7 +54,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         try:
             self._auth.check(authorization(context), Scope.INGEST)
             accepted, errors = await self._ingest.emit_json(request.events_json)
-        except HeraldError as exc:
+        except Exception as exc:  # an unexpected one is INTERNAL and logged, never UNKNOWN
             await abort_grpc(context, exc)
             raise  # unreachable: abort raises
         return herald_pb2.EmitResponse(

@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
-from collector.domain.events import Event, Limits, datetime_to_us, format_time, parse_event
+from collector.domain.events import (
+    MAX_PAYLOAD_DEPTH,
+    Event,
+    Limits,
+    datetime_to_us,
+    describe_us,
+    format_time,
+    nested_deeper_than,
+    parse_event,
+)
 from collector.errors import EventTooLarge, InvalidEvent
+from collector.mapping import native as native_mapping
 from collector.mapping.native import json_events_to_columns
 
 SMALL = Limits(
@@ -149,3 +159,88 @@ def test_json_shape_matches_prefect() -> None:
     assert list(data) == ["occurred", "event", "resource", "related", "payload", "id", "follows"]
     assert data["occurred"] == "2021-02-03T03:05:06.000007Z"
     assert format_time(datetime(2021, 1, 1)) == "2021-01-01T00:00:00.000000Z"
+
+
+# --- time range and nesting (docs/ingest.md "Validation") -----------------------------------
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": [1, 2]}  # the list is a level too
+    for _ in range(depth - 2):
+        value = {"k": value}
+    return value
+
+
+def test_payload_depth_limit_is_inclusive_in_both_paths() -> None:
+    big = Limits(max_event_bytes=10_000)
+    assert nested_deeper_than(nested(MAX_PAYLOAD_DEPTH), MAX_PAYLOAD_DEPTH) is False
+    assert nested_deeper_than(nested(MAX_PAYLOAD_DEPTH + 1), MAX_PAYLOAD_DEPTH) is True
+    ok = spider_walked(payload=nested(MAX_PAYLOAD_DEPTH))
+    cols, errors = json_events_to_columns([ok], RECEIVED, big)
+    assert (len(cols), errors) == (1, [])
+    parse_event(ok).check(big)
+    for depth in (MAX_PAYLOAD_DEPTH + 1, 254, 255, 900):
+        deep = spider_walked(payload=nested(depth))
+        cols, errors = json_events_to_columns([deep], RECEIVED, big)
+        assert errors == [(0, f"payload: nested deeper than {MAX_PAYLOAD_DEPTH} levels")]
+        with pytest.raises(InvalidEvent, match="nested deeper than"):
+            parse_event(deep).check(big)
+
+
+def test_wide_payloads_with_many_brackets_are_not_mistaken_for_deep_ones() -> None:
+    wide = spider_walked(payload={"rows": [{"a": [i]} for i in range(500)]})
+    cols, errors = json_events_to_columns([wide], RECEIVED, Limits())
+    assert (len(cols), errors) == (1, [])
+
+
+def test_occurred_range_is_inclusive_and_counts_from_the_received_time() -> None:
+    limits = Limits(max_future_seconds=60)
+    ahead = RECEIVED + 60_000_000
+
+    def error(**over: Any) -> str | None:
+        _, errors = json_events_to_columns([spider_walked(**over)], RECEIVED, limits)
+        return errors[0][1] if errors else None
+
+    assert error(occurred="2000-01-01T00:00:00Z") is None
+    assert error(occurred="1999-12-31T23:59:59.999999Z") == (
+        "occurred: 1999-12-31T23:59:59.999999Z is before 2000-01-01T00:00:00Z, "
+        "the earliest time Herald accepts"
+    )
+    assert error(occurred=describe_us(ahead)) is None
+    assert error(occurred=describe_us(ahead + 1)) == (
+        f"occurred: {describe_us(ahead + 1)} is more than 60 s ahead of the server's clock "
+        f"({describe_us(RECEIVED)})"
+    )
+    message = error(id="ffffffff-ffff-7fff-bfff-ffffffffffff")
+    assert message is not None and message.startswith("id: without occurred, a UUIDv7 id's time")
+    assert "10889-08-02T05:31:50.655000Z" in message and message.endswith("; send occurred")
+    # an explicit occurred wins over the id's time, so the id is then only an id
+    assert error(id="ffffffff-ffff-7fff-bfff-ffffffffffff", occurred="2026-01-01T00:00:00") is None
+
+
+def test_occurred_with_an_offset_at_the_ends_of_datetimes_range_is_an_error_not_a_crash() -> None:
+    for value in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        _, errors = json_events_to_columns([spider_walked(occurred=value)], RECEIVED, SMALL)
+        assert errors[0][1].startswith("occurred: ")
+        with pytest.raises(InvalidEvent, match="occurred"):
+            parse_event(spider_walked(occurred=value))
+
+
+def test_an_unexpected_failure_mapping_one_item_is_that_items_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = native_mapping.check_event_parts
+
+    def flaky(name: Any, *args: Any) -> None:
+        if name == "boom":
+            raise ZeroDivisionError("a bug")
+        real(name, *args)
+
+    monkeypatch.setattr(native_mapping, "check_event_parts", flaky)
+    items = [spider_walked(), spider_walked(event="boom"), spider_walked(event="boom")]
+    cols, errors = json_events_to_columns(items, RECEIVED, SMALL)
+    assert len(cols) == 1
+    assert errors == [(1, native_mapping.UNEXPECTED), (2, native_mapping.UNEXPECTED)]
+    assert "ZeroDivision" not in native_mapping.UNEXPECTED
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1  # once per batch, with the traceback

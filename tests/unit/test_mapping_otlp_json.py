@@ -89,6 +89,9 @@ LOGS_EXAMPLE: dict[str, Any] = {
 }
 
 
+RECEIVED = 1_800_000_000_000_000  # us, 2027: the examples' times lie before it
+
+
 def body(data: Any) -> bytes:
     return orjson.dumps(data)
 
@@ -127,7 +130,7 @@ def test_trace_example_ids_are_hex_not_base64() -> None:
 
 
 def test_trace_example_maps_to_events() -> None:
-    result = traces_to_events(parse_traces_json(body(TRACE_EXAMPLE)), 0, Limits())
+    result = traces_to_events(parse_traces_json(body(TRACE_EXAMPLE)), RECEIVED, Limits())
     assert result.rejected == 0
     assert result.columns.names == ["otel.span.unset"]
     assert result.columns.resource(0)["prefect.resource.id"] == "otel.service.my.service"
@@ -171,7 +174,7 @@ def test_logs_example() -> None:
     assert record.span_id == bytes.fromhex(SPAN_HEX)
     assert record.severity_number == 9  # enum given by name
     assert record.time_unix_nano == 1544712660300000000
-    result = logs_to_events(req, 0, Limits())
+    result = logs_to_events(req, RECEIVED, Limits())
     assert result.columns.names == ["browser.page_view"]
     payload = orjson.loads(result.columns.payloads[0])
     assert payload["body"] == "Example log record"
@@ -247,7 +250,7 @@ def test_wrong_length_ids_are_left_to_the_mapper() -> None:
     span = {"traceId": "abcd", "spanId": SPAN_HEX}
     data = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
     req = parse_traces_json(body(data))
-    result = traces_to_events(req, 0, Limits())
+    result = traces_to_events(req, RECEIVED, Limits())
     assert result.rejected == 1 and "trace_id must be 16 bytes" in result.reasons[0]
 
 

@@ -313,3 +313,27 @@ def test_many_resources_and_scopes() -> None:
         "otel.service.b",
     ]
     assert len(set(result.columns.ids)) == 4
+
+
+# --- time range (docs/otlp.md "Timestamps") --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "kept"),
+    [
+        ({"time_unix_nano": 946_684_800 * 10**9}, True),  # 2000-01-01T00:00:00Z exactly
+        ({"time_unix_nano": 946_684_800 * 10**9 - 1}, False),
+        ({"time_unix_nano": 2**64 - 1}, False),
+        ({"time_unix_nano": 0, "observed_time_unix_nano": 10**9}, False),  # 1970
+        ({"observed_time_unix_nano": (RECEIVED + 86_400_000_000) * 1000 + 999}, True),
+        ({"observed_time_unix_nano": (RECEIVED + 86_400_000_000) * 1000 + 1000}, False),
+        ({"time_unix_nano": 0, "observed_time_unix_nano": 0}, True),  # unknown: received
+    ],
+)
+def test_record_times_must_lie_in_the_accepted_range(fields: dict[str, int], kept: bool) -> None:
+    result = mapped(make_request(make_record(**fields), make_record()))
+    assert len(result.columns) == (2 if kept else 1)
+    assert result.rejected == (0 if kept else 1)
+    if not kept:
+        assert result.reasons[0].startswith("log record 0 of scope 0 of resource 0: ")
+        assert "_unix_nano=" in result.reasons[0]

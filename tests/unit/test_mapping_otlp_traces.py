@@ -12,11 +12,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from collector.domain.events import Limits
+from collector.domain.events import MAX_PAYLOAD_DEPTH, Limits
 from collector.domain.ids import derived_uuid
+from collector.errors import InvalidEvent
 from collector.mapping.otlp_common import (
     MAX_REASONS,
+    UNEXPECTED,
     MappingResult,
+    any_value,
     derived_id,
     iso_from_us,
 )
@@ -324,7 +327,9 @@ def test_times_use_integer_maths() -> None:
     # 2**63 - 1 ns would lose microseconds through a float
     ns = 9_223_372_036_854_775_807
     span = make_span(start_time_unix_nano=ns - 1000, end_time_unix_nano=ns)
-    ev = event(mapped(make_request(span)), 0)
+    # year 2262: accepted only with a generous allowance for times ahead of the clock
+    limits = Limits(max_future_seconds=1e10)
+    ev = event(mapped(make_request(span), limits), 0)
     assert ev["occurred_us"] == 9_223_372_036_854_775
     assert ev["payload"]["end_time"] == "2262-04-11T23:47:16.854775Z"
 
@@ -578,3 +583,67 @@ def test_iso_from_us_matches_datetime(us: int) -> None:
     expected = datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
     assert iso_from_us(us) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert iso_from_us(us) == iso_from_us(us)  # second call comes from the cache
+
+
+# --- time range, nesting and unexpected failures (docs/otlp.md "Timestamps") ----------------
+
+EARLIEST_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z
+LATEST_NS = (RECEIVED + 86_400_000_000) * 1000 + 999  # received + a day, to the last ns
+
+
+@pytest.mark.parametrize(
+    ("field", "ns", "kept"),
+    [
+        ("start_time_unix_nano", EARLIEST_NS, True),
+        ("start_time_unix_nano", EARLIEST_NS - 1, False),
+        ("start_time_unix_nano", 1, False),
+        ("end_time_unix_nano", LATEST_NS, True),
+        ("end_time_unix_nano", LATEST_NS + 1, False),
+        ("end_time_unix_nano", 2**64 - 1, False),
+    ],
+)
+def test_span_times_must_lie_in_the_accepted_range(field: str, ns: int, kept: bool) -> None:
+    other = "end_time_unix_nano" if field.startswith("start") else "start_time_unix_nano"
+    result = mapped(make_request(make_span(**{field: ns, other: 0}), make_span(span_id=PARENT)))
+    assert len(result.columns) == (2 if kept else 1)
+    assert result.rejected == (0 if kept else 1)
+    if not kept:
+        assert result.reasons[0].startswith(
+            f"span 0 of scope 0 of resource 0 ('GET /orders'): {field}={ns}: "
+        )
+
+
+def test_span_event_with_an_absurd_time_is_left_out_and_the_span_kept() -> None:
+    span = make_span(events=[{"name": "late", "time": LATEST_NS + 1}, {"name": "ok", "time": END}])
+    result = mapped(make_request(span))
+    assert result.columns.names == ["otel.span.unset", "ok"]
+    assert result.rejected == 0
+    assert "event 0: time_unix_nano=" in result.reasons[0]
+    assert result.reasons[0].endswith("the span was kept without it")
+
+
+def test_an_unexpected_failure_mapping_one_span_rejects_only_that_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collector.mapping import otlp_traces
+
+    real = otlp_traces.attributes_to_labels
+
+    def flaky(kvs: Any) -> dict[str, str]:
+        if any(kv.key == "boom" for kv in kvs):
+            raise ZeroDivisionError("a bug")
+        return real(kvs)
+
+    monkeypatch.setattr(otlp_traces, "attributes_to_labels", flaky)
+    req = make_request(make_span(attributes={"boom": 1}), make_span(span_id=PARENT))
+    result = mapped(req)
+    assert len(result.columns) == 1 and result.rejected == 1
+    assert result.reasons == [f"span 0 of scope 0 of resource 0 ('GET /orders'): {UNEXPECTED}"]
+    assert "ZeroDivision" not in result.error_message()
+
+
+def test_any_value_nested_past_the_payload_limit_is_an_item_error() -> None:
+    value = av({"a": [1]})
+    assert any_value(value, MAX_PAYLOAD_DEPTH - 1) == {"a": [1]}
+    with pytest.raises(InvalidEvent, match=f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"):
+        any_value(value, MAX_PAYLOAD_DEPTH)
