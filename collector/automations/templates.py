@@ -463,8 +463,8 @@ class TemplateEngine:
                 size += len(chunk)
                 if size > MAX_OUTPUT_CHARS:
                     raise RenderLimit(
-                        f"the rendered template is over {MAX_OUTPUT_CHARS:,} characters "
-                        "(rendering stopped there)"
+                        f"the rendered template passed the limit of {MAX_OUTPUT_CHARS:,} "
+                        "characters (rendering stopped there)"
                     )
                 parts.append(chunk)
                 env.check_deadline()
