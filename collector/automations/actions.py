@@ -34,7 +34,6 @@ from collector.automations.events import (
     derived_id,
 )
 from collector.automations.secrets import (
-    SAFE_HEADERS,
     SecretSource,
     SecretsView,
     redact,
@@ -306,8 +305,9 @@ class ActionExecutor:
                 used.extend(secrets.used)
             return url, headers, body
 
-        url, headers, rendered_body = await self._templates.offload(render_all, where)
-        used += [v for k, v in headers.items() if k.lower() not in SAFE_HEADERS]
+        url, headers, rendered_body = await self._templates.offload(
+            render_all, where, (t for _, t in action.templates())
+        )
         used += _userinfo_forms(url)
         shown_url = redact_url(url)
         if not webhook_host_allowed(url, self._config.webhook_allow_hosts):
@@ -385,7 +385,9 @@ class ActionExecutor:
                 engine.render_value(action.payload, context, f"{where}.payload"),
             )
 
-        name, resource, related, payload = await self._templates.offload(render_all, where)
+        name, resource, related, payload = await self._templates.offload(
+            render_all, where, (t for _, t in action.templates())
+        )
         # The loop guard's mark: which automations led to this event (events.py).
         related = [*related, cause_related(call.automation, call.cause)]
         event_id = derived_id("herald.automation.emit", call.run_id)
@@ -449,7 +451,7 @@ class ActionExecutor:
             finally:
                 used.extend(secrets.used)
 
-        argv = await self._templates.offload(render_all, call.where)
+        argv = await self._templates.offload(render_all, call.where, action.argv)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -486,31 +486,43 @@ class TemplateEngine:
             return [self.render_value(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
         return value
 
-    async def offload(self, work: Callable[[], T], where: str = "template") -> T:
+    async def offload(
+        self, work: Callable[[], T], where: str = "template", texts: Iterable[str] | None = None
+    ) -> T:
         """Run ``work`` (a function that renders) on the engine's render threads under the
         time limit. A thread cannot be killed: the limit is enforced by the deadline checks
         in the sandbox and in ``render``, and the caller stops waiting shortly after it in any
-        case (a C-level step that ignores the deadline then finishes in the background)."""
+        case (a C-level step that ignores the deadline then finishes in the background).
+        ``texts``: the templates ``work`` renders; when none is a template (plain strings),
+        ``work`` runs here at once — there is nothing to bound."""
+        if texts is not None and not any(maybe_template(t) for t in texts):
+            return work()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="herald-render")
         timeout = self.timeout_seconds
         env = self._env
+        started: list[float] = []
 
         def bounded() -> T:
+            started.append(time.monotonic())
             env.local.timeout = timeout
-            env.local.deadline = time.monotonic() + timeout
+            env.local.deadline = started[0] + timeout
             try:
                 return work()
             finally:
                 env.local.deadline = None
 
         future = asyncio.get_running_loop().run_in_executor(self._pool, bounded)
-        try:
-            return await asyncio.wait_for(future, timeout + 1.0 + timeout)
-        except TimeoutError:
-            raise InvalidAutomation(
-                f"{where}: the template did not finish within its {timeout:g} s time limit"
-            ) from None
+        # The deadline counts from when the render starts (it may wait for a thread); the
+        # caller gives up one second past it even if the render has not noticed.
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout + 1.0)
+            except TimeoutError:
+                if started and time.monotonic() - started[0] > timeout + 1.0:
+                    raise InvalidAutomation(
+                        f"{where}: the template did not finish within its {timeout:g} s time limit"
+                    ) from None
 
     def close(self) -> None:
         """Stop the render threads (a render still running finishes on its own)."""
