@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from collector._proto import automations_pb2, automations_pb2_grpc
 from collector.app import Herald
+from collector.automations.secrets import SecretSource, UnknownSecret, map_url_secrets
 from collector.automations_client import AutomationsClient
 from collector.client import HeraldClient
 from collector.domain.events import format_time
@@ -106,7 +108,11 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[He
     config = test_config(
         db,
         auth={"tokens": tokens},
-        automations={"secrets_file": str(secrets_file), "evaluation_interval_seconds": 0.1},
+        automations={
+            "secrets_file": str(secrets_file),
+            "evaluation_interval_seconds": 0.1,
+            "allow_commands": True,
+        },
     )
     with running_herald(config) as herald:
         yield herald, db
@@ -145,6 +151,14 @@ def automation(url: str) -> dict[str, Any]:
                 "url": url.replace("http://", f"http://alice:{USERINFO_SECRET}@") + "/basic",
                 "retries": 0,
             },
+            {
+                # `automation` in a template is the public form: no copying secrets out.
+                "type": "emit-event",
+                "event": "app.copied",
+                "resource": {"prefect.resource.id": "app.copy"},
+                "payload": {"automation": "{{ automation|tojson }}"},
+            },
+            {"type": "run-command", "argv": ["echo", "token={{ secrets.ENV_TOKEN }}"]},
         ],
     }
 
@@ -219,7 +233,7 @@ def test_read_token_never_sees_webhook_secrets_while_the_webhook_gets_them(
         accepted, errors = ingest.emit([deployed(1)])
     assert accepted == 1 and not errors
     wait_for(lambda: len(receiver.requests) >= 2)
-    executed = executed_events(herald, 2)
+    executed = executed_events(herald, 4)
 
     hook = next(r for r in receiver.requests if r["path"] == "/hook")
     assert hook["headers"]["Authorization"] == f"Bearer {HEADER_SECRET}"
@@ -232,12 +246,17 @@ def test_read_token_never_sees_webhook_secrets_while_the_webhook_gets_them(
     # The executed events: URL redacted, echoed response body scrubbed.
     for event in executed:
         assert_no_secret(json.dumps(event), "the action.executed event")
-    hook_event = next(e for e in executed if "/hook" in e["payload"]["url"])
+    hook_event = next(e for e in executed if "/hook" in e["payload"].get("url", ""))
     assert "api_key=[redacted]" in hook_event["payload"]["url"]
     assert "[redacted]" in hook_event["payload"]["response_body"]
+    command = next(e for e in executed if e["payload"]["action_type"] == "run-command")
+    assert command["payload"]["stdout"] == "token=[redacted]\n"
+    assert command["payload"]["argv"] == ["echo", "token=[redacted]"]
 
-    for where, text in read_everything(herald, aid).items():
+    seen = read_everything(herald, aid)
+    for where, text in seen.items():
         assert_no_secret(text, where)
+    assert "app.copied" in seen["feed"] and "[redacted]" in seen["feed"]
 
     # The values are outside the database, in a file user SQL cannot open.
     vault = Path(f"{db}.secrets")
@@ -343,3 +362,43 @@ def test_an_unknown_secret_fails_the_action_with_a_clear_reason(
         run = wait_for(failed_run)
     assert "HERALD_SECRET_NOT_THERE" in run["reason"]
     assert not receiver.requests
+
+
+def test_secrets_come_from_the_environment_first_then_the_secrets_file(tmp_path: Path) -> None:
+    toml_file = tmp_path / "secrets.toml"
+    toml_file.write_text('PAGER = "from-toml"\nSLACK = "toml-slack"\n')
+    source = SecretSource(str(toml_file), env={"HERALD_SECRET_SLACK": "from-env"})
+    assert source.get("PAGER") == "from-toml"
+    assert source.get("SLACK") == "from-env"
+    with pytest.raises(UnknownSecret, match="HERALD_SECRET_NOPE"):
+        source.get("NOPE")
+    # A rotated file is read again without a restart.
+    toml_file.write_text('PAGER = "rotated-value"\n')
+    os.utime(toml_file, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert source.get("PAGER") == "rotated-value"
+
+    dotenv = tmp_path / "secrets.env"
+    dotenv.write_text('# comment\nexport A="quoted value"\nB=plain=with=equals\n')
+    source = SecretSource(str(dotenv), env={})
+    assert source.get("A") == "quoted value"
+    assert source.get("B") == "plain=with=equals"
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        (
+            "https://h.example/p?key=abc123&x={{ event.id }}",
+            "https://h.example/p?key=S&x={{ event.id }}",
+        ),
+        ("https://u:pw@h.example/p", "https://S@h.example/p"),
+        (
+            "https://{{ event.payload.h }}/p?t={{ secrets.T }}",
+            "https://{{ event.payload.h }}/p?t={{ secrets.T }}",
+        ),
+        ("http://[::1]:8080/p?a=1&b", "http://[::1]:8080/p?a=S&b"),
+        ("https://h.example/p?q={{ 'lit&eral' }}#frag", "https://h.example/p?q=S#frag"),
+    ],
+)
+def test_which_parts_of_a_webhook_url_are_secret(url: str, public: str) -> None:
+    assert map_url_secrets(url, lambda _v: "S") == public
