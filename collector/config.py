@@ -92,7 +92,12 @@ class LimitsConfig(_Section):
 class QueryConfig(_Section):
     page_size: int = Field(50, gt=0, le=1000, description="events per feed page")
     sql_timeout_seconds: float = Field(10.0, gt=0, description="user SQL is interrupted after this")
-    sql_max_rows: int = Field(10_000, gt=0, description="rows returned by one SQL call")
+    sql_max_rows: int = Field(
+        10_000, gt=0, description="rows one SQL call shows (exports with --output write all)"
+    )
+    sql_export_timeout_seconds: float = Field(
+        3600.0, ge=0, description="an export (herald sql --output) is stopped after this; 0 = never"
+    )
     tail_buffer_events: int = Field(1000, gt=0, description="per-subscriber live-tail buffer")
 
 

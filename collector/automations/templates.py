@@ -150,8 +150,8 @@ def approx_len(value: Any, budget: int = MAX_OUTPUT_CHARS) -> int:
 def _check_size(size: int, what: str) -> None:
     if size > MAX_OUTPUT_CHARS:
         raise RenderLimit(
-            f"{what} would make about {size:,} characters; templates may produce at most "
-            f"{MAX_OUTPUT_CHARS:,}"
+            f"{what} would make {size:,} characters or more; templates may produce at "
+            f"most {MAX_OUTPUT_CHARS:,}"
         )
 
 
@@ -262,11 +262,14 @@ def _method_estimate(name: str, owner: Any, args: tuple[Any, ...], kw: dict[str,
 _SIZED_METHODS = frozenset(
     {"center", "ljust", "rjust", "zfill", "expandtabs", "join", "replace", "format", "format_map"}
 )
-# Filters whose result cannot be larger than their input's size in any way that matters.
+# Filters that make no text and whose result is no larger than their input (the rest turn
+# their input into text, so its printed size is checked first).
 _CHEAP_FILTERS = frozenset(
     {
-        "abs", "attr", "count", "d", "default", "first", "float", "int", "last", "length",
-        "max", "min", "random", "round", "sum", "wordcount", "filesizeformat",
+        "abs", "attr", "count", "d", "default", "dictsort", "filesizeformat", "first",
+        "float", "groupby", "int", "items", "last", "length", "list", "map", "max", "min",
+        "random", "reject", "rejectattr", "reverse", "round", "select", "selectattr", "sort",
+        "sum", "unique", "wordcount",
     }
 )  # fmt: skip
 

@@ -39,6 +39,42 @@ def arrow_ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# Largest ``SqlChunk.arrow_ipc``: far below the 64 MiB message limit, and small enough that a
+# slow reader holds back the server after a few MiB (gRPC flow control on each write).
+SQL_CHUNK_BYTES = 2 * 1024 * 1024
+
+
+class _IpcPieces:
+    """The file an Arrow IPC stream writer writes to: it keeps what was written until
+    ``take()`` hands it out in pieces of at most ``SQL_CHUNK_BYTES``."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> list[bytes]:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return [data[i : i + SQL_CHUNK_BYTES] for i in range(0, len(data), SQL_CHUNK_BYTES)]
+
+
 class HeraldServicer(herald_pb2_grpc.HeraldServicer):
     def __init__(
         self, ingest: NativeIngest, reader: EventReader, tail: TailHub, auth: Authenticator
@@ -146,3 +182,39 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             await abort_grpc(context, exc)
             raise
         return herald_pb2.SqlResponse(arrow_ipc=arrow_ipc(result.table), truncated=result.truncated)
+
+    async def SqlStream(
+        self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[herald_pb2.SqlChunk]:
+        # One record batch at a time from DuckDB (in a thread), each written out before the
+        # next is read: with gRPC's flow control on every write, the server holds about one
+        # batch per stream whatever the result's size, and a slow client slows the query.
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            stream = await asyncio.to_thread(
+                self._reader.sql_stream, request.sql, all_rows=request.all_rows
+            )
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        try:
+            pieces = _IpcPieces()
+            writer = pa.ipc.new_stream(pieces, stream.schema)
+            while True:
+                try:
+                    batch = await asyncio.to_thread(stream.read_next)
+                except HeraldError as exc:
+                    await abort_grpc(context, exc)
+                    raise
+                if batch is None:
+                    break
+                writer.write_batch(batch)
+                for piece in pieces.take():
+                    yield herald_pb2.SqlChunk(arrow_ipc=piece, rows=stream.rows)
+            writer.close()
+            for piece in pieces.take():
+                yield herald_pb2.SqlChunk(arrow_ipc=piece, rows=stream.rows)
+            yield herald_pb2.SqlChunk(truncated=stream.truncated, rows=stream.rows)
+        finally:
+            # Also on a cancelled call (the client went away): end the read transaction.
+            await asyncio.to_thread(stream.close)
