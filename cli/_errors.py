@@ -16,6 +16,9 @@ _EXIT: list[tuple[type[e.HeraldError], int, str]] = [
     (e.ConfigError, 2, "config error"),
     (e.ServerUnreachable, 3, "error"),
     (e.Busy, 4, "server busy, retry later"),
+    # The store could not be read (not a Herald store, locked, damaged): exit 4, as in
+    # docs/architecture.md, so scripts tell it from a bad argument (1).
+    (e.StoreError, 4, "store error"),
     (e.Unauthenticated, 5, "not authenticated"),
     (e.PermissionDenied, 5, "permission denied"),
     (e.HeraldError, 1, "error"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,9 +17,16 @@ DbOpt = Annotated[
 
 
 def reader(ctx: typer.Context, db: str | None) -> Any:
-    """A HeraldClient, or a LocalReader on ``db``; both are context managers."""
+    """A HeraldClient, or a LocalReader on ``db``; both are context managers.
+
+    Offline, the ``[query]`` limits come from the same places as the server's (``HERALD_CONFIG``
+    file, then ``HERALD_QUERY__*``), since this process is the one applying them; online they
+    are the server's settings, and setting them for the CLI changes nothing."""
     if db:
+        from collector.config import load_config
         from collector.local import LocalReader
 
-        return LocalReader(db)
+        config_file = os.environ.get("HERALD_CONFIG")
+        config = load_config(Path(config_file) if config_file else None)
+        return LocalReader(db, config.query)
     return state(ctx).client()

@@ -1,38 +1,30 @@
-"""`herald sql`: one read-only SQL statement against the store."""
+"""`herald sql`: one read-only SQL statement against the store, shown or exported.
+
+Shown (stdout): at most ``query.sql_max_rows`` rows, with a note when more exist. Exported
+(``--output FILE``): every row, streamed batch by batch into the file (``cli/_export.py``).
+"""
 
 from __future__ import annotations
 
-import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli._errors import handle_errors
+from cli._export import export_format, write_export
 from cli._output import OutputFormat, note, render
 from cli._readers import DbOpt, reader
 from collector.errors import InvalidInput
 
 
-def write_output(table, path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Write an Arrow table as parquet, CSV or JSON, chosen by the file extension."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, path)
-    elif suffix == ".csv":
-        import pyarrow.csv as pcsv
-
-        pcsv.write_csv(table, path)
-    elif suffix == ".json":
-        path.write_text(json.dumps(table.to_pylist(), default=str, indent=2))
-    elif suffix == ".jsonl":
-        with path.open("w") as out:
-            for row in table.to_pylist():
-                out.write(json.dumps(row, default=str) + "\n")
-    else:
-        raise InvalidInput(f"--output: unknown extension {suffix!r} (use .parquet, .csv, .json)")
+class SqlFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
 
 
 @handle_errors
@@ -42,23 +34,46 @@ def sql(
         str, typer.Argument(help="one read-only statement (SELECT, WITH, DESCRIBE, …)")
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write to FILE.parquet|.csv|.json")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="write every row to FILE (.parquet, .csv, .jsonl or .json; or --format)",
+        ),
     ] = None,
     fmt: Annotated[
-        OutputFormat | None, typer.Option("--format", "-f", help="table | json | jsonl | csv")
+        SqlFormat | None,
+        typer.Option("--format", "-f", help="table | json | jsonl | csv (| parquet with -o)"),
     ] = None,
     db: DbOpt = None,
 ) -> None:
     """Run one read-only SQL statement on the event store.
 
     Example: herald sql "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 2 DESC"
+
+    Export every row: herald sql "SELECT * FROM events" --output events.parquet
     """
+    if output is not None:
+        if fmt is SqlFormat.TABLE:
+            raise InvalidInput(
+                "--format table is for a terminal; a file takes parquet, csv, jsonl or json"
+            )
+        kind = export_format(output, fmt.value if fmt is not None else None)
+        with reader(ctx, db) as source, source.sql_stream(query, all_rows=True) as stream:
+            rows, seconds = write_export(stream, output, kind)
+        note(f"wrote {rows:,} rows to {output} ({seconds:.1f} s)")
+        return
+    if fmt is SqlFormat.PARQUET:
+        raise InvalidInput("--format parquet needs --output FILE")
     with reader(ctx, db) as source:
         table, truncated = source.sql(query)
-    if output is not None:
-        write_output(table, output)
-        note(f"wrote {table.num_rows} rows to {output}")
-    else:
-        render(table.to_pylist(), fmt, columns=table.column_names)
+    render(
+        table.to_pylist(),
+        OutputFormat(fmt.value) if fmt is not None else None,
+        columns=table.column_names,
+    )
     if truncated:
-        note(f"herald: showing the first {table.num_rows} rows (the server's row limit)")
+        note(
+            f"herald: showing the first {table.num_rows:,} rows (query.sql_max_rows); "
+            "--output FILE writes every row"
+        )

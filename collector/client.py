@@ -140,9 +140,18 @@ class HeraldClient(Connection):
         return out
 
     def sql(self, sql: str) -> tuple[pa.Table, bool]:
-        """Run one read-only statement; returns (Arrow table, truncated)."""
-        reply = self._call(self._stub.Sql, herald_pb2.SqlRequest(sql=sql), timeout=600)
-        return pa.ipc.open_stream(reply.arrow_ipc).read_all(), reply.truncated
+        """Run one read-only statement under the server's row limit (``query.sql_max_rows``);
+        returns (Arrow table, truncated). Streamed, so no result is too big for one message."""
+        with self.sql_stream(sql, all_rows=False) as stream:
+            return stream.read_all(), stream.truncated
+
+    def sql_stream(self, sql: str, *, all_rows: bool) -> RemoteSqlStream:
+        """Run one read-only statement and stream its result (``all_rows``: every row, for an
+        export). Use as a context manager; leaving it early cancels the call."""
+        call = self._stub.SqlStream(
+            herald_pb2.SqlRequest(sql=sql, all_rows=all_rows), metadata=self._metadata()
+        )
+        return RemoteSqlStream(call, self.address)
 
     def tail(
         self, filter: dict[str, Any] | None, backfill: bool = True, backfill_limit: int = 0
@@ -168,3 +177,115 @@ class HeraldClient(Connection):
             raise error_from_rpc(exc, self.address) from None
         finally:
             stream.cancel()
+
+
+class _ChunkFile:
+    """A read-only file over the ``SqlChunk`` messages of a call, for Arrow's IPC stream
+    reader: ``read(n)`` returns exactly ``n`` bytes until the stream ends (a short read would
+    make Arrow report a truncated message)."""
+
+    closed = False
+
+    def __init__(self, stream: RemoteSqlStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            piece = self._stream._next_piece()
+            if piece is None:
+                break
+            self._buffer += piece
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self._position += size
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteSqlStream:
+    """The result of ``SqlStream`` as record batches: ``schema``, iteration, ``rows`` (rows
+    received), ``truncated`` (known once the batches are read). The same shape as the store's
+    ``SqlStream``, so the CLI writes a file alike online and offline."""
+
+    def __init__(self, call: Any, address: str) -> None:
+        self._call = call
+        self._address = address
+        self._error: e.HeraldError | None = None
+        self._ended = False
+        self.rows = 0
+        self.truncated = False
+        try:
+            self._reader = pa.ipc.open_stream(_ChunkFile(self))
+        except Exception:
+            self._raise_failure()
+            raise
+        self.schema: pa.Schema = self._reader.schema
+
+    def _next_piece(self) -> bytes | None:
+        """The next non-empty piece of the IPC stream, or ``None`` when the call is done."""
+        while not self._ended:
+            try:
+                chunk = next(self._call)
+            except StopIteration:
+                self._ended = True
+                break
+            except grpc.RpcError as exc:
+                self._ended = True
+                self._error = error_from_rpc(exc, self._address)
+                raise self._error from None
+            self.rows = chunk.rows
+            self.truncated = self.truncated or chunk.truncated
+            if chunk.arrow_ipc:
+                return chunk.arrow_ipc
+        return None
+
+    def _raise_failure(self) -> None:
+        # Arrow wraps what ``_ChunkFile.read`` raised; the Herald error behind it is the news.
+        if self._error is not None:
+            raise self._error from None
+
+    def read_next(self) -> pa.RecordBatch | None:
+        """The next batch, or ``None`` at the end of the result."""
+        try:
+            return self._reader.read_next_batch()
+        except StopIteration:
+            # The end-of-stream marker was read; the last message (``truncated``) follows.
+            while self._next_piece() is not None:
+                pass
+            return None
+        except Exception:
+            self._raise_failure()
+            raise
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while (batch := self.read_next()) is not None:
+            yield batch
+
+    def read_all(self) -> pa.Table:
+        return pa.Table.from_batches(list(self), schema=self.schema)
+
+    def close(self) -> None:
+        """Cancel the call if it is still running (the server then ends its transaction)."""
+        if not self._ended:
+            self._call.cancel()
+            self._ended = True
+
+    def __enter__(self) -> RemoteSqlStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

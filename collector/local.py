@@ -9,16 +9,17 @@ import pyarrow as pa
 
 from collector.config import QueryConfig
 from collector.domain.filters import parse_filter
-from collector.store.duckdb_store import EventStore
 from collector.store.reader import EventReader
+from collector.store.sql import SqlStream
 
 
 class LocalReader:
     """Same read methods and return shapes as ``HeraldClient``, answered from a file."""
 
     def __init__(self, path: str, config: QueryConfig | None = None) -> None:
-        self._store = EventStore(path, read_only=True)
-        self._reader = EventReader(self._store, config or QueryConfig())
+        # Refuses, with one StoreError line, a file that is not a Herald store.
+        self._reader = EventReader.open_file(path, config or QueryConfig())
+        self._store = self._reader.store
 
     def query(
         self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
@@ -46,6 +47,10 @@ class LocalReader:
     def sql(self, sql: str) -> tuple[pa.Table, bool]:
         result = self._reader.sql(sql)
         return result.table, result.truncated
+
+    def sql_stream(self, sql: str, *, all_rows: bool) -> SqlStream:
+        """The result as record batches (``all_rows``: every row, for an export)."""
+        return self._reader.sql_stream(sql, all_rows=all_rows)
 
     def close(self) -> None:
         self._store.close()

@@ -97,10 +97,12 @@ class TailMessage(_message.Message):
     def __init__(self, event_json: _Optional[bytes] = ..., lagged: _Optional[int] = ...) -> None: ...
 
 class SqlRequest(_message.Message):
-    __slots__ = ("sql",)
+    __slots__ = ("sql", "all_rows")
     SQL_FIELD_NUMBER: _ClassVar[int]
+    ALL_ROWS_FIELD_NUMBER: _ClassVar[int]
     sql: str
-    def __init__(self, sql: _Optional[str] = ...) -> None: ...
+    all_rows: bool
+    def __init__(self, sql: _Optional[str] = ..., all_rows: _Optional[bool] = ...) -> None: ...
 
 class SqlResponse(_message.Message):
     __slots__ = ("arrow_ipc", "truncated")
@@ -109,3 +111,13 @@ class SqlResponse(_message.Message):
     arrow_ipc: bytes
     truncated: bool
     def __init__(self, arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class SqlChunk(_message.Message):
+    __slots__ = ("arrow_ipc", "truncated", "rows")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    truncated: bool
+    rows: int
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., truncated: _Optional[bool] = ..., rows: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,11 @@ class HeraldStub:
                 request_serializer=collector_dot___proto_dot_herald__pb2.SqlRequest.SerializeToString,
                 response_deserializer=collector_dot___proto_dot_herald__pb2.SqlResponse.FromString,
                 _registered_method=True)
+        self.SqlStream = channel.unary_stream(
+                '/herald.v1.Herald/SqlStream',
+                request_serializer=collector_dot___proto_dot_herald__pb2.SqlRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.SqlChunk.FromString,
+                _registered_method=True)
 
 
 class HeraldServicer:
@@ -111,6 +116,13 @@ class HeraldServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SqlStream(self, request, context):
+        """One read-only SQL statement, its result streamed as Arrow IPC in chunks (exports).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeraldServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_HeraldServicer_to_server(servicer, server):
                     servicer.Sql,
                     request_deserializer=collector_dot___proto_dot_herald__pb2.SqlRequest.FromString,
                     response_serializer=collector_dot___proto_dot_herald__pb2.SqlResponse.SerializeToString,
+            ),
+            'SqlStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SqlStream,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.SqlRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.SqlChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class Herald:
             '/herald.v1.Herald/Sql',
             collector_dot___proto_dot_herald__pb2.SqlRequest.SerializeToString,
             collector_dot___proto_dot_herald__pb2.SqlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SqlStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/herald.v1.Herald/SqlStream',
+            collector_dot___proto_dot_herald__pb2.SqlRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.SqlChunk.FromString,
             options,
             channel_credentials,
             insecure,

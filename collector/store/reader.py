@@ -1,19 +1,81 @@
 """``EventReader``: every read a user can make of the store — feed pages, counts, one event,
-user SQL. Synchronous (servers call it through ``asyncio.to_thread``); the CLI's offline
-``--db`` mode uses the same object on a read-only store, so both paths answer alike."""
+user SQL (collected for a terminal, or streamed for an export). Synchronous (servers call it
+through ``asyncio.to_thread``); the CLI's offline ``--db`` mode uses the same object on a
+read-only store (``EventReader.open_file``), so both paths answer alike."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
 
 from collector.clock import Clock, SystemClock
 from collector.config import QueryConfig
 from collector.domain.events import ReceivedEvent
 from collector.domain.filters import EventFilter, EventOrder
-from collector.errors import NotFound
+from collector.errors import NotFound, StoreError
 from collector.store.duckdb_store import EventStore
 from collector.store.queries import EventCount, Page, count_events, query_events
-from collector.store.sql import SqlResult, run_readonly
+from collector.store.schema import MIGRATIONS
+from collector.store.sql import SqlResult, SqlStream, run_readonly
+
+log = logging.getLogger(__name__)
+
+
+def check_herald_store(store: EventStore) -> None:
+    """Raise ``StoreError`` unless ``store`` holds Herald's tables at this Herald's schema.
+
+    A read-only open cannot migrate, so a file that is not a Herald store — or a copy of one
+    taken without its ``.wal`` (a young store may have everything, tables included, only in the
+    WAL) — must be refused here with one clear message, not fail later on a missing table.
+    """
+    cur = store.cursor()
+    try:
+        names = {
+            row[0]
+            for row in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+                "UNION ALL SELECT view_name FROM duckdb_views() WHERE schema_name = 'main'"
+            ).fetchall()
+        }
+        missing = sorted({"herald_schema", "events", "event_resources"} - names)
+        if missing:
+            raise StoreError(
+                f"{store.path} is not a Herald store (no {', '.join(missing)} "
+                f"{'table' if len(missing) == 1 else 'tables'}); if it is a copy of one, "
+                "copy its .wal file with it"
+            )
+        row = cur.execute("SELECT max(version) FROM herald_schema").fetchone()
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read {store.path}: {_first_line(exc)}") from None
+    finally:
+        cur.close()
+    version = row[0] if row and row[0] is not None else 0
+    latest = MIGRATIONS[-1][0]
+    if version < latest:
+        raise StoreError(
+            f"{store.path} has Herald schema version {version}, this Herald reads {latest}: "
+            "open it once with `herald serve` to upgrade it (or copy its .wal file with it)"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    # A DuckDB failure under a read (a damaged file, the store closing under a shutdown) is
+    # the store's, not the caller's: one StoreError line, never a raw DuckDB traceback.
+    try:
+        yield
+    except duckdb.Error as exc:
+        log.warning("read failed", exc_info=exc)
+        raise StoreError(f"read failed: {_first_line(exc)}") from None
 
 
 class EventReader:
@@ -34,20 +96,34 @@ class EventReader:
         # nor a tampering attempt (documented in docs/feed.md).
         self._token_key = token_key or os.urandom(32)
 
+    @classmethod
+    def open_file(cls, path: str | Path, config: QueryConfig) -> EventReader:
+        """A reader on the Herald store at ``path``, opened read-only (the CLI's ``--db``).
+
+        Raises ``StoreError`` for a missing, locked or non-Herald file."""
+        store = EventStore(path, read_only=True)
+        try:
+            check_herald_store(store)
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, config)
+
     def query(
         self, filter: EventFilter | None, limit: int | None = None, page_token: str | None = None
     ) -> Page:
         """One feed page (``limit`` defaults to ``query.page_size``) or the page after a token."""
         cur = self.store.cursor()
         try:
-            return query_events(
-                cur,
-                filter,
-                limit or self.config.page_size,
-                page_token,
-                self.clock.now(),
-                token_key=self._token_key,
-            )
+            with _read_errors():
+                return query_events(
+                    cur,
+                    filter,
+                    limit or self.config.page_size,
+                    page_token,
+                    self.clock.now(),
+                    token_key=self._token_key,
+                )
         finally:
             cur.close()
 
@@ -60,14 +136,16 @@ class EventReader:
     ) -> list[EventCount]:
         cur = self.store.cursor()
         try:
-            return count_events(
-                cur, filter, countable, time_unit, time_interval, now=self.clock.now()
-            )
+            with _read_errors():
+                return count_events(
+                    cur, filter, countable, time_unit, time_interval, now=self.clock.now()
+                )
         finally:
             cur.close()
 
     def get(self, event_id: str) -> ReceivedEvent:
-        event = self.store.get_event(event_id)
+        with _read_errors():
+            event = self.store.get_event(event_id)
         if event is None:
             raise NotFound(f"no event with id {event_id}")
         return event
@@ -78,10 +156,27 @@ class EventReader:
         return list(reversed(page.events))
 
     def sql(self, sql: str) -> SqlResult:
-        cur = self.store.cursor()
-        try:
-            return run_readonly(
-                cur, sql, timeout=self.config.sql_timeout_seconds, max_rows=self.config.sql_max_rows
+        """``sql`` collected under ``query.sql_max_rows`` and ``query.sql_timeout_seconds``."""
+        return run_readonly(
+            self.store.cursor(),
+            sql,
+            timeout=self.config.sql_timeout_seconds,
+            max_rows=self.config.sql_max_rows,
+        )
+
+    def sql_stream(self, sql: str, *, all_rows: bool) -> SqlStream:
+        """``sql`` open as a stream of record batches; the caller closes it.
+
+        ``all_rows`` (an export): every row, under ``query.sql_export_timeout_seconds``
+        (0: no limit). Otherwise the terminal's limits, as ``sql``. Same statement checks."""
+        if all_rows:
+            limit = self.config.sql_export_timeout_seconds
+            return SqlStream(
+                self.store.cursor(), sql, timeout=limit if limit > 0 else None, max_rows=None
             )
-        finally:
-            cur.close()
+        return SqlStream(
+            self.store.cursor(),
+            sql,
+            timeout=self.config.sql_timeout_seconds,
+            max_rows=self.config.sql_max_rows,
+        )

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,43 +70,164 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0]
 
 
+# DuckDB hands Arrow this many rows at a time. A multiple of its 2,048-row vector; small enough
+# that a batch of large events stays a few MB (the gRPC stream cuts it into chunks anyway).
+BATCH_ROWS = 8_192
+
+
+class SqlStream:
+    """One read-only statement, open: its Arrow ``schema`` and its record batches, read one at
+    a time (``read_next``) so a result of any size passes with bounded memory.
+
+    Owns ``cursor``: the statement runs in a ``READ ONLY`` transaction that ``close()`` rolls
+    back before closing the cursor. ``max_rows`` (``None``: every row) cuts the result and
+    sets ``truncated``; ``timeout`` (``None``: none) stops the statement, checked by a timer
+    that interrupts DuckDB mid-batch and between batches (an idle cursor ignores interrupts).
+    Every failure is ``InvalidSql`` with DuckDB's first line.
+    """
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        sql: str,
+        *,
+        timeout: float | None,
+        max_rows: int | None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        self._cursor = cursor
+        self._timeout = timeout
+        self._max_rows = max_rows
+        self._timer: threading.Timer | None = None
+        self._deadline: float | None = None
+        self._done = False
+        self._closed = False
+        # ``close`` may come from another thread while a read runs (a server stream whose
+        # client went away): it interrupts the read, then waits for it before the rollback.
+        self._lock = threading.Lock()
+        self.rows = 0
+        self.truncated = False
+        try:
+            check_readonly(cursor, sql)
+            cursor.execute("BEGIN TRANSACTION READ ONLY")
+        except BaseException:
+            self.close()
+            raise
+        if timeout is not None:
+            self._deadline = time.monotonic() + timeout
+            self._timer = threading.Timer(timeout, cursor.interrupt)
+            self._timer.daemon = True
+            self._timer.start()
+        try:
+            with self._errors():
+                cursor.execute(sql)
+                self._reader = cursor.fetch_record_batch(rows_per_batch=batch_rows)
+        except BaseException:
+            self.close()
+            raise
+        self.schema: pa.Schema = self._reader.schema
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except duckdb.InterruptException:
+            raise self._timed_out() from None
+        except duckdb.PermissionException as exc:
+            raise InvalidSql(
+                f"refused: user SQL may not read or write files, reach the network or load "
+                f"extensions ({_first_line(exc)})"
+            ) from None
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            # Errors raised while DuckDB fills an Arrow batch come back through pyarrow.
+            message = _first_line(exc)
+            if "INTERRUPT" in message:
+                raise self._timed_out() from None
+            if "read-only" in message or "read only" in message:
+                raise InvalidSql(f"refused: user SQL is read-only ({message})") from None
+            raise InvalidSql(message) from None
+
+    def _timed_out(self) -> InvalidSql:
+        return InvalidSql(f"query stopped after the {self._timeout:g} s time limit")
+
+    def read_next(self) -> pa.RecordBatch | None:
+        """The next batch of rows, or ``None`` at the end (or at the row limit)."""
+        with self._lock:
+            if self._closed:
+                raise InvalidSql("the query was closed")
+            return self._read_next()
+
+    def _read_next(self) -> pa.RecordBatch | None:
+        if self._done:
+            return None
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise self._timed_out()
+        with self._errors():
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                batch = None
+        if batch is None:
+            self._done = True
+            return None
+        if self._max_rows is not None and self.rows + batch.num_rows > self._max_rows:
+            batch = batch.slice(0, self._max_rows - self.rows)
+            self.truncated = True
+            self._done = True
+        elif self._max_rows is not None and self.rows + batch.num_rows == self._max_rows:
+            # Exactly at the limit: truncated only if at least one more row follows.
+            self._done = True
+            with self._errors():
+                try:
+                    more = self._reader.read_next_batch()
+                except StopIteration:
+                    more = None
+            self.truncated = more is not None and more.num_rows > 0
+        self.rows += batch.num_rows
+        return batch
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while (batch := self.read_next()) is not None:
+            yield batch
+
+    def read_all(self) -> pa.Table:
+        """Every remaining batch as one table (use only under a row limit)."""
+        return pa.Table.from_batches(list(self), schema=self.schema)
+
+    def close(self) -> None:
+        """End the transaction (rolled back: nothing was written) and close the cursor."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._lock.locked():
+            self._cursor.interrupt()
+        with self._lock:
+            self._finish()
+
+    def _finish(self) -> None:
+        try:
+            self._cursor.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # no transaction was open (the statement failed its checks)
+        try:
+            self._cursor.close()
+        except duckdb.Error:
+            pass
+
+    def __enter__(self) -> SqlStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def run_readonly(
     cursor: duckdb.DuckDBPyConnection, sql: str, *, timeout: float, max_rows: int
 ) -> SqlResult:
-    """Run ``sql`` on ``cursor`` (its own cursor: it may be interrupted) under the limits."""
-    check_readonly(cursor, sql)
-    timer = threading.Timer(timeout, cursor.interrupt)
-    cursor.execute("BEGIN TRANSACTION READ ONLY")
-    timer.start()
-    try:
-        cursor.execute(sql)
-        reader = cursor.fetch_record_batch(rows_per_batch=min(max_rows + 1, 100_000))
-        batches: list[pa.RecordBatch] = []
-        count = 0
-        while count <= max_rows:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            batches.append(batch)
-            count += batch.num_rows
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-    except duckdb.InterruptException:
-        raise InvalidSql(f"query stopped after the {timeout:g} s time limit") from None
-    except duckdb.PermissionException as exc:
-        raise InvalidSql(
-            f"refused: user SQL may not read or write files, reach the network or load "
-            f"extensions ({_first_line(exc)})"
-        ) from None
-    except duckdb.Error as exc:
-        message = _first_line(exc)
-        if "read-only" in message or "read only" in message:
-            raise InvalidSql(f"refused: user SQL is read-only ({message})") from None
-        raise InvalidSql(message) from None
-    finally:
-        timer.cancel()
-        try:
-            cursor.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
-    return SqlResult(table=table.slice(0, max_rows), truncated=table.num_rows > max_rows)
+    """Run ``sql`` on ``cursor`` (its own cursor: it may be interrupted; closed here) under the
+    time and row limits, and collect the result (the terminal's path; exports stream)."""
+    with SqlStream(cursor, sql, timeout=timeout, max_rows=max_rows) as stream:
+        table = stream.read_all()
+        return SqlResult(table=table, truncated=stream.truncated)
