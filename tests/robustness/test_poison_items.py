@@ -47,6 +47,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
+from collector.client import HeraldClient
 from collector.domain.events import MAX_PAYLOAD_DEPTH
 from collector.domain.ids import uuid7_str
 from collector.testing import running_herald, test_config
@@ -231,6 +232,14 @@ def test_payload_nesting_is_limited_per_item(herald: Herald, transport: str) -> 
     assert herald.store is not None
     stored = herald.store.get_event(at_limit["id"])
     assert stored is not None and stored.payload == at_limit["payload"]
+    # ... and can be read back through the feed, inside the event and the page around it
+    page = httpx.post(f"http://{herald.http_address}/api/events/filter", json={}, timeout=30)
+    assert page.status_code == 200
+    served = {e["id"]: e for e in page.json()["events"]}
+    assert served[at_limit["id"]]["payload"] == at_limit["payload"]
+    with HeraldClient(herald.grpc_address) as client:
+        events = client.query(None)["events"]
+    assert {e["id"] for e in events} == stored_ids(herald)
 
 
 def test_nesting_past_the_json_decoders_limit_refuses_the_body(
