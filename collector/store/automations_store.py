@@ -216,6 +216,8 @@ class AutomationStore:
         self._vault = SecretVault(store.path, read_only=store.read_only)
         # Vault and table change together: one automation write at a time.
         self._writes = threading.Lock()
+        if not store.read_only:
+            self.protect_stored_secrets()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._store.cursor()
@@ -275,6 +277,25 @@ class AutomationStore:
         for (body,) in rows:
             refs |= refs_in(orjson.loads(body))
         self._vault.retain(refs)
+
+    def protect_stored_secrets(self) -> int:
+        """Move secrets that stored bodies still hold in plain text (saved before secrets were
+        kept apart) into the vault; returns how many automations were rewritten. Events
+        already stored about them are not rewritten: rotate such secrets."""
+        rewritten = 0
+        with self._writes:
+            for automation_id, body in self._read("SELECT id, body FROM automations"):
+                public, found = split(orjson.loads(body), {})
+                if not found:
+                    continue
+                self._vault.add(found)
+                with self._store.transaction() as cur:
+                    cur.execute(
+                        "UPDATE automations SET body = ? WHERE id = ?",
+                        [_dumps(public).decode(), automation_id],
+                    )
+                rewritten += 1
+        return rewritten
 
     @staticmethod
     def _values(a: Automation, public: dict[str, Any]) -> list[Any]:

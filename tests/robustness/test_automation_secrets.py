@@ -29,9 +29,11 @@ from collector.app import Herald
 from collector.automations.secrets import SecretSource, UnknownSecret, map_url_secrets
 from collector.automations_client import AutomationsClient
 from collector.client import HeraldClient
+from collector.domain.automations import parse_automation
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import InvalidInput
+from collector.store.duckdb_store import EventStore
 from collector.testing import running_herald, test_config
 
 ADMIN = "secrets-admin-token"
@@ -402,3 +404,31 @@ def test_secrets_come_from_the_environment_first_then_the_secrets_file(tmp_path:
 )
 def test_which_parts_of_a_webhook_url_are_secret(url: str, public: str) -> None:
     assert map_url_secrets(url, lambda _v: "S") == public
+
+
+def test_secrets_stored_by_an_older_version_are_moved_out_on_start(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HERALD_SECRET_ENV_TOKEN", ENV_SECRET)
+    monkeypatch.setenv("HERALD_SECRET_FILE_TOKEN", FILE_SECRET)
+    db = tmp_path / "herald.duckdb"
+    data = automation(receiver.url)
+    old = parse_automation({**data, "actions": data["actions"][:1]})
+    store = EventStore(db)
+    with store.transaction() as cur:  # the row as a version without the vault wrote it
+        cur.execute(
+            "INSERT INTO automations (id, name, description, enabled, tags, body, created, "
+            "updated) VALUES (?, ?, '', true, [], ?, now(), now())",
+            [old.id, old.name, json.dumps(old.model_dump(mode="json"))],
+        )
+    store.close()
+    tokens = [{"token": READER, "scopes": ["read"]}, {"token": INGEST, "scopes": ["ingest"]}]
+    with running_herald(test_config(db, auth={"tokens": tokens})) as herald:
+        with HeraldClient(herald.grpc_address, token=READER) as reader:
+            result, _ = reader.sql("SELECT body FROM automations")
+            assert_no_secret(json.dumps(result.to_pylist()), "a migrated body")
+        with HeraldClient(herald.grpc_address, token=INGEST) as ingest:
+            ingest.emit([deployed(4)])
+        hook = wait_for(lambda: next(iter(receiver.requests), None))
+    assert hook["headers"]["Authorization"] == f"Bearer {HEADER_SECRET}"
+    assert hook["query"]["api_key"] == QUERY_SECRET
