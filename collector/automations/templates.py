@@ -387,12 +387,12 @@ def maybe_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-def uses_secrets(text: str) -> bool:
+def uses_secrets(text: str, env: _Sandbox | None = None) -> bool:
     """Whether a template refers to ``secrets`` (checked on save for actions that may not)."""
     if not maybe_template(text):
         return False
     try:
-        root = _Sandbox().parse(text)
+        root = (env or _Sandbox()).parse(text)
     except TemplateSyntaxError:
         return False
     return any(n.name == "secrets" for n in root.find_all(nodes.Name))
@@ -413,6 +413,10 @@ class TemplateEngine:
         self._lock = threading.Lock()  # the compile cache is shared by the render threads
         self.timeout_seconds = timeout_seconds
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def env(self) -> _Sandbox:
+        return self._env
 
     def _parse(self, text: str, where: str) -> nodes.Template:
         try:
@@ -549,7 +553,7 @@ def validate_automation_templates(automation: Automation) -> None:
         if action.type != "emit-event":
             continue
         for where, text in action.templates():
-            if uses_secrets(text):
+            if uses_secrets(text, engine.env):
                 raise InvalidAutomation(
                     f"{field}[{i}].{where}: secrets are not available to emit-event (the "
                     "event would carry them to every reader); use them in call-webhook or "
