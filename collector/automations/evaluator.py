@@ -7,7 +7,8 @@ no threads. ``Evaluator`` keeps, per loaded event trigger, one bucket per ``for_
 * ``on_event(event)`` — reactive evaluation of every trigger covering the event, at the event's
   ``occurred`` (threshold and window rules, immediate triggers, ``after``/``expect`` arming,
   including an event in both), after ``follows`` causal ordering: an event whose leader has not
-  been seen is held until the leader arrives, or released after 15 minutes.
+  been *processed* (a leader that is itself held does not count) is held until the leader is,
+  then evaluated right after it, or released after 15 minutes.
 * ``tick(now)`` — proactive evaluation on the *events clock* (``now`` shifted by how far behind
   real time the last event was), release of lost followers, and the sweep of stale buckets.
 
