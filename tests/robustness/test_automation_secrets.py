@@ -29,10 +29,11 @@ from collector.app import Herald
 from collector.automations.secrets import SecretSource, UnknownSecret, map_url_secrets
 from collector.automations_client import AutomationsClient
 from collector.client import HeraldClient
+from collector.config import load_config
 from collector.domain.automations import parse_automation
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
-from collector.errors import InvalidInput
+from collector.errors import ConfigError, InvalidInput
 from collector.store.duckdb_store import EventStore
 from collector.testing import running_herald, test_config
 
@@ -432,3 +433,16 @@ def test_secrets_stored_by_an_older_version_are_moved_out_on_start(
         hook = wait_for(lambda: next(iter(receiver.requests), None))
     assert hook["headers"]["Authorization"] == f"Bearer {HEADER_SECRET}"
     assert hook["query"]["api_key"] == QUERY_SECRET
+
+
+def test_secret_variables_are_not_config_keys_and_a_missing_secrets_file_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    config = load_config(env={"HERALD_SECRET_PAGER_TOKEN": "x", "HERALD_QUERY__PAGE_SIZE": "20"})
+    assert config.query.page_size == 20
+    missing = tmp_path / "nope.env"
+    with pytest.raises(ConfigError, match=r"automations\.secrets_file: cannot read .*nope\.env"):
+        with running_herald(
+            test_config(tmp_path / "h.duckdb", automations={"secrets_file": str(missing)})
+        ):
+            pass
