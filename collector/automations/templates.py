@@ -168,6 +168,7 @@ def _int(value: Any) -> int:
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\d+|\*)?(?:\.(\d+|\*))?[a-zA-Z%]")
 _BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
 _DIGITS = re.compile(r"\d+")
+_NESTED_SPEC = re.compile(r"\{[^{}]*:[^{}]*\{")
 
 
 def format_widths(fmt: str) -> int:
@@ -180,6 +181,8 @@ def format_widths(fmt: str) -> int:
                 return MAX_OUTPUT_CHARS + 1
             if part:
                 total += int(part)
+    if _NESTED_SPEC.search(fmt):
+        return MAX_OUTPUT_CHARS + 1  # '{0:{1}}': the width comes from an argument
     for spec in _BRACE_SPEC.findall(fmt):
         total += sum(int(d) for d in _DIGITS.findall(spec))
     return total
@@ -259,6 +262,7 @@ def _method_estimate(name: str, owner: Any, args: tuple[Any, ...], kw: dict[str,
     return 0
 
 
+_LOOP_FILTER = "_herald_loop"
 _SIZED_METHODS = frozenset(
     {"center", "ljust", "rjust", "zfill", "expandtabs", "join", "replace", "format", "format_map"}
 )
@@ -301,8 +305,27 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self.filters["tojson"] = _tojson
         for name, func in list(self.filters.items()):
             self.filters[name] = self._limited_filter(name, func)
+        self.filters[_LOOP_FILTER] = self._limited_loop
         # The deadline of the render running on this thread (renders run on several threads).
         self.local = threading.local()
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        # Every `for` iterates through `_limited_loop`: a loop with an empty body calls no
+        # other hook, and `{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}` over two
+        # 100k-character strings is 10^10 iterations.
+        root = super()._parse(source, name, filename)
+        for loop in list(root.find_all(nodes.For)):
+            loop.iter = nodes.Filter(
+                loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.lineno
+            )
+        return root
+
+    def _limited_loop(self, iterable: Any) -> Iterator[Any]:
+        check = self.check_deadline
+        for i, item in enumerate(iterable):
+            if not i % 64:
+                check()
+            yield item
 
     def check_deadline(self) -> None:
         deadline = getattr(self.local, "deadline", None)
@@ -320,6 +343,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             self.check_deadline()
             if not cheap and len(args) > offset:
                 value, rest = args[offset], args[offset + 1 :]
+                if name == "join" and isinstance(value, Iterator):
+                    # Measured before joining: a generator (`|map(...)`) is read once, here.
+                    value = list(value)
+                    args = (*args[:offset], value, *rest)
                 _check_size(_estimate_filter(name, value, rest, kwargs), f"|{name}")
             return func(*args, **kwargs)
 

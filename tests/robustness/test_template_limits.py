@@ -80,6 +80,8 @@ class RssPeak:
         "{{ 'x'.center(200000000) }}",
         "{{ 'x'.ljust(200000000) }}",
         "{{ '{:>200000000}'.format(1) }}",
+        "{{ '{0:{1}}'.format('x', 100000000) }}",
+        "{{ range(100)|map('string')|join('x' * 100000) }}",
         "{{ '%200000000s' % 'x' }}",
         "{{ '%200000000s'|format('x') }}",
         "{{ ('a\n' * 50000)|indent(100000) }}",
@@ -118,7 +120,11 @@ def test_ordinary_templates_still_render() -> None:
     assert len(out) == MAX_OUTPUT_CHARS
 
 
-def test_a_slow_template_stops_at_its_time_limit_off_the_event_loop() -> None:
+EMPTY_LOOPS = "{% for a in 'x' * 100000 %}{% for b in 'x' * 100000 %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize("template", [SLOW, EMPTY_LOOPS], ids=["slow-filters", "empty-loops"])
+def test_a_slow_template_stops_at_its_time_limit_off_the_event_loop(template: str) -> None:
     async def scenario() -> tuple[float, float, str]:
         engine = TemplateEngine(timeout_seconds=0.5)
         lags: list[float] = []
@@ -132,7 +138,7 @@ def test_a_slow_template_stops_at_its_time_limit_off_the_event_loop() -> None:
         tick = asyncio.create_task(ticker())
         started = time.monotonic()
         try:
-            await engine.offload(lambda: engine.render(SLOW, {}, "actions[0].body"), "body")
+            await engine.offload(lambda: engine.render(template, {}, "actions[0].body"), "body")
         except InvalidAutomation as exc:
             message = str(exc)
         else:
@@ -146,6 +152,15 @@ def test_a_slow_template_stops_at_its_time_limit_off_the_event_loop() -> None:
     assert "time limit" in message
     assert took < 1.5
     assert worst_lag < 0.1
+
+
+def test_ordinary_loops_and_generators_are_unchanged() -> None:
+    engine = TemplateEngine()
+    text = (
+        "{{ range(5)|map('string')|join('-') }}|"
+        "{% for x in 'abc' %}{{ loop.index }}{{ x }}{% if loop.last %}!{% endif %}{% endfor %}"
+    )
+    assert engine.render(text, {}) == "0-1-2-3-4|1a2b3c!"
 
 
 # --------------------------------------------------------------------------------------------
