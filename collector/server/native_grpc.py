@@ -14,7 +14,7 @@ import pyarrow as pa
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.config import Scope
 from collector.domain.filters import parse_filter
-from collector.errors import HeraldError
+from collector.errors import HeraldError, PayloadTooLarge
 from collector.server.auth import Authenticator
 from collector.server.ingest import NativeIngest
 from collector.server.status import abort_grpc
@@ -38,6 +38,10 @@ def arrow_ipc(table: pa.Table) -> bytes:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
+
+# Largest result the unary ``Sql`` sends: the clients' 64 MiB message limit, less room for the
+# rest of the message.
+UNARY_SQL_BYTES = 64 * 1024 * 1024 - 64 * 1024
 
 # Largest ``SqlChunk.arrow_ipc``: far below the 64 MiB message limit, and small enough that a
 # slow reader holds back the server after a few MiB (gRPC flow control on each write).
@@ -178,10 +182,18 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         try:
             self._auth.check(authorization(context), Scope.READ)
             result = await asyncio.to_thread(self._reader.sql, request.sql)
+            data = arrow_ipc(result.table)
+            if len(data) > UNARY_SQL_BYTES:
+                # Refused here, with a reason, instead of by gRPC after the fact (a bare
+                # RESOURCE_EXHAUSTED and a traceback in the log).
+                raise PayloadTooLarge(
+                    f"the result is {len(data) / 2**20:.0f} MiB, more than one message holds; "
+                    "use SqlStream (herald sql streams)"
+                )
         except HeraldError as exc:
             await abort_grpc(context, exc)
             raise
-        return herald_pb2.SqlResponse(arrow_ipc=arrow_ipc(result.table), truncated=result.truncated)
+        return herald_pb2.SqlResponse(arrow_ipc=data, truncated=result.truncated)
 
     async def SqlStream(
         self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext

@@ -20,11 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import orjson
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.client import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import InvalidSql
@@ -291,6 +293,12 @@ def test_result_larger_than_one_grpc_message_streams(tmp_path: Path) -> None:
             with client.sql_stream(sql, all_rows=True) as stream:
                 assert stream.read_next() is not None
             assert client.sql("SELECT 42 AS x")[0].to_pylist() == [{"x": 42}]
+            # the unary Sql (kept for API clients) refuses such a result with a reason
+            stub = herald_pb2_grpc.HeraldStub(client._channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Sql(herald_pb2.SqlRequest(sql=sql), timeout=60)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "use SqlStream" in (refused.value.details() or "")
 
 
 def test_export_is_not_cut_by_the_terminal_time_limit(tmp_path: Path) -> None:
