@@ -61,7 +61,7 @@ def sql(
         kind = export_format(output, fmt.value if fmt is not None else None)
         with reader(ctx, db) as source, source.sql_stream(query, all_rows=True) as stream:
             rows, seconds = write_export(stream, output, kind)
-        note(f"wrote {rows:,} rows to {output} ({seconds:.1f} s)")
+        note(f"wrote {rows:,} row{'' if rows == 1 else 's'} to {output} ({seconds:.1f} s)")
         return
     if fmt is SqlFormat.PARQUET:
         raise InvalidInput("--format parquet needs --output FILE")
