@@ -28,7 +28,7 @@ from collector.server.otlp_grpc import LogsServicer, MetricsServicer, OtlpIngest
 from collector.server.otlp_http import otlp_routes
 from collector.store.duckdb_store import EventStore
 from collector.store.reader import EventReader
-from collector.store.retention import apply_retention
+from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
 from collector.tail import TailHub
 
@@ -173,15 +173,29 @@ class Herald:
         interval = self.config.storage.retention_interval_seconds
         while True:
             try:
-                assert self.store is not None
-                deleted = await asyncio.to_thread(
-                    apply_retention, self.store, self.config.storage, self.clock.now()
-                )
+                deleted = await self.run_retention()
                 if deleted:
                     log.info("retention deleted %d events", deleted)
             except StoreError as exc:
                 log.warning("retention failed: %s", exc)
             await asyncio.sleep(interval)
+
+    async def run_retention(self) -> int:
+        """One retention pass at the clock's now: bounded slices on the writer thread, between
+        group commits (ingest waits for one slice at most), then a checkpoint there once no
+        reader is open. Cancelling it stops after the slice in progress."""
+        assert self.store is not None and self.writer is not None
+        store, writer = self.store, self.writer
+        plan = RetentionPlan.at(self.config.storage, self.clock.now())
+        deleted = 0
+        while True:
+            n = await asyncio.wrap_future(writer.call(lambda: plan.delete_slice(store)))
+            deleted += n
+            if n < plan.slice_rows:
+                break
+        if deleted:
+            writer.request_checkpoint()
+        return deleted
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, commit what is queued, close (idempotent)."""

@@ -5,16 +5,27 @@ only from the ``BatchWriter`` thread; reads use their own cursors. Inserts go th
 (``INSERT … SELECT FROM arrow``), never row by row; a re-sent event is a no-op (dedupe, see
 ``_INSERT``). Labels and payloads travel as Arrow's canonical JSON extension
 type, which DuckDB takes as ``JSON`` without re-parsing.
+
+Checkpoints are Herald's, never DuckDB's own. Measured on DuckDB 1.4.4: once the WAL holds a
+delete or an update (retention, automation state), a checkpoint — a ``CHECKPOINT`` statement
+*or* the automatic one inside a commit — waits, spinning a core and deaf to ``interrupt()``,
+until every query in flight on any cursor has finished, and while it waits no other statement
+runs at all. A reader left open therefore froze the whole store (issue 8: a result left
+unconsumed on the main connection by the migration check wedged every store older than its
+retention). So DuckDB's automatic checkpoint is turned off, the store counts the reader cursors
+it hands out, and ``checkpoint`` runs only when none is open: it holds new readers back at
+``cursor()``, gives the open ones a moment to close, and otherwise says "not now" instead of
+waiting.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import orjson
@@ -23,10 +34,32 @@ import pyarrow.compute as pc
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import ReceivedEvent
-from collector.errors import StoreError
+from collector.errors import InvalidEvent, StoreError
 from collector.store.schema import migrate
 
 _TS = pa.timestamp("us", tz="UTC")
+
+# Times the store can hand back: Python's datetime (every reader, the feed, automations) ends at
+# year 9999, so an event beyond it could be stored but never read again.
+MIN_OCCURRED_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+MAX_OCCURRED_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+
+# DuckDB errors that mean "this data cannot be stored" (a bad value in the batch), as opposed to
+# an I/O or internal failure that a retry may get past.
+_DATA_ERRORS: tuple[type[duckdb.Error], ...] = (
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+    duckdb.TypeMismatchException,
+)
+
+# DuckDB never checkpoints on its own (see the module docstring); ``checkpoint`` does.
+_NO_AUTO_CHECKPOINT = "1000TB"
+# How long a checkpoint holds new readers back waiting for the open ones to close before it
+# gives up for now: short feed and count reads drain well within it; a long export does not,
+# and is not waited for.
+CHECKPOINT_DRAIN_SECONDS = 0.5
 
 # The store needs no files but its own, no network and no extensions beyond the built-in ones;
 # turning that off for the whole database (and locking the setting) means user SQL cannot
@@ -45,11 +78,28 @@ def _json_array(texts: list[str]) -> pa.ExtensionArray:
 
 
 def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
-    """Build the Arrow table for ``cols`` without per-event Python objects."""
+    """Build the Arrow table for ``cols`` without per-event Python objects.
+
+    Raises ``InvalidEvent`` when a value cannot be stored (an ``occurred`` outside years
+    1–9999, a value Arrow cannot convert): the batch's sender is at fault, not the store."""
+    try:
+        occurred = pa.array(cols.occurred_us, _TS)
+        bounds = pc.min_max(occurred.cast(pa.int64()))
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is not None and (lo < MIN_OCCURRED_US or hi > MAX_OCCURRED_US):
+            raise InvalidEvent(
+                "an event's occurred time is outside the years 1-9999 the store can hold"
+            )
+        return _to_table(cols, occurred, received_us)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+        raise InvalidEvent(f"the store cannot hold a value of this batch: {exc}") from None
+
+
+def _to_table(cols: EventColumns, occurred: pa.Array, received_us: list[int]) -> pa.Table:
     return pa.Table.from_arrays(
         [
             pa.array(cols.ids, pa.string()),
-            pa.array(cols.occurred_us, _TS),
+            occurred,
             pa.array(received_us, _TS),
             pa.array(cols.names, pa.string()),
             pa.array(cols.resource_ids, pa.string()),
@@ -59,8 +109,15 @@ def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
             pa.array(cols.follows, pa.string()),
         ],
         names=[
-            "id", "occurred", "received", "event", "resource_id",
-            "resource", "related", "payload", "follows",
+            "id",
+            "occurred",
+            "received",
+            "event",
+            "resource_id",
+            "resource",
+            "related",
+            "payload",
+            "follows",
         ],
     )
 
@@ -96,15 +153,61 @@ def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
     )
 
 
+class _ReaderCursor:
+    """A reader's cursor, counted by its store until closed (see ``EventStore.checkpoint``).
+
+    Everything but ``close`` is the DuckDB cursor's own. One dropped without ``close`` stops
+    counting when it is collected, so a forgotten one cannot hold checkpoints off for good (the
+    DuckDB cursor itself is left to DuckDB then: ``store.cursor().execute(…).fetchall()`` keeps
+    working on it after this wrapper is gone)."""
+
+    __slots__ = ("_cur", "_store")
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, store: EventStore) -> None:
+        self._cur: duckdb.DuckDBPyConnection | None = cur
+        self._store: EventStore | None = store
+
+    def __getattr__(self, name: str) -> Any:
+        if self._cur is None:
+            raise duckdb.ConnectionException("Connection already closed!")
+        return getattr(self._cur, name)
+
+    def close(self) -> None:
+        cur, store = self._cur, self._store
+        self._cur = self._store = None
+        if cur is not None and store is not None:
+            try:
+                cur.close()
+            finally:
+                store._reader_closed()
+
+    def __enter__(self) -> _ReaderCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        store = self._store
+        self._cur = self._store = None
+        if store is not None:
+            store._reader_closed()
+
+
 class EventStore:
     """A DuckDB file (or ``:memory:``) holding Herald's tables."""
 
     def __init__(
-        self, path: str | Path, *, read_only: bool = False,
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
         checkpoint_wal_bytes: int = 128 * 1024 * 1024,
     ) -> None:
         self.path = str(path)
         self.read_only = read_only
+        # WAL size at which the writer checkpoints between commits (``checkpoint_due``).
+        self.checkpoint_wal_bytes = checkpoint_wal_bytes
         try:
             self._conn = duckdb.connect(self.path, read_only=read_only, config=_LOCKED_DOWN)
         except duckdb.IOException as exc:
@@ -114,37 +217,75 @@ class EventStore:
                     "use the server instead of --db)"
                 ) from None
             raise StoreError(f"cannot open {self.path}: {exc}") from None
-        # Times come back in UTC for every cursor; then nothing may change settings any more.
-        self._conn.execute("SET GLOBAL TimeZone = 'UTC'")
-        # DuckDB's default (16 MB of WAL) checkpoints inside a commit every ~12k events and
-        # stalls that commit for ~0.5 s; measured, it cut the insert rate to less than half.
-        # The writer checkpoints when ingest is idle instead (``checkpoint_if_idle``).
-        self._conn.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_bytes)}B'")
-        self._conn.execute("SET lock_configuration = true")
-        if not read_only:
-            migrate(self._conn)
+        # Every statement of the set-up runs on a cursor that is closed at once: a result left
+        # unread on the main connection is a query still in flight, and a checkpoint after a
+        # delete waits for it forever (the retention wedge of issue 8).
+        setup = self._conn.cursor()
+        try:
+            # Times come back in UTC for every cursor; then nothing may change settings any more.
+            setup.execute("SET GLOBAL TimeZone = 'UTC'")
+            # DuckDB's own checkpoint (in a commit once the WAL passes a threshold) would wait
+            # for every reader in flight and stop the store meanwhile; the writer checkpoints
+            # instead, between commits, when no reader is open (``checkpoint``).
+            setup.execute(f"SET GLOBAL checkpoint_threshold = '{_NO_AUTO_CHECKPOINT}'")
+            setup.execute("SET lock_configuration = true")
+            if not read_only:
+                migrate(setup)
+        finally:
+            setup.close()
         self._write_lock = threading.Lock()
         self._closed = False
+        # Reader cursors open now, and whether a checkpoint is running (readers wait for it).
+        self._readers = threading.Condition()
+        self._open_readers = 0
+        self._checkpointing = False
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor for one reading thread (a DuckDB connection is not thread-safe)."""
-        return self._conn.cursor()
+        """A cursor for one reading thread (a DuckDB connection is not thread-safe).
+
+        Close it when done (``close()`` or ``with``): while any reader cursor is open the store
+        does not checkpoint. Waits while a checkpoint runs (DuckDB would make its first
+        statement wait anyway)."""
+        with self._readers:
+            while self._checkpointing:
+                self._readers.wait()
+            cur = self._conn.cursor()
+            self._open_readers += 1
+        # Typed as the DuckDB cursor it forwards to: callers use it as one.
+        return cast(duckdb.DuckDBPyConnection, _ReaderCursor(cur, self))
+
+    def _reader_closed(self) -> None:
+        with self._readers:
+            self._open_readers -= 1
+            self._readers.notify_all()
+
+    @property
+    def open_readers(self) -> int:
+        """Reader cursors handed out by ``cursor()`` and not closed yet."""
+        return self._open_readers
 
     def append(self, batch: pa.Table) -> int:
         """Insert an Arrow batch from ``columns_to_arrow`` and commit; returns rows inserted.
 
-        Duplicate ids (already stored, or repeated inside the batch) are skipped.
-        """
+        Duplicate ids (already stored, or repeated inside the batch) are skipped. Raises
+        ``InvalidEvent`` when DuckDB refuses a value of the batch (nothing of it is stored) and
+        ``StoreError`` when the store fails."""
         bounds = pc.min_max(batch.column("occurred"))
         repeated = pc.count_distinct(batch.column("id")).as_py() != batch.num_rows
         sql = _INSERT.format(distinct="DISTINCT ON (id)" if repeated else "")
+        try:
+            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        except (ValueError, OverflowError) as exc:  # beyond what Python's datetime can hold
+            raise InvalidEvent(f"an event's occurred time cannot be stored: {exc}") from None
         with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
             cur = self._conn.cursor()
             try:
                 cur.register("batch", batch)
-                row = cur.execute(
-                    sql, {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()}
-                ).fetchone()
+                row = cur.execute(sql, {"lo": lo, "hi": hi}).fetchone()
+            except _DATA_ERRORS as exc:
+                raise InvalidEvent(f"the store refused a value of this batch: {exc}") from exc
             except duckdb.Error as exc:
                 raise StoreError(f"insert failed: {exc}") from exc
             finally:
@@ -173,19 +314,46 @@ class EventStore:
             finally:
                 cur.close()
 
-    def checkpoint_if_wal_over(self, wal_bytes: int) -> bool:
-        """Checkpoint (fold the WAL into the file) if the WAL is at least ``wal_bytes``."""
+    def wal_bytes(self) -> int:
+        """Size of the write-ahead log (0 when there is none)."""
         try:
-            size = Path(self.path + ".wal").stat().st_size
+            return Path(self.path + ".wal").stat().st_size
         except OSError:
-            return False
-        if size < wal_bytes:
-            return False
+            return 0
+
+    def checkpoint(self, drain_seconds: float = CHECKPOINT_DRAIN_SECONDS) -> bool:
+        """Fold the WAL into the file (and drop deleted rows) once no reader cursor is open.
+
+        New readers wait at ``cursor()`` from now on; the open ones get ``drain_seconds`` to
+        close. If one is still open then, the checkpoint is skipped (False) — it would wait for
+        that reader with the whole store stopped (module docstring) — and readers go on."""
         with self._write_lock:
             if self._closed:
                 return False
-            self._conn.execute("CHECKPOINT")
+            with self._readers:
+                self._checkpointing = True
+                drained = self._readers.wait_for(
+                    lambda: self._open_readers == 0, timeout=drain_seconds
+                )
+                if not drained:
+                    self._checkpointing = False
+                    self._readers.notify_all()
+                    return False
+            try:
+                self._conn.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                raise StoreError(f"checkpoint failed: {exc}") from exc
+            finally:
+                with self._readers:
+                    self._checkpointing = False
+                    self._readers.notify_all()
         return True
+
+    def checkpoint_if_wal_over(self, wal_bytes: int) -> bool:
+        """``checkpoint`` if the WAL is at least ``wal_bytes``."""
+        if self.wal_bytes() < wal_bytes:
+            return False
+        return self.checkpoint()
 
     def get_event(self, event_id: str) -> ReceivedEvent | None:
         cur = self.cursor()
@@ -205,39 +373,44 @@ class EventStore:
             cur.close()
         return int(row[0]) if row else 0
 
-    def delete_older_than(self, default_cutoff: datetime, overrides: dict[str, datetime]) -> int:
-        """Retention: delete events older than their cutoff (per event name), then checkpoint."""
+    def delete_expired(
+        self, default_cutoff: datetime, overrides: dict[str, datetime], max_rows: int
+    ) -> int:
+        """Retention, one bounded slice: delete at most ``max_rows`` events older than their
+        cutoff (``overrides`` per event name, ``default_cutoff`` for the rest) in one short
+        autocommitted statement; returns how many went. Call again until it returns fewer
+        than ``max_rows``. Space comes back at the next ``checkpoint``."""
+        names: Sequence[str] = list(overrides)
+        # The outer bound lets zone maps skip every row group newer than all cutoffs.
+        horizon = max([default_cutoff, *overrides.values()])
+        expired = ["(occurred < $default AND NOT list_contains($names, event))"]
+        params: dict[str, Any] = {
+            "default": default_cutoff,
+            "names": names,
+            "horizon": horizon,
+            "n": max_rows,
+        }
+        for i, (name, cutoff) in enumerate(overrides.items()):
+            expired.append(f"(event = $name{i} AND occurred < $cutoff{i})")
+            params[f"name{i}"], params[f"cutoff{i}"] = name, cutoff
+        sql = (
+            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
+            f"WHERE occurred < $horizon AND ({' OR '.join(expired)}) LIMIT $n)"
+        )
         with self._write_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
             cur = self._conn.cursor()
             try:
-                names = list(overrides)
-                deleted = 0
-                for name, cutoff in overrides.items():
-                    row = cur.execute(
-                        "DELETE FROM events WHERE event = ? AND occurred < ?", [name, cutoff]
-                    ).fetchone()
-                    deleted += int(row[0]) if row else 0
-                if names:
-                    row = cur.execute(
-                        "DELETE FROM events WHERE occurred < ? AND NOT list_contains(?, event)",
-                        [default_cutoff, names],
-                    ).fetchone()
-                else:
-                    row = cur.execute(
-                        "DELETE FROM events WHERE occurred < ?", [default_cutoff]
-                    ).fetchone()
-                deleted += int(row[0]) if row else 0
-                if deleted:
-                    # Reclaim space: a checkpoint rewrites row groups without the deleted rows.
-                    cur.execute("CHECKPOINT")
-                return deleted
+                row = cur.execute(sql, params).fetchone()
             except duckdb.Error as exc:
                 raise StoreError(f"retention failed: {exc}") from exc
             finally:
                 cur.close()
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
-        """Close the file; waits for a write in progress (e.g. retention) to finish first."""
+        """Close the file; waits for a write in progress (e.g. a retention slice) first."""
         with self._write_lock:
             if not self._closed:
                 self._closed = True

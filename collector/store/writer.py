@@ -5,6 +5,16 @@ Ingest requests ``submit`` columns and wait; the writer thread takes everything 
 every waiting request — so "acknowledged" always means "committed", and many concurrent requests
 share one commit. The queue is bounded by events: when full, ``submit`` raises ``Busy`` at once
 (never unbounded memory, never a silent drop).
+
+A group that fails to commit is retried one request at a time, so only a request whose own data
+the store refuses gets the error — ``InvalidEvent``, which is not worth retrying — and its
+neighbours are committed as usual (issue 8: one poison item used to fail every request of its
+commit with a retryable 503).
+
+The thread also runs the store's maintenance, so that there is one writer and no lock order to
+get wrong: bounded jobs handed to ``call`` (retention slices) run between group commits, one per
+commit, and checkpoints run between commits when the WAL is large or when ingest is idle —
+always through ``EventStore.checkpoint``, which never waits for a reader.
 """
 
 from __future__ import annotations
@@ -12,22 +22,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
 from collector.clock import now_us
 from collector.domain.columns import EventColumns
-from collector.errors import Busy, HeraldError, StoreError
+from collector.errors import Busy, HeraldError, InvalidInput, StoreError
 from collector.store.duckdb_store import EventStore, columns_to_arrow
 
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 1.0
 IDLE_CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
+CHECKPOINT_RETRY_SECONDS = 5.0
 
 # Called on the writer thread after each commit with the committed columns and received stamps.
 CommitListener = Callable[[EventColumns, list[int]], None]
@@ -40,6 +53,12 @@ class _Pending:
     done: Future[int]
 
 
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[], Any]
+    done: Future[Any]
+
+
 class BatchWriter:
     """Owns all writes to the events table once started."""
 
@@ -48,9 +67,12 @@ class BatchWriter:
         self._batch_max = batch_max_events
         self._queue_max = queue_max_events
         self._queue: deque[_Pending] = deque()
+        self._jobs: deque[_Job] = deque()
         self._queued_events = 0
         self._cond = threading.Condition()
         self._stopping = False
+        self._reclaim = False  # a checkpoint is owed (rows were deleted)
+        self._next_checkpoint = 0.0  # monotonic time before which no checkpoint is tried
         self._thread: threading.Thread | None = None
         self._listeners: list[CommitListener] = []
 
@@ -70,7 +92,7 @@ class BatchWriter:
         """Queue ``columns``; the future resolves to rows inserted once they are committed.
 
         Raises ``Busy`` when the queue is full and ``StoreError`` when the writer is stopped.
-        """
+        The future fails with ``InvalidEvent`` when the store refuses this batch's data."""
         done: Future[int] = Future()
         n = len(columns)
         if n == 0:
@@ -98,21 +120,67 @@ class BatchWriter:
         """Queue ``columns`` and wait until they are committed."""
         return await asyncio.wrap_future(self.submit_nowait(columns))
 
-    def _take(self) -> list[_Pending] | None:
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the writer thread between two group commits; keep it short (one
+        bounded slice of work), since ingest waits for it. A job not started when the writer
+        stops fails with ``StoreError``."""
+        done: Future[Any] = Future()
         with self._cond:
-            while not self._queue and not self._stopping:
-                if not self._cond.wait(IDLE_SECONDS) and not self._queue:
-                    # Idle: a good moment for the checkpoint DuckDB would otherwise run
-                    # inside some busy commit.
-                    self._cond.release()
-                    try:
-                        self._store.checkpoint_if_wal_over(IDLE_CHECKPOINT_WAL_BYTES)
-                    except Exception as exc:
-                        log.warning("idle checkpoint failed: %s", exc)
-                    finally:
-                        self._cond.acquire()
-            if not self._queue:
+            if self._stopping:
+                raise StoreError("the store is shutting down")
+            self._jobs.append(_Job(fn, done))
+            self._cond.notify()
+        return done
+
+    def request_checkpoint(self) -> None:
+        """Ask for a checkpoint at the next idle moment (after deletes, to reclaim space)."""
+        with self._cond:
+            self._reclaim = True
+            self._next_checkpoint = 0.0
+
+    def _idle_checkpoint(self) -> None:
+        # Called with ``_cond`` held and nothing to do: a good moment for the checkpoint that
+        # would otherwise fall inside some busy commit. The lock is let go meanwhile so that
+        # submitters are not held up.
+        self._cond.release()
+        try:
+            self._maybe_checkpoint(IDLE_CHECKPOINT_WAL_BYTES)
+        finally:
+            self._cond.acquire()
+
+    def _maybe_checkpoint(self, wal_bytes: int) -> None:
+        """Checkpoint if one is owed (deletes to reclaim) or the WAL has ``wal_bytes``.
+
+        ``EventStore.checkpoint`` skips while a reader stays open (a long export); then the
+        next try waits ``CHECKPOINT_RETRY_SECONDS``, so that readers are not held back at every
+        commit for nothing."""
+        if not self._reclaim and self._store.wal_bytes() < wal_bytes:
+            return
+        now = time.monotonic()
+        if now < self._next_checkpoint:
+            return
+        try:
+            done = self._store.checkpoint()
+        except Exception as exc:
+            log.warning("checkpoint failed: %s", exc)
+            done = False
+        if done:
+            self._reclaim = False
+        else:
+            self._next_checkpoint = now + CHECKPOINT_RETRY_SECONDS
+
+    def _take(self, job_turn: bool) -> list[_Pending] | _Job | None:
+        with self._cond:
+            while not self._queue and not self._jobs and not self._stopping:
+                if not self._cond.wait(IDLE_SECONDS) and not self._queue and not self._jobs:
+                    self._idle_checkpoint()
+            if self._stopping and not self._queue:
+                jobs, self._jobs = list(self._jobs), deque()
+                for job in jobs:
+                    job.done.set_exception(StoreError("the store is shutting down"))
                 return None
+            if self._jobs and (job_turn or not self._queue) and not self._stopping:
+                return self._jobs.popleft()
             taken: list[_Pending] = []
             count = 0
             while self._queue and (
@@ -128,33 +196,85 @@ class BatchWriter:
             self._queued_events -= sum(len(p.columns) for p in taken)
 
     def _run(self) -> None:
+        job_turn = False
         while True:
-            taken = self._take()
-            if taken is None:
+            work = self._take(job_turn)
+            if work is None:
                 return
-            try:
-                tables = [columns_to_arrow(p.columns, p.received_us) for p in taken]
-                table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-                self._store.append(table)
-            except Exception as exc:  # every waiter must hear about the failure
-                err = exc if isinstance(exc, HeraldError) else StoreError(str(exc))
-                log.error("commit of %d requests failed: %s", len(taken), exc)
-                self._release(taken)
-                for p in taken:
-                    p.done.set_exception(err)
+            if isinstance(work, _Job):
+                job_turn = False
+                self._run_job(work)
                 continue
-            self._release(taken)
-            for p in taken:
+            job_turn = True  # after this commit, a waiting job goes first
+            committed = self._commit(work)
+            self._release(work)
+            for p in committed:
                 p.done.set_result(len(p.columns))
             for listener in self._listeners:
-                for p in taken:
+                for p in committed:
                     try:
                         listener(p.columns, p.received_us)
                     except Exception:
                         log.exception("commit listener failed")
+            if self._store.wal_bytes() >= self._store.checkpoint_wal_bytes:
+                # Under load: the WAL (and what DuckDB holds in memory for it) must not grow
+                # without bound; the reclaim after retention waits for an idle moment.
+                self._maybe_checkpoint(self._store.checkpoint_wal_bytes)
+
+    def _run_job(self, job: _Job) -> None:
+        if not job.done.set_running_or_notify_cancel():
+            return
+        try:
+            job.done.set_result(job.fn())
+        except BaseException as exc:
+            job.done.set_exception(exc)
+
+    def _commit(self, taken: list[_Pending]) -> list[_Pending]:
+        """Commit ``taken`` in one go if it can be; else each request alone, so that a failure
+        reaches only the requests it belongs to. Returns the committed ones; the others' futures
+        carry their error."""
+        tables: list[pa.Table] = []
+        ready: list[_Pending] = []
+        for p in taken:
+            try:
+                tables.append(columns_to_arrow(p.columns, p.received_us))
+                ready.append(p)
+            except HeraldError as exc:  # this request's data cannot be stored
+                log.warning("refused a batch of %d events: %s", len(p.columns), exc)
+                p.done.set_exception(exc)
+        if not ready:
+            return []
+        try:
+            self._store.append(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+            return ready
+        except Exception as exc:
+            if len(ready) == 1:
+                self._fail(ready[0], exc)
+                return []
+            log.warning("commit of %d requests failed (%s); committing each alone", len(ready), exc)
+        committed: list[_Pending] = []
+        for p, table in zip(ready, tables, strict=True):
+            try:
+                self._store.append(table)
+            except Exception as exc:
+                self._fail(p, exc)
+            else:
+                committed.append(p)
+        return committed
+
+    @staticmethod
+    def _fail(p: _Pending, exc: Exception) -> None:
+        if isinstance(exc, InvalidInput):
+            log.warning("refused a batch of %d events: %s", len(p.columns), exc)
+            err: HeraldError = exc
+        else:
+            log.error("commit of %d events failed: %s", len(p.columns), exc)
+            err = exc if isinstance(exc, HeraldError) else StoreError(str(exc))
+        p.done.set_exception(err)
 
     def stop(self) -> None:
-        """Commit what is queued, then end the thread (idempotent)."""
+        """Commit what is queued, drop maintenance jobs not started, end the thread
+        (idempotent)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()

@@ -828,7 +828,9 @@ def test_oversize_is_413_or_resource_exhausted(db_path: Path) -> None:
 
 def _one_event() -> EventColumns:
     cols = EventColumns()
-    cols.append("0193a000-0000-7000-8000-000000000001", 0, "x", {RESOURCE_ID: "r"}, [], "{}")
+    # A current time: the server's retention (which starts with it) would delete a 1970 one.
+    now = time.time_ns() // 1000
+    cols.append("0193a000-0000-7000-8000-000000000001", now, "x", {RESOURCE_ID: "r"}, [], "{}")
     return cols
 
 

@@ -1,0 +1,376 @@
+"""Retention on stores older than ``retention_days``: it finishes promptly, never holds ingest up
+for long, and SIGTERM ends the server within its grace time whatever retention is doing (issue 8,
+item 2; /work/shared/reference/robustness.md "A store older than retention").
+
+Before the fix, any expired event wedged ``herald serve``: the retention ``CHECKPOINT`` waited
+forever — spinning two cores — for a result the migration check had left unread on the store's
+main connection, and held the write lock meanwhile, so ingest and SIGTERM hung with it.
+
+The stores are built straight through DuckDB (``EventStore.transaction``), not the API: a
+million events in a few seconds, old and new interleaved so every row group holds both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import orjson
+import pytest
+
+from collector.app import Herald
+from collector.clock import FakeClock
+from collector.config import Config
+from collector.domain.ids import uuid7_str
+from collector.store.duckdb_store import EventStore
+from collector.testing import test_config
+
+ROOT = Path(__file__).resolve().parents[2]
+READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
+GRACE = 2.0
+# SIGTERM: the grace time, one commit (or one retention slice, or a checkpoint in progress) and
+# the interpreter's own exit, on a 2-core machine shared with other test runs.
+EXIT_WITHIN = GRACE + 8.0
+INGEST_WITHIN = 2.0
+RETENTION_DAYS = 7
+
+
+def build_store(path: Path, *, total: int, old_every: int, now: datetime) -> tuple[int, int]:
+    """``total`` events, every ``old_every``-th one 30 days old, the rest an hour old; events
+    of both ages interleave in every row group. Returns (old, new) counts."""
+    store = EventStore(path)
+    try:
+        with store.transaction() as cur:
+            cur.execute(
+                """
+                INSERT INTO events
+                SELECT uuid(),
+                       CASE WHEN i % $every = 0 THEN $old ELSE $new END - to_microseconds(i),
+                       $new, 'aged.event', 'svc.aged', '{"prefect.resource.id":"svc.aged"}',
+                       '[]', '{"i":' || i || '}', NULL
+                FROM range($total) AS t(i)
+                """,
+                {
+                    "every": old_every,
+                    "old": now - timedelta(days=30),
+                    "new": now - timedelta(hours=1),
+                    "total": total,
+                },
+            )
+    finally:
+        store.close()
+    old = (total + old_every - 1) // old_every
+    return old, total - old
+
+
+def count_by_age(path: Path, now: datetime) -> tuple[int, int]:
+    """(expired, kept) counts of the ``aged.event`` events in the file."""
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE occurred < $cut), "
+            "count(*) FILTER (WHERE occurred >= $cut) FROM events WHERE event = 'aged.event'",
+            {"cut": now - timedelta(days=RETENTION_DAYS)},
+        ).fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def stored_ids(path: Path, event_like: str) -> set[str]:
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = conn.execute(
+            "SELECT id::VARCHAR FROM events WHERE event LIKE ?", [event_like]
+        ).fetchall()
+    finally:
+        conn.close()
+    return {r[0] for r in rows}
+
+
+def fresh_events(name: str, n: int, occurred: datetime | None = None) -> list[dict[str, Any]]:
+    when = (occurred or datetime.now(UTC)).isoformat()
+    return [
+        {
+            "id": uuid7_str(),
+            "event": name,
+            "occurred": when,
+            "resource": {"prefect.resource.id": f"{name}.r"},
+            "payload": {"k": i},
+        }
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    http: str
+    log: list[str]
+
+    def wait_for_log(self, pattern: str, within: float) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in list(self.log)):
+                return
+            assert self.proc.poll() is None, "".join(self.log)
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the log within {within}s:\n{''.join(self.log)}")
+
+    def sigterm(self) -> float:
+        """SIGTERM; returns seconds until the process exited (asserts exit code 0)."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=EXIT_WITHIN + 30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit after SIGTERM:\n{''.join(self.log)}") from None
+        took = time.monotonic() - start
+        assert rc == 0, "".join(self.log)
+        return took
+
+
+@contextmanager
+def herald_serve(db: Path, tmp_path: Path) -> Iterator[Served]:
+    """``herald serve`` as a subprocess on ``db``, ports from the OS, a short grace time."""
+    config = tmp_path / "herald.toml"
+    config.write_text(
+        f'[server]\ngrpc = "127.0.0.1:0"\nhttp = "127.0.0.1:0"\n'
+        f"shutdown_grace_seconds = {GRACE}\n"
+        f'[storage]\npath = "{db}"\nretention_days = {RETENTION_DAYS}\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--config", str(config)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    for line in proc.stderr:  # the readiness line, not a sleep
+        log.append(line)
+        if m := READY.search(line):
+            break
+    else:
+        raise AssertionError(f"serve exited early: {''.join(log)}")
+    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    drain.start()
+    try:
+        yield Served(proc, m.group(2), log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def timed_ingest(http: str, events: list[dict[str, Any]]) -> float:
+    start = time.monotonic()
+    resp = httpx.post(f"http://{http}/api/events", content=orjson.dumps(events), timeout=15)
+    took = time.monotonic() - start
+    assert resp.status_code == 204, resp.text
+    return took
+
+
+def test_store_with_every_event_past_retention_serves_at_once_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    db = tmp_path / "aged.duckdb"
+    old, _ = build_store(db, total=20_000, old_every=1, now=now)
+    assert count_by_age(db, now) == (old, 0)
+    first, second = fresh_events("fresh.first", 100), fresh_events("fresh.second", 100)
+    with herald_serve(db, tmp_path) as served:
+        assert timed_ingest(served.http, first) < INGEST_WITHIN
+        served.wait_for_log(rf"retention deleted {old} events", within=30)
+        assert timed_ingest(served.http, second) < INGEST_WITHIN
+        assert served.sigterm() < EXIT_WITHIN
+    assert count_by_age(db, now) == (0, 0)
+    assert stored_ids(db, "fresh.%") == {e["id"] for e in first + second}
+
+
+@pytest.mark.slow
+def test_million_event_store_mixing_old_and_new_restarts_trims_and_stops_promptly(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    db = tmp_path / "million.duckdb"
+    old, new = build_store(db, total=1_000_000, old_every=2, now=now)
+    ingested: list[dict[str, Any]] = []
+    with herald_serve(db, tmp_path) as served:
+        batch = fresh_events("fresh.during", 500)
+        assert timed_ingest(served.http, batch) < INGEST_WITHIN
+        ingested += batch
+        served.wait_for_log(rf"retention deleted {old} events", within=60)
+        batch = fresh_events("fresh.after", 500)
+        assert timed_ingest(served.http, batch) < INGEST_WITHIN
+        ingested += batch
+        assert served.sigterm() < EXIT_WITHIN
+    assert count_by_age(db, now) == (0, new)
+    assert stored_ids(db, "fresh.%") == {e["id"] for e in ingested}
+    # Restarted on the trimmed file: nothing left to delete, ingest and SIGTERM as usual.
+    with herald_serve(db, tmp_path) as served:
+        assert timed_ingest(served.http, fresh_events("fresh.restart", 100)) < INGEST_WITHIN
+        assert served.sigterm() < EXIT_WITHIN
+    assert count_by_age(db, now) == (0, new)
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_middle_of_retention_exits_within_grace(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    db = tmp_path / "midway.duckdb"
+    old, new = build_store(db, total=1_000_000, old_every=2, now=now)
+    with herald_serve(db, tmp_path) as served:
+        # Retention starts with the server; SIGTERM lands while its slices are running.
+        assert served.sigterm() < EXIT_WITHIN
+    expired, kept = count_by_age(db, now)
+    assert kept == new and expired <= old  # nothing new lost; the rest goes at the next start
+
+
+# -- in-process server with an injected clock -------------------------------------------------
+
+
+@contextmanager
+def running_with_clock(config: Config, clock: FakeClock) -> Iterator[tuple[Herald, Any]]:
+    """A started ``Herald(config, clock=clock)`` on its own event loop thread."""
+    loop = asyncio.new_event_loop()
+    herald = Herald(config, clock=clock)
+    thread = threading.Thread(target=loop.run_forever, name="retention-test-loop", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(herald.start(), loop).result(timeout=30)
+        yield herald, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(herald.stop(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def count_live(herald: Herald, sql: str) -> int:
+    assert herald.store is not None
+    cur = herald.store.cursor()
+    try:
+        row = cur.execute(sql).fetchone()
+    finally:
+        cur.close()
+    assert row is not None
+    return int(row[0])
+
+
+def poll(condition: Any, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not within {within}s")
+
+
+def test_clock_moved_past_the_boundary_while_serving_deletes_what_became_old(
+    tmp_path: Path,
+) -> None:
+    start = datetime.now(UTC)
+    clock = FakeClock(start)
+    config = test_config(
+        tmp_path / "clock.duckdb",
+        storage={"retention_days": RETENTION_DAYS, "retention_interval_seconds": 0.2},
+    )
+    aging = fresh_events("clock.aging", 50, occurred=start - timedelta(days=6))
+    young = fresh_events("clock.young", 50, occurred=start - timedelta(hours=1))
+    with running_with_clock(config, clock) as (herald, _):
+        for batch in (aging, young):
+            resp = httpx.post(
+                f"http://{herald.http_address}/api/events", content=orjson.dumps(batch)
+            )
+            assert resp.status_code == 204, resp.text
+        time.sleep(0.6)  # several retention passes at the old time: nothing is expired yet
+        assert count_live(herald, "SELECT count(*) FROM events") == 100
+        clock.advance(timedelta(days=2).total_seconds())  # the 6-day-old ones are now 8
+        poll(
+            lambda: (
+                count_live(herald, "SELECT count(*) FROM events WHERE event = 'clock.aging'") == 0
+            ),
+            within=10,
+            what="retention after the clock moved",
+        )
+        ids = count_live(herald, "SELECT count(*) FROM events WHERE event = 'clock.young'")
+        assert ids == 50
+
+
+def test_retention_firing_under_ingest_load_loses_and_fails_nothing(tmp_path: Path) -> None:
+    start = datetime.now(UTC)
+    db = tmp_path / "load.duckdb"
+    # 300k events that are 6.5 days old at the clock's start: not expired until it moves.
+    store = EventStore(db)
+    with store.transaction() as cur:
+        cur.execute(
+            """
+            INSERT INTO events
+            SELECT uuid(), $occurred - to_microseconds(i), $occurred, 'aged.event', 'svc.aged',
+                   '{"prefect.resource.id":"svc.aged"}', '[]', '{}', NULL
+            FROM range(300000) AS t(i)
+            """,
+            {"occurred": start - timedelta(days=6, hours=12)},
+        )
+    store.close()
+    clock = FakeClock(start)
+    config = test_config(
+        db, storage={"retention_days": RETENTION_DAYS, "retention_interval_seconds": 0.1}
+    )
+    failures: list[str] = []
+    acked: list[set[str]] = []
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def client(http: str) -> None:
+        mine: set[str] = set()
+        acked.append(mine)
+        with httpx.Client(base_url=f"http://{http}", timeout=60) as c:
+            while not stop.is_set():
+                batch = fresh_events("load.fresh", 50)
+                t0 = time.monotonic()
+                resp = c.post("/api/events", content=orjson.dumps(batch))
+                latencies.append(time.monotonic() - t0)
+                if resp.status_code == 204:
+                    mine.update(e["id"] for e in batch)
+                else:
+                    failures.append(f"{resp.status_code} {resp.text[:200]}")
+
+    with running_with_clock(config, clock) as (herald, _):
+        threads = [threading.Thread(target=client, args=(herald.http_address,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            poll(lambda: sum(len(a) for a in acked) > 2_000, within=20, what="load running")
+            clock.advance(timedelta(days=1).total_seconds())  # the 300k expire now, under load
+            poll(
+                lambda: (
+                    count_live(herald, "SELECT count(*) FROM events WHERE event = 'aged.event'")
+                    == 0
+                ),
+                within=30,
+                what="retention under load",
+            )
+            time.sleep(0.5)  # keep the load on past the last slice
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+    assert failures == []
+    assert latencies and max(latencies) < INGEST_WITHIN, max(latencies)
+    everything = set().union(*acked)
+    assert stored_ids(db, "load.fresh") == everything
