@@ -338,3 +338,31 @@ def test_export_refuses_what_the_terminal_refuses(tmp_path: Path) -> None:
         assert result.returncode == 1 and message in result.stderr
         assert "Traceback" not in result.stderr
         assert not target.exists() and not target.with_name("out.csv.part").exists()
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", None])
+def test_json_export_times_are_iso_utc_before_and_after_1970(unit: str, tz: str | None) -> None:
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from cli._export import _json_lines
+
+    times = [
+        datetime(1969, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 12, 2, 19, 33, 35, 271_000, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC),
+        None,
+    ]
+    column = pa.array(times, pa.timestamp(unit, tz="UTC")).cast(pa.timestamp(unit, tz=tz))
+    batch = pa.record_batch({"t": column})
+    lines = [orjson.loads(line)["t"] for line in _json_lines(batch).splitlines()]
+    spec = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}[unit]
+    expected = [
+        None if t is None else t.replace(tzinfo=None).isoformat(timespec=spec) + ("Z" if tz else "")
+        for t in times
+    ]
+    assert lines == expected
