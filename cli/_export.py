@@ -109,11 +109,27 @@ def _iso_text(column: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "") if len(parts) > 1 else parts[0]
 
 
+def _embedded_json(column: pa.ExtensionArray) -> list[Any]:
+    """Values of a JSON column, embedded as they are (``orjson.Fragment``) rather than quoted
+    as strings. DuckDB checked they are JSON; a raw line break in one can only be whitespace
+    (inside a JSON string it is escaped), and would split a JSON Lines row: made a space."""
+    text = column.storage
+    if pc.any(pc.match_substring_regex(text, "[\r\n]")).as_py():
+        text = pc.replace_substring_regex(text, "[\r\n]", " ")
+    return [None if v is None else orjson.Fragment(v) for v in text.to_pylist()]
+
+
+def _json_column(column: pa.Array) -> list[Any]:
+    if pa.types.is_timestamp(column.type):
+        return _iso_text(column).to_pylist()
+    if isinstance(column.type, pa.JsonType):
+        return _embedded_json(column)
+    return column.to_pylist()
+
+
 def _json_lines(batch: pa.RecordBatch) -> bytes:
     names = batch.schema.names
-    columns = [
-        (_iso_text(c) if pa.types.is_timestamp(c.type) else c).to_pylist() for c in batch.columns
-    ]
+    columns = [_json_column(c) for c in batch.columns]
     option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
     return b"".join(
         orjson.dumps(dict(zip(names, row, strict=True)), default=str, option=option)
@@ -124,6 +140,8 @@ def _json_lines(batch: pa.RecordBatch) -> bytes:
 def _csv_column(column: pa.Array) -> pa.Array:
     """Columns CSV has no notation for (lists, structs, maps) become JSON text."""
     kind = column.type
+    if isinstance(column, pa.ExtensionArray):  # JSON columns: their text
+        return _csv_column(column.storage)
     if pa.types.is_nested(kind):
         return pa.array(
             [

@@ -125,7 +125,19 @@ class SqlStream:
         except BaseException:
             self.close()
             raise
-        self.schema: pa.Schema = self._reader.schema
+        # DuckDB hands JSON columns to Arrow as plain strings; marking them with Arrow's JSON
+        # type keeps what they are: Parquet files get the JSON logical type, JSON exports embed
+        # the values instead of quoting them. (The description lists the result's columns in
+        # the schema's order.)
+        schema = self._reader.schema
+        self._json_columns = [
+            i
+            for i, column in enumerate(cursor.description or [])
+            if str(column[1]) == "JSON" and pa.types.is_string(schema.field(i).type)
+        ]
+        for i in self._json_columns:
+            schema = schema.set(i, schema.field(i).with_type(pa.json_(pa.string())))
+        self.schema: pa.Schema = schema
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -184,6 +196,11 @@ class SqlStream:
                     more = None
             self.truncated = more is not None and more.num_rows > 0
         self.rows += batch.num_rows
+        if self._json_columns:
+            columns = batch.columns
+            for i in self._json_columns:
+                columns[i] = pa.ExtensionArray.from_storage(pa.json_(pa.string()), columns[i])
+            batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
         return batch
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:

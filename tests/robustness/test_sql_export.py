@@ -187,6 +187,8 @@ def rows_in(path: Path, fmt: str) -> int:
     if fmt == "parquet":
         table = pq.read_table(path, columns=["id"])
         assert pc.count_distinct(table.column("id")).as_py() == table.num_rows
+        payload = pq.ParquetFile(path).schema.column(7)  # keeps its JSON type
+        assert payload.name == "payload" and "logical_type: JSON" in str(payload)
         return table.num_rows
     with path.open("rb") as f:
         first = f.readline()
@@ -198,6 +200,8 @@ def rows_in(path: Path, fmt: str) -> int:
         assert second.count(b",") >= 8 and last.count(b",") >= 8
         return count_lines(path) - 1  # the header
     assert orjson.loads(first)["event"].startswith("app.order.")
+    # JSON columns are embedded as JSON, not quoted as strings
+    assert orjson.loads(first)["payload"]["note"].startswith("a customer order")
     assert orjson.loads(last)["resource_id"].startswith("app.order.")
     return count_lines(path)
 
