@@ -1,5 +1,11 @@
 """User SQL (``herald sql``): one read-only statement, a time limit and a row limit.
 
+``SqlStream`` runs the statement and hands out its result as Arrow record batches, one at a
+time, so an export of any size passes with bounded memory (no row limit then, and its own time
+limit: ``query.sql_export_timeout_seconds``); ``run_readonly`` collects one under the
+terminal's limits (``query.sql_max_rows``, ``query.sql_timeout_seconds``). Both go through
+the same checks.
+
 Defence in depth: (1) exactly one statement, starting with SELECT/WITH/FROM/DESCRIBE/SHOW/
 EXPLAIN/SUMMARIZE (EXPLAIN ANALYZE only of a query); (2) it runs in a ``READ ONLY``
 transaction that is rolled back; (3) the database was opened with external access disabled and
