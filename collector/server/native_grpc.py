@@ -19,6 +19,7 @@ from collector.server.auth import Authenticator
 from collector.server.ingest import NativeIngest
 from collector.server.status import abort_grpc
 from collector.store.reader import EventReader
+from collector.store.sql import SqlStream
 from collector.tail import TailHub, to_wire
 
 TAIL_BACKFILL_DEFAULT = 100
@@ -77,6 +78,11 @@ class _IpcPieces:
         data = b"".join(self._parts)
         self._parts.clear()
         return [data[i : i + SQL_CHUNK_BYTES] for i in range(0, len(data), SQL_CHUNK_BYTES)]
+
+
+def _close_opened(opening: asyncio.Future[SqlStream]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class HeraldServicer(herald_pb2_grpc.HeraldServicer):
@@ -203,9 +209,16 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         # batch per stream whatever the result's size, and a slow client slows the query.
         try:
             self._auth.check(authorization(context), Scope.READ)
-            stream = await asyncio.to_thread(
-                self._reader.sql_stream, request.sql, all_rows=request.all_rows
+            opening = asyncio.ensure_future(
+                asyncio.to_thread(self._reader.sql_stream, request.sql, all_rows=request.all_rows)
             )
+            try:
+                stream = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                # The client left while the statement started: end its transaction when it
+                # has (an open read would hold off the store's checkpoints).
+                opening.add_done_callback(_close_opened)
+                raise
         except HeraldError as exc:
             await abort_grpc(context, exc)
             raise
