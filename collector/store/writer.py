@@ -73,6 +73,7 @@ class BatchWriter:
         self._stopping = False
         self._reclaim = False  # a checkpoint is owed (rows were deleted)
         self._next_checkpoint = 0.0  # monotonic time before which no checkpoint is tried
+        self._last_commit = self._last_idle_check = 0.0  # monotonic times
         self._thread: threading.Thread | None = None
         self._listeners: list[CommitListener] = []
 
@@ -172,8 +173,15 @@ class BatchWriter:
     def _take(self, job_turn: bool) -> list[_Pending] | _Job | None:
         with self._cond:
             while not self._queue and not self._jobs and not self._stopping:
-                if not self._cond.wait(IDLE_SECONDS) and not self._queue and not self._jobs:
-                    self._idle_checkpoint()
+                # Idle means no commit for IDLE_SECONDS; maintenance jobs (a retention pass
+                # that finds nothing, every few seconds) do not count as activity.
+                now = time.monotonic()
+                due = max(self._last_commit, self._last_idle_check) + IDLE_SECONDS
+                if now < due:
+                    self._cond.wait(due - now)
+                    continue
+                self._last_idle_check = now
+                self._idle_checkpoint()
             if self._stopping and not self._queue:
                 jobs, self._jobs = list(self._jobs), deque()
                 for job in jobs:
@@ -208,6 +216,7 @@ class BatchWriter:
             job_turn = True  # after this commit, a waiting job goes first
             committed = self._commit(work)
             self._release(work)
+            self._last_commit = time.monotonic()
             for p in committed:
                 p.done.set_result(len(p.columns))
             for listener in self._listeners:

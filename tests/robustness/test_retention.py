@@ -374,3 +374,85 @@ def test_retention_firing_under_ingest_load_loses_and_fails_nothing(tmp_path: Pa
     assert latencies and max(latencies) < INGEST_WITHIN, max(latencies)
     everything = set().union(*acked)
     assert stored_ids(db, "load.fresh") == everything
+
+
+def test_reader_left_open_holds_up_neither_retention_nor_ingest_nor_stop(tmp_path: Path) -> None:
+    # The shape of the original wedge: a query in flight (here a result read only in part)
+    # while retention deletes. A checkpoint would wait for it with the whole store stopped, so
+    # the store must not start one while the reader is open.
+    start = datetime.now(UTC)
+    clock = FakeClock(start)
+    db = tmp_path / "reader.duckdb"
+    build_store(db, total=200_000, old_every=2, now=start)
+    config = test_config(
+        db, storage={"retention_days": RETENTION_DAYS, "retention_interval_seconds": 0.2}
+    )
+    with running_with_clock(config, clock) as (herald, _):
+        poll(
+            lambda: (
+                count_live(herald, "SELECT count(*) FROM events WHERE event = 'aged.event'")
+                == 100_000
+            ),
+            within=30,
+            what="the first retention pass",
+        )
+        assert herald.store is not None
+        reader = herald.store.cursor()
+        reader.execute("SELECT * FROM events")
+        assert reader.fetchone() is not None  # a result in flight, not read to its end
+        try:
+            clock.advance(timedelta(days=30).total_seconds())  # everything expires now
+            poll(
+                lambda: count_live(herald, "SELECT count(*) FROM events") == 0,
+                within=30,
+                what="retention with a reader open",
+            )
+            clock.set(start)  # so that the events sent next are young again
+            time.sleep(2.5)  # past the writer's idle tick: it would checkpoint now
+            for _ in range(3):
+                start_post = time.monotonic()
+                resp = httpx.post(
+                    f"http://{herald.http_address}/api/events",
+                    content=orjson.dumps(fresh_events("reader.fresh", 50)),
+                    timeout=15,
+                )
+                assert resp.status_code == 204, resp.text
+                assert time.monotonic() - start_post < INGEST_WITHIN
+        finally:
+            reader.close()
+        assert count_live(herald, "SELECT count(*) FROM events") == 150
+
+
+def test_sigterm_under_ingest_load_exits_within_grace_and_keeps_every_acknowledged_event(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "busy.duckdb"
+    acked: list[set[str]] = []
+    stop = threading.Event()
+
+    def client(http: str) -> None:
+        mine: set[str] = set()
+        acked.append(mine)
+        with httpx.Client(base_url=f"http://{http}", timeout=30) as c:
+            while not stop.is_set():
+                batch = fresh_events("busy.fresh", 100)
+                try:
+                    resp = c.post("/api/events", content=orjson.dumps(batch))
+                except httpx.HTTPError:
+                    return  # the server went away: this batch was not acknowledged
+                if resp.status_code == 204:
+                    mine.update(e["id"] for e in batch)
+
+    with herald_serve(db, tmp_path) as served:
+        threads = [threading.Thread(target=client, args=(served.http,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            poll(lambda: sum(len(a) for a in acked) > 5_000, within=30, what="load running")
+            assert served.sigterm() < EXIT_WITHIN
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+    everything = set().union(*acked)
+    assert everything and stored_ids(db, "busy.fresh") >= everything
