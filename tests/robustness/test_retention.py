@@ -36,6 +36,7 @@ from collector.clock import FakeClock
 from collector.config import Config
 from collector.domain.ids import uuid7_str
 from collector.store.duckdb_store import EventStore
+from collector.store.retention import RetentionPlan
 from collector.testing import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -456,3 +457,38 @@ def test_sigterm_under_ingest_load_exits_within_grace_and_keeps_every_acknowledg
                 t.join(timeout=60)
     everything = set().union(*acked)
     assert everything and stored_ids(db, "busy.fresh") >= everything
+
+
+def test_retention_slices_honour_overrides_longer_and_shorter_than_the_default(
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    store = EventStore(tmp_path / "overrides.duckdb")
+    ages = {"audit": (20, 40), "noisy": (0.5, 2), "plain": (3, 10)}  # kept age, expired age (days)
+    with store.transaction() as cur:
+        for name, (young, old) in ages.items():
+            for days in (young, old):
+                cur.execute(
+                    """
+                    INSERT INTO events
+                    SELECT uuid(), $occurred - to_microseconds(i), $occurred, $name, 'r',
+                           '{"prefect.resource.id":"r"}', '[]', '{}', NULL
+                    FROM range(25) AS t(i)
+                    """,
+                    {"occurred": now - timedelta(days=days), "name": name},
+                )
+    config = test_config(
+        tmp_path / "unused.duckdb",
+        storage={"retention_days": 7, "retention_overrides": {"audit": 30, "noisy": 1}},
+    ).storage
+    plan = RetentionPlan.at(config, now, slice_rows=7)  # many slices, the last one partial
+    slices = []
+    while True:
+        slices.append(plan.delete_slice(store))
+        if slices[-1] < plan.slice_rows:
+            break
+    assert sum(slices) == 75 and max(slices) == 7
+    rows = store.cursor().execute("SELECT event, count(*) FROM events GROUP BY event").fetchall()
+    assert dict(rows) == {"audit": 25, "noisy": 25, "plain": 25}
+    assert store.checkpoint()  # no reader open: the space comes back now
+    store.close()
