@@ -185,7 +185,8 @@ class BatchWriter:
             if self._stopping and not self._queue:
                 jobs, self._jobs = list(self._jobs), deque()
                 for job in jobs:
-                    job.done.set_exception(StoreError("the store is shutting down"))
+                    if job.done.set_running_or_notify_cancel():  # else its caller gave up
+                        job.done.set_exception(StoreError("the store is shutting down"))
                 return None
             if self._jobs and (job_turn or not self._queue) and not self._stopping:
                 return self._jobs.popleft()

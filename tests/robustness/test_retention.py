@@ -35,8 +35,10 @@ from collector.app import Herald
 from collector.clock import FakeClock
 from collector.config import Config
 from collector.domain.ids import uuid7_str
+from collector.errors import StoreError
 from collector.store.duckdb_store import EventStore
 from collector.store.retention import RetentionPlan
+from collector.store.writer import BatchWriter
 from collector.testing import test_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -492,3 +494,31 @@ def test_retention_slices_honour_overrides_longer_and_shorter_than_the_default(
     assert dict(rows) == {"audit": 25, "noisy": 25, "plain": 25}
     assert store.checkpoint()  # no reader open: the space comes back now
     store.close()
+
+
+def test_retention_slices_waiting_at_stop_end_cleanly(tmp_path: Path) -> None:
+    # A SIGTERM mid-retention cancels the pass: slices still queued on the writer are dropped,
+    # whether their caller already gave up (cancelled) or still waits (told: shutting down).
+    store = EventStore(tmp_path / "jobs.duckdb")
+    writer = BatchWriter(store, batch_max_events=10, queue_max_events=100)
+    writer.start()
+    thread_errors: list[BaseException | None] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: thread_errors.append(args.exc_value)
+    try:
+        release = threading.Event()
+        running = writer.call(release.wait)  # keeps the writer busy while the others queue
+        cancelled, waiting = writer.call(lambda: 1), writer.call(lambda: 2)
+        assert cancelled.cancel()
+        stopper = threading.Thread(target=writer.stop)
+        stopper.start()
+        poll(lambda: writer._stopping, within=5, what="stop requested")
+        release.set()
+        stopper.join(timeout=10)
+        assert not stopper.is_alive()
+        assert running.result(timeout=1) is True
+        assert isinstance(waiting.exception(timeout=1), StoreError)
+    finally:
+        threading.excepthook = previous
+        store.close()
+    assert thread_errors == []
