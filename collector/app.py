@@ -81,7 +81,11 @@ class Herald:
         )
         self.writer.start()
         self.reader = EventReader(self.store, cfg.query, clock=self.clock)
-        self.tail = TailHub(asyncio.get_running_loop(), cfg.query.tail_buffer_events)
+        self.tail = TailHub(
+            asyncio.get_running_loop(),
+            cfg.query.tail_buffer_events,
+            max_subscribers=cfg.query.max_tail_subscribers,
+        )
         self.writer.add_listener(self.tail.on_commit)
         self.automations = AutomationRunner(
             self.store,
@@ -235,6 +239,8 @@ class Herald:
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop)
             self.writer = None
+        if self.tail is not None:
+            await asyncio.to_thread(self.tail.close)
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -99,6 +99,9 @@ class QueryConfig(_Section):
         3600.0, ge=0, description="an export (herald sql --output) is stopped after this; 0 = never"
     )
     tail_buffer_events: int = Field(1000, gt=0, description="per-subscriber live-tail buffer")
+    max_tail_subscribers: int = Field(
+        100, gt=0, description="live-tail streams open at once; one more is answered 'busy'"
+    )
 
 
 class AutomationsConfig(_Section):

@@ -20,7 +20,7 @@ from collector.server.ingest import NativeIngest
 from collector.server.status import abort_grpc
 from collector.store.reader import EventReader
 from collector.store.sql import SqlStream
-from collector.tail import TailHub, to_wire
+from collector.tail import TailHub
 
 TAIL_BACKFILL_DEFAULT = 100
 
@@ -161,24 +161,26 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         try:
             self._auth.check(authorization(context), Scope.READ)
             filter = parse_filter(request.filter_json or None)
+            # Subscribe before the backfill query, so nothing committed in between is missed;
+            # the subscription's seen-ids keep the two from overlapping. Busy past the cap.
+            sub = self._tail.subscribe(filter)
         except HeraldError as exc:
             await abort_grpc(context, exc)
             raise
-        # Subscribe before the backfill query, so nothing committed in between is missed;
-        # the subscription's seen-ids keep the two from overlapping.
-        sub = self._tail.subscribe(filter)
         try:
+            # Response headers now: a client that waits for them knows it is subscribed.
+            await context.send_initial_metadata(())
             if request.backfill:
                 limit = request.backfill_limit or TAIL_BACKFILL_DEFAULT
                 for event in await asyncio.to_thread(self._reader.recent, filter, limit):
                     sub.mark_seen(str(event.id))
                     yield herald_pb2.TailMessage(event_json=orjson.dumps(event.to_dict()))
             while True:
-                kind, item = await sub.next()
+                kind, item = await sub.next_json()
                 if kind == "lagged":
                     yield herald_pb2.TailMessage(lagged=item)
-                else:
-                    yield herald_pb2.TailMessage(event_json=orjson.dumps(to_wire(item)))
+                else:  # wire JSON built once on the tail thread, shared by subscribers
+                    yield herald_pb2.TailMessage(event_json=item)
         finally:
             self._tail.unsubscribe(sub)
 
