@@ -89,11 +89,12 @@ class Subscription:
         with self._lock:
             self._mark_seen(event_id)
 
-    def offer(self, items: list[TailItem]) -> None:
-        """Tail thread: buffer ``items`` (in commit order); what does not fit is counted."""
+    def offer(self, items: list[TailItem]) -> bool:
+        """Tail thread: buffer ``items`` (in commit order); what does not fit is counted.
+        True if the reader sleeps and must be woken (``wake_all``)."""
         with self._lock:
             if self.closed:
-                return
+                return False
             for item in items:
                 if item[0] in self._seen:
                     continue
@@ -102,24 +103,17 @@ class Subscription:
                 else:
                     self._queue.append(item)
             wake, self._waiting = self._waiting, False
-        if wake:
-            self._wake()
+        return wake
 
-    def add_missed(self, count: int) -> None:
-        """Tail thread: ``count`` events that may have matched were shed."""
+    def add_missed(self, count: int) -> bool:
+        """Tail thread: ``count`` events that may have matched were shed. True if the reader
+        must be woken."""
         with self._lock:
             if self.closed or count <= 0:
-                return
+                return False
             self._missed += count
             wake, self._waiting = self._waiting, False
-        if wake:
-            self._wake()
-
-    def _wake(self) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._ready.set)
-        except RuntimeError:  # the loop is closed: the server is gone, and so is the reader
-            pass
+        return wake
 
     async def next_json(self) -> tuple[str, Any]:
         """``("lagged", n)`` if events were dropped since the last call, else
@@ -143,6 +137,22 @@ class Subscription:
         """Like ``next_json``, with the event as a Prefect-shaped dict (times as text)."""
         kind, item = await self.next_json()
         return (kind, orjson.loads(item)) if kind == "event" else (kind, item)
+
+
+def wake_all(loop: asyncio.AbstractEventLoop, subs: list[Subscription]) -> None:
+    """Wake the sleeping readers of ``subs`` with one call into the loop (each call writes
+    to the loop's self-pipe, a system call: one per batch, not one per subscriber)."""
+    if not subs:
+        return
+
+    def wake() -> None:
+        for sub in subs:
+            sub._ready.set()
+
+    try:
+        loop.call_soon_threadsafe(wake)
+    except RuntimeError:  # the loop is closed: the server is gone, and so are the readers
+        pass
 
 
 @lru_cache(maxsize=4096)
@@ -315,8 +325,9 @@ class TailHub:
                 index = self._index
             try:
                 if dropped:
-                    for entry in index.entries:
-                        entry.sub.add_missed(dropped)
+                    wake_all(
+                        self._loop, [e.sub for e in index.entries if e.sub.add_missed(dropped)]
+                    )
                 if batch is not None:
                     cols, received = batch
                     n = len(cols)
@@ -324,7 +335,8 @@ class TailHub:
                     for start in range(0, n, SLICE_ROWS):
                         end = start + SLICE_ROWS
                         part = cols if n <= SLICE_ROWS else _rows(cols, start, end)
-                        self._fan_out(index, part, received[start:end], shed=shed)
+                        woken = self._fan_out(index, part, received[start:end], shed=shed)
+                        wake_all(self._loop, woken)
                         if time.perf_counter() - started >= SLICE_SECONDS:
                             time.sleep(PAUSE_SECONDS)
                             started = time.perf_counter()
@@ -337,14 +349,14 @@ class TailHub:
     @staticmethod
     def _fan_out(
         index: TailIndex[Subscription], cols: EventColumns, received: list[int], *, shed: bool
-    ) -> None:
+    ) -> list[Subscription]:
+        """Offer a batch's matching events; returns the subscribers to wake."""
         candidates = index.candidates(cols)
         if not candidates:
-            return
+            return []
         if shed:
-            for entry, rows in candidates.items():
-                entry.sub.add_missed(len(rows))
-            return
+            return [e.sub for e, rows in candidates.items() if e.sub.add_missed(len(rows))]
+        woken: list[Subscription] = []
         views: dict[int, EventView] = {}
         items: dict[int, TailItem] = {}
         for entry, rows in candidates.items():
@@ -369,4 +381,6 @@ class TailHub:
                 if item is None:
                     item = items[i] = (cols.ids[i], wire_json(cols, i, received[i]))
                 out.append(item)
-            sub.offer(out)
+            if sub.offer(out):
+                woken.append(sub)
+        return woken

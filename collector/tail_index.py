@@ -26,6 +26,8 @@ from collector.domain.matching import as_patterns, is_glob, split_negation
 
 S = TypeVar("S", bound=Hashable)
 
+NAME_MEMO_MAX = 10_000
+
 
 class Batch:
     """A committed batch (or a slice of one) as the pre-checks read it: the columns, plus
@@ -96,6 +98,8 @@ class Precheck:
         self.on_either = on_either
         self.include = include
         self.required = required
+        # Event name → does the name part pass? Names repeat across batches; bounded.
+        self._names: dict[str, bool] = {}
 
     def _batch_may_match(self, batch: Batch) -> bool:
         if self.on_resource and not _all_groups(batch.joined("resources"), self.on_resource):
@@ -141,8 +145,16 @@ class Precheck:
         names = batch.cols.names
         wanted: set[str] | None = None
         if self.name_part is not None:
-            part = self.name_part
-            wanted = {n for n in batch.distinct_names if part.includes({"event": n})}
+            known = self._names
+            if len(known) > NAME_MEMO_MAX:
+                known.clear()
+            wanted = set()
+            for name in batch.distinct_names:
+                ok = known.get(name)
+                if ok is None:
+                    ok = known[name] = self.name_part.includes({"event": name})
+                if ok:
+                    wanted.add(name)
             if not wanted:
                 return []
         if self._has_raw and not self._batch_may_match(batch):
