@@ -333,6 +333,8 @@ class TailHub:
                     n = len(cols)
                     started = min(started, time.perf_counter())
                     for start in range(0, n, SLICE_ROWS):
+                        if self._closing:
+                            break
                         end = start + SLICE_ROWS
                         part = cols if n <= SLICE_ROWS else _rows(cols, start, end)
                         woken = self._fan_out(index, part, received[start:end], shed=shed)

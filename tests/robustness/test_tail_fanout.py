@@ -357,6 +357,47 @@ def test_ingest_is_not_delayed_by_costly_or_non_reading_subscribers(db_path: Pat
         channel.close()
 
 
+def test_ingest_never_waits_for_tail_matching_however_slow(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Matching made absurdly slow (10 ms per candidate, the GIL released meanwhile): on the
+    # old path it ran on the event loop and every Emit waited behind it.
+    from collector.domain.filters import EventFilter
+
+    original = EventFilter.includes
+
+    def slow_includes(self: EventFilter, event: Any) -> bool:
+        time.sleep(0.01)
+        return original(self, event)
+
+    monkeypatch.setattr(EventFilter, "includes", slow_includes)
+    with running_herald(test_config(db_path)) as herald:
+        hub = herald.tail
+        assert hub is not None
+        channel = grpc.insecure_channel(herald.grpc_address)
+        stub = herald_pb2_grpc.HeraldStub(channel)
+        # Indexed by prefix but not exact: every candidate goes through `includes`.
+        spec = {"event": {"prefix": ["app."]}, "resource": {"labels": {"region": "eu"}}}
+        calls = [tail_call(stub, spec) for _ in range(5)]
+        for call in calls:
+            call.initial_metadata()  # sent once the server has subscribed
+        assert hub.subscriber_count == 5
+        rng = random.Random(2)
+        latencies = []
+        with HeraldClient(herald.grpc_address) as client:
+            for b in range(10):
+                events = [make_event(rng, b * 1000 + n) for n in range(200)]
+                t0 = time.perf_counter()
+                assert client.emit(events) == (200, [])
+                latencies.append(time.perf_counter() - t0)
+        # 2,000 events × 5 subscribers × 10 ms of matching is 100 s of work still queued.
+        assert hub.backlog_events > 0
+        assert max(latencies) < 2.0, latencies
+        for call in calls:
+            call.cancel()
+        channel.close()
+
+
 def test_wire_json_matches_orjson_of_the_parsed_event() -> None:
     cols = EventColumns()
     cols.append(
