@@ -506,8 +506,15 @@ def test_retention_slices_waiting_at_stop_end_cleanly(tmp_path: Path) -> None:
     previous = threading.excepthook
     threading.excepthook = lambda args: thread_errors.append(args.exc_value)
     try:
-        release = threading.Event()
-        running = writer.call(release.wait)  # keeps the writer busy while the others queue
+        release, started = threading.Event(), threading.Event()
+
+        def hold() -> bool:
+            started.set()
+            return release.wait()
+
+        running = writer.call(hold)  # keeps the writer busy while the others queue
+        # The writer must have taken the first job before stop; otherwise it is dropped too.
+        assert started.wait(timeout=5)
         cancelled, waiting = writer.call(lambda: 1), writer.call(lambda: 2)
         assert cancelled.cancel()
         stopper = threading.Thread(target=writer.stop)
