@@ -10,12 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
+from cli._app import HeraldTyper
 from cli._errors import handle_errors
 from cli._output import OutputFormat, note, render, resolve_format
 from cli._state import state
 from collector.errors import InvalidInput, NotFound
 
-app = typer.Typer(
+app = HeraldTyper(
     help="Automations: triggers that fire on the presence or absence of events, and actions.",
     no_args_is_help=True,
 )

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli._app import HeraldTyper
 from cli._errors import handle_errors
 from cli._filters import (
     EventOpt,
@@ -24,7 +25,7 @@ from cli._output import OutputFormat, note, render, resolve_format
 from cli._readers import DbOpt, reader
 from cli._state import state
 
-app = typer.Typer(help="Explore events: list, show, tail and count.", no_args_is_help=True)
+app = HeraldTyper(help="Explore events: list, show, tail and count.", no_args_is_help=True)
 
 FormatOpt = Annotated[
     OutputFormat | None,

@@ -7,17 +7,28 @@ from typing import Annotated
 import typer
 
 from cli import automations, events
+from cli._app import HeraldTyper
 from cli._state import CliState
 from cli.emit import emit
 from cli.serve import serve
 from cli.sql import sql
 
-app = typer.Typer(
+app = HeraldTyper(
     help="Herald: an OpenTelemetry-compatible event collector — events, feed, SQL, automations.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"herald {version('herald')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("herald (version unknown: not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -25,11 +36,20 @@ def root(
     ctx: typer.Context,
     address: Annotated[
         str | None,
-        typer.Option("--address", envvar="HERALD_ADDRESS", help="server gRPC host:port"),
+        typer.Option(
+            "--address", envvar="HERALD_ADDRESS", metavar="<host:port>", help="server gRPC address"
+        ),
     ] = None,
     token: Annotated[
-        str | None, typer.Option("--token", envvar="HERALD_TOKEN", help="bearer token")
+        str | None,
+        typer.Option("--token", envvar="HERALD_TOKEN", metavar="<token>", help="bearer token"),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print Herald's version and exit"
+        ),
+    ] = False,
 ) -> None:
     """Global options apply to every command that talks to a server."""
     ctx.obj = CliState(address=address, token=token)

@@ -122,6 +122,18 @@ class HeraldClient(Connection):
         time_unit: str = "day",
         time_interval: float = 1.0,
     ) -> list[dict[str, Any]]:
+        return self.count_groups(filter, countable, time_unit, time_interval)[0]
+
+    def count_groups(
+        self,
+        filter: dict[str, Any] | None,
+        countable: str,
+        time_unit: str = "day",
+        time_interval: float = 1.0,
+        limit: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Counts cut to the ``limit`` largest groups (event/resource), and how many groups
+        there were in all."""
         reply = self._call(
             self._stub.CountEvents,
             herald_pb2.CountRequest(
@@ -129,10 +141,11 @@ class HeraldClient(Connection):
                 countable=countable,
                 time_unit=time_unit,
                 time_interval=time_interval,
+                limit=limit or 0,
             ),
         )
         out: list[dict[str, Any]] = orjson.loads(reply.counts_json)
-        return out
+        return out, reply.groups
 
     def get(self, event_id: str) -> dict[str, Any]:
         reply = self._call(self._stub.GetEvent, herald_pb2.GetEventRequest(id=event_id))

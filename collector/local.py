@@ -38,8 +38,20 @@ class LocalReader:
         time_unit: str = "day",
         time_interval: float = 1.0,
     ) -> list[dict[str, Any]]:
-        counts = self._reader.count(parse_filter(filter), countable, time_unit, time_interval)
-        return [c.to_dict() for c in counts]
+        return self.count_groups(filter, countable, time_unit, time_interval)[0]
+
+    def count_groups(
+        self,
+        filter: dict[str, Any] | None,
+        countable: str,
+        time_unit: str = "day",
+        time_interval: float = 1.0,
+        limit: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        result = self._reader.count_groups(
+            parse_filter(filter), countable, time_unit, time_interval, limit
+        )
+        return [c.to_dict() for c in result.counts], result.groups
 
     def get(self, event_id: str) -> dict[str, Any]:
         return self._reader.get(event_id).to_dict()

@@ -49,22 +49,26 @@ class QueryResponse(_message.Message):
     def __init__(self, events_json: _Optional[bytes] = ..., total: _Optional[int] = ..., next_page: _Optional[str] = ...) -> None: ...
 
 class CountRequest(_message.Message):
-    __slots__ = ("filter_json", "countable", "time_unit", "time_interval")
+    __slots__ = ("filter_json", "countable", "time_unit", "time_interval", "limit")
     FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
     COUNTABLE_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIT_FIELD_NUMBER: _ClassVar[int]
     TIME_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     filter_json: bytes
     countable: str
     time_unit: str
     time_interval: float
-    def __init__(self, filter_json: _Optional[bytes] = ..., countable: _Optional[str] = ..., time_unit: _Optional[str] = ..., time_interval: _Optional[float] = ...) -> None: ...
+    limit: int
+    def __init__(self, filter_json: _Optional[bytes] = ..., countable: _Optional[str] = ..., time_unit: _Optional[str] = ..., time_interval: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class CountResponse(_message.Message):
-    __slots__ = ("counts_json",)
+    __slots__ = ("counts_json", "groups")
     COUNTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     counts_json: bytes
-    def __init__(self, counts_json: _Optional[bytes] = ...) -> None: ...
+    groups: int
+    def __init__(self, counts_json: _Optional[bytes] = ..., groups: _Optional[int] = ...) -> None: ...
 
 class GetEventRequest(_message.Message):
     __slots__ = ("id",)

@@ -132,17 +132,20 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         try:
             self._auth.check(authorization(context), Scope.READ)
             filter = parse_filter(request.filter_json or None)
-            counts = await asyncio.to_thread(
-                self._reader.count,
+            result = await asyncio.to_thread(
+                self._reader.count_groups,
                 filter,
                 request.countable,
                 request.time_unit or "day",
                 request.time_interval or 1.0,
+                request.limit or None,
             )
         except HeraldError as exc:
             await abort_grpc(context, exc)
             raise
-        return herald_pb2.CountResponse(counts_json=orjson.dumps([c.to_dict() for c in counts]))
+        return herald_pb2.CountResponse(
+            counts_json=orjson.dumps([c.to_dict() for c in result.counts]), groups=result.groups
+        )
 
     async def GetEvent(
         self, request: herald_pb2.GetEventRequest, context: grpc.aio.ServicerContext

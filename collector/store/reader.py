@@ -19,7 +19,14 @@ from collector.domain.events import ReceivedEvent
 from collector.domain.filters import EventFilter, EventOrder
 from collector.errors import NotFound, StoreError
 from collector.store.duckdb_store import EventStore
-from collector.store.queries import EventCount, Page, count_events, query_events
+from collector.store.queries import (
+    CountResult,
+    EventCount,
+    Page,
+    count_events,
+    count_groups,
+    query_events,
+)
 from collector.store.schema import MIGRATIONS
 from collector.store.sql import SqlResult, SqlStream, run_readonly
 
@@ -139,6 +146,30 @@ class EventReader:
             with _read_errors():
                 return count_events(
                     cur, filter, countable, time_unit, time_interval, now=self.clock.now()
+                )
+        finally:
+            cur.close()
+
+    def count_groups(
+        self,
+        filter: EventFilter | None,
+        countable: str,
+        time_unit: str = "day",
+        time_interval: float = 1.0,
+        limit: int | None = None,
+    ) -> CountResult:
+        """``count``, cut to the ``limit`` largest groups, with how many groups there were."""
+        cur = self.store.cursor()
+        try:
+            with _read_errors():
+                return count_groups(
+                    cur,
+                    filter,
+                    countable,
+                    time_unit,
+                    time_interval,
+                    now=self.clock.now(),
+                    limit=limit,
                 )
         finally:
             cur.close()
