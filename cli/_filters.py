@@ -14,30 +14,60 @@ from collector.errors import InvalidInput
 
 EventOpt = Annotated[
     list[str] | None,
-    typer.Option("--event", "-e", help="event name, or a prefix ending in * (repeatable, OR)"),
+    typer.Option(
+        "--event",
+        "-e",
+        metavar="<name>",
+        help="event name, or a prefix ending in * (repeatable, OR)",
+    ),
 ]
 ResourceOpt = Annotated[
     list[str] | None,
-    typer.Option("--resource", "-r", help="resource id, or an id prefix ending in * (repeatable)"),
+    typer.Option(
+        "--resource",
+        "-r",
+        metavar="<id>",
+        help="resource id, or an id prefix ending in * (repeatable)",
+    ),
 ]
 RelatedOpt = Annotated[
     list[str] | None,
-    typer.Option("--related", help="ROLE=ID: a related resource in that role (repeatable, AND)"),
+    typer.Option(
+        "--related",
+        metavar="<role=id>",
+        help="ROLE=ID: a related resource in that role (repeatable, AND)",
+    ),
 ]
 LabelOpt = Annotated[
     list[str] | None,
-    typer.Option("--label", "-l", help="resource label k=v; globs * ? and !negation (repeatable)"),
+    typer.Option(
+        "--label",
+        "-l",
+        metavar="<k=v>",
+        help="resource label k=v; globs * ? and !negation (repeatable)",
+    ),
 ]
 SinceOpt = Annotated[
-    str | None, typer.Option("--since", help="15m, 2h, 7d or an ISO time (default: 180 days)")
+    str | None,
+    typer.Option(
+        "--since", metavar="<time>", help="15m, 2h, 7d or an ISO time (default: 180 days)"
+    ),
 ]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="15m ago, or an ISO time")]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", metavar="<time>", help="15m ago, or an ISO time")
+]
 TextOpt = Annotated[
     str | None,
-    typer.Option("--text", "-t", help='text search: words OR, -exclude, +require, "phrase"'),
+    typer.Option(
+        "--text",
+        "-t",
+        metavar="<query>",
+        help='text search: words OR, -exclude, +require, "phrase"',
+    ),
 ]
 FilterJsonOpt = Annotated[
-    str | None, typer.Option("--filter-json", help="a whole Prefect EventFilter as JSON")
+    str | None,
+    typer.Option("--filter-json", metavar="<json>", help="a whole Prefect EventFilter as JSON"),
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +21,8 @@ from cli._filters import (
     UntilOpt,
     build_filter,
 )
-from cli._output import OutputFormat, note, render, resolve_format
+from cli._output import OutputFormat, console, note, render, resolve_format, shown
+from cli._progress import waiting
 from cli._readers import DbOpt, reader
 from cli._state import state
 
@@ -63,10 +64,10 @@ def _rows(events: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             local_time(e["occurred"]),
-            readable(e),
-            e["resource"]["prefect.resource.id"],
-            related_summary(e),
-            e["id"],
+            shown(readable(e)),
+            shown(e["resource"]["prefect.resource.id"]),
+            shown(related_summary(e)),
+            shown(e["id"]),
         ]
         for e in events
     ]
@@ -101,7 +102,7 @@ def ls(
     filter = build_filter(event, resource, related, label, since, until, text, filter_json, order)
     events: list[dict[str, Any]] = []
     total = 0
-    with reader(ctx, db) as source:
+    with reader(ctx, db) as source, waiting("reading events…"):
         page = source.query(filter, min(limit, 1000))
         total = page["total"]
         events.extend(page["events"])
@@ -134,24 +135,26 @@ def show(
 
     Example: herald events show 0193a1b2-…
     """
-    with reader(ctx, db) as source:
+    with reader(ctx, db) as source, waiting("reading the event…"):
         event = source.get(event_id)
     fmt = resolve_format(fmt)
     if fmt is not OutputFormat.TABLE:
         render([event], fmt)
         return
-    from rich.console import Console
+    from rich.highlighter import JSONHighlighter
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    console.print(f"[bold]{event['event']}[/bold]  {local_time(event['occurred'])}")
-    console.print(f"id {event['id']}   received {local_time(event.get('received'))}")
+    # Stored text is shown as Text (never parsed as rich markup), control characters escaped.
+    out = console()
+    out.print(Text.assemble((shown(event["event"]), "bold"), f"  {local_time(event['occurred'])}"))
+    out.print(Text(f"id {shown(event['id'])}   received {local_time(event.get('received'))}"))
     if event.get("follows"):
-        console.print(f"follows {event['follows']}")
+        out.print(Text(f"follows {shown(event['follows'])}"))
     resource = Table(title="Resource", show_header=False)
     for k, v in event["resource"].items():
-        resource.add_row(k, v)
-    console.print(resource)
+        resource.add_row(Text(shown(k)), Text(shown(v)))
+    out.print(resource)
     if event["related"]:
         related = Table(title="Related resources")
         for col in ("role", "id", "labels"):
@@ -163,16 +166,26 @@ def show(
                 if k not in ("prefect.resource.role", "prefect.resource.id")
             }
             related.add_row(
-                r["prefect.resource.role"],
-                r["prefect.resource.id"],
-                json.dumps(rest) if rest else "",
+                Text(shown(r["prefect.resource.role"])),
+                Text(shown(r["prefect.resource.id"])),
+                Text(shown(json.dumps(rest, ensure_ascii=False)) if rest else ""),
             )
-        console.print(related)
-    console.print("Payload:")
-    console.print_json(json.dumps(event["payload"]))
-    console.print(
-        f"\nAutomate on it:  herald automations create --from-event {event['id']} --name …"
+        out.print(related)
+    out.print("Payload:")
+    # json.dumps escapes C0 controls; shown() the rest (C1, bidi overrides) that it keeps.
+    payload = shown_lines(json.dumps(event["payload"], indent=2, ensure_ascii=False))
+    out.print(JSONHighlighter()(Text(payload)))
+    out.print(
+        Text(
+            "\nAutomate on it:  herald automations create --from-event "
+            f"{shown(event['id'])} --name …"
+        )
     )
+
+
+def shown_lines(text: str) -> str:
+    """``shown`` line by line: the text's own line breaks stay."""
+    return "\n".join(shown(line) for line in text.split("\n"))
 
 
 @app.command("tail")
@@ -210,8 +223,8 @@ def tail(
                     continue
                 if fmt is OutputFormat.TABLE:
                     typer.echo(
-                        f"{local_time(item['occurred'])}  {readable(item)}  "
-                        f"{item['resource']['prefect.resource.id']}"
+                        f"{local_time(item['occurred'])}  {shown(readable(item))}  "
+                        f"{shown(item['resource']['prefect.resource.id'])}"
                     )
                 else:
                     typer.echo(json.dumps(item, default=str))
@@ -223,14 +236,35 @@ def tail(
 
 
 def _bars(counts: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-
-    console = Console()
+    out = console()
     top = max((c["count"] for c in counts), default=0) or 1
-    width = max(10, console.width - 40)
+    width = max(10, out.width - 40)
     for c in counts:
         bar = "█" * round(c["count"] / top * width)
-        console.print(f"{local_time(c['start_time'])[:19]}  {c['count']:>8}  [cyan]{bar}[/cyan]")
+        out.print(f"{local_time(c['start_time'])[:19]}  {c['count']:>8}  [cyan]{bar}[/cyan]")
+
+
+# Buckets drawn when `--by time` has no `--since`: enough to see a shape, few enough to fit a
+# terminal, and always within the server's 1,000-bucket limit (1 day of hours, as before).
+_DEFAULT_BUCKETS = {"week": 12, "day": 30, "hour": 24, "minute": 60, "second": 60}
+_UNIT_SECONDS = {"week": 604_800, "day": 86_400, "hour": 3_600, "minute": 60, "second": 1}
+
+
+def default_span(unit: str, interval: float) -> timedelta | None:
+    """How far back ``--by time`` counts without ``--since``: a fixed number of buckets of
+    the requested size. None for a unit the server will reject anyway."""
+    unit = unit.lower()
+    if unit not in _UNIT_SECONDS or not interval > 0:
+        return None
+    return timedelta(seconds=_DEFAULT_BUCKETS[unit] * interval * _UNIT_SECONDS[unit])
+
+
+def _since_in(filter_json: str | None) -> bool:
+    from cli._parsing import parse_json
+
+    data = parse_json(filter_json, "--filter-json", dict) or {}
+    occurred = data.get("occurred")
+    return isinstance(occurred, dict) and occurred.get("since") is not None
 
 
 @app.command("count")
@@ -241,7 +275,18 @@ def count(
     unit: Annotated[
         str, typer.Option("--unit", help="time buckets: week | day | hour | minute | second")
     ] = "hour",
-    interval: Annotated[float, typer.Option("--interval", help="units per bucket (≥ 0.01)")] = 1.0,
+    interval: Annotated[
+        float, typer.Option("--interval", metavar="<units>", help="units per bucket (≥ 0.01)")
+    ] = 1.0,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=0,
+            help="--by event|resource: the N largest groups; 0 for all of them",
+        ),
+    ] = 20,
     event: EventOpt = None,
     resource: ResourceOpt = None,
     related: RelatedOpt = None,
@@ -255,16 +300,34 @@ def count(
 ) -> None:
     """Count matching events by event name, resource, or time (drawn as a bar chart).
 
+    By event or resource: the largest groups first, the top 20 unless --limit says otherwise.
+    By time without --since: the last 60 buckets for minutes and seconds, 24 for hours, 30 for
+    days, 12 for weeks (times --interval).
+
     Example: herald events count --by time --unit hour --since 1d --event 'otel.span.*'
     """
+    from cli._parsing import parse_time
+    from collector.domain.events import format_time
+
     if by not in ("event", "resource", "time"):
         raise typer.BadParameter("must be event, resource or time", param_hint="--by")
-    if by == "time" and not since and not filter_json:
-        since = "1d"  # the full 180-day default would be too many hour buckets
-    filter = build_filter(event, resource, related, label, since, until, text, filter_json)
-    with reader(ctx, db) as source:
-        counts = source.count(filter, by, unit, interval)
     fmt = resolve_format(fmt)
+    if by == "time" and not since and not _since_in(filter_json):
+        # The 180-day default range would be too many buckets for any unit below a day.
+        span = default_span(unit, interval)
+        if span is not None:
+            end = parse_time(until, "--until") if until else datetime.now(UTC)
+            since = format_time(end - span)
+            if fmt is OutputFormat.TABLE:
+                n = _DEFAULT_BUCKETS[unit.lower()] * interval
+                note(
+                    f"herald: counting the {n:g} {unit.lower()}s before "
+                    f"{'--until' if until else 'now'} (--since for another range)"
+                )
+    filter = build_filter(event, resource, related, label, since, until, text, filter_json)
+    cut = limit if by != "time" else 0
+    with reader(ctx, db) as source, waiting("counting events…"):
+        counts, groups = source.count_groups(filter, by, unit, interval, cut)
     if fmt is OutputFormat.TABLE and by == "time":
         _bars(counts)
         return
@@ -273,3 +336,10 @@ def count(
         fmt,
         columns=["label", "count", "start_time", "end_time"] if fmt is OutputFormat.TABLE else None,
     )
+    if groups > len(counts):
+        left = groups - len(counts)
+        kinds = "event names" if by == "event" else "resources"
+        note(
+            f"herald: the top {len(counts):,} of {groups:,} {kinds}; {left:,} more left out "
+            "(--limit N, or --limit 0 for all)"
+        )
