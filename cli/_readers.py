@@ -12,7 +12,11 @@ from cli._state import state
 
 DbOpt = Annotated[
     str | None,
-    typer.Option("--db", help="read this DuckDB file directly (read-only; no server running)"),
+    typer.Option(
+        "--db",
+        metavar="<file>",
+        help="read this DuckDB file directly (read-only; no server running)",
+    ),
 ]
 
 

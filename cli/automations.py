@@ -23,16 +23,24 @@ app = HeraldTyper(
 
 FormatOpt = Annotated[
     OutputFormat | None,
-    typer.Option("--format", help="table (default on a terminal) | json | jsonl | csv"),
+    typer.Option("--format", "-f", help="table (default on a terminal) | json | jsonl | csv"),
 ]
 NameArg = Annotated[str | None, typer.Argument(help="the automation's name")]
-IdOpt = Annotated[str | None, typer.Option("--id", help="the automation's id")]
+IdOpt = Annotated[str | None, typer.Option("--id", metavar="<id>", help="the automation's id")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+# No short flag: `-f` is --format in every herald command (docs/cli.md).
 FileOpt = Annotated[
     Path | None,
-    typer.Option("--from-file", "-f", help="automation(s) in a .json, .yaml/.yml or .toml file"),
+    typer.Option(
+        "--from-file",
+        metavar="<file>",
+        help="automation(s) in a .json, .yaml/.yml or .toml file",
+    ),
 ]
-JsonOpt = Annotated[str | None, typer.Option("--json", "-j", help="automation(s) as a JSON string")]
+JsonOpt = Annotated[
+    str | None,
+    typer.Option("--json", "-j", metavar="<json>", help="automation(s) as a JSON string"),
+]
 
 _EXTENSIONS = ".yaml, .yml, .json or .toml"
 _EMIT_RESOURCE = "{{ event.resource.id if event else 'herald.automation.' ~ automation.id }}"
@@ -181,23 +189,32 @@ def create(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="the automation's name")] = None,
     description: Annotated[str, typer.Option("--description", help="what it is for")] = "",
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="a tag (repeatable)")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="<tag>", help="a tag (repeatable)")
+    ] = None,
     expect: Annotated[
-        list[str] | None, typer.Option("--expect", help="event name (glob) to count (repeatable)")
+        list[str] | None,
+        typer.Option("--expect", metavar="<name>", help="event name (glob) to count (repeatable)"),
     ] = None,
     after: Annotated[
-        list[str] | None, typer.Option("--after", help="event name that arms it (repeatable)")
+        list[str] | None,
+        typer.Option("--after", metavar="<name>", help="event name that arms it (repeatable)"),
     ] = None,
     match: Annotated[
-        list[str] | None, typer.Option("--match", help="resource label k=v (repeatable)")
+        list[str] | None,
+        typer.Option("--match", metavar="<k=v>", help="resource label k=v (repeatable)"),
     ] = None,
     match_related: Annotated[
         list[str] | None,
-        typer.Option("--match-related", help="related resource label k=v (repeatable)"),
+        typer.Option(
+            "--match-related", metavar="<k=v>", help="related resource label k=v (repeatable)"
+        ),
     ] = None,
     for_each: Annotated[
         list[str] | None,
-        typer.Option("--for-each", help="label to split buckets by (repeatable)"),
+        typer.Option(
+            "--for-each", metavar="<label>", help="label to split buckets by (repeatable)"
+        ),
     ] = None,
     posture: Annotated[
         str | None, typer.Option("--posture", help="Reactive (default) | Proactive")
@@ -216,7 +233,7 @@ def create(
     """Create automations from a file, a JSON string, an event, or flags.
 
     Examples:
-      herald automations create -f automations.yaml
+      herald automations create --from-file automations.yaml
       herald automations create --name late-orders --expect app.order.shipped
         --match 'prefect.resource.id=app.order.*' --posture Proactive --within 5m
         --after app.order.paid --for-each prefect.resource.id --webhook https://hooks.example/x
@@ -320,8 +337,9 @@ def _from_flags(
         name = name or f"{event.event} on {event.resource['prefect.resource.id']}"
     elif not (expect or after or match or match_related):
         raise InvalidInput(
-            "give -f, --json or --from-event, or describe the trigger with at least one of "
-            "--expect, --after, --match or --match-related (an empty trigger matches every event)"
+            "give --from-file, --json or --from-event, or describe the trigger with at least "
+            "one of --expect, --after, --match or --match-related (an empty trigger matches "
+            "every event)"
         )
     if not name:
         raise InvalidInput("--name: required when the automation is described by flags")
@@ -362,7 +380,7 @@ def update(
 
     Triggers that did not change keep their open windows and counts.
 
-    Example: herald automations update --id 0193… -f late-orders.yaml
+    Example: herald automations update --id 0193… --from-file late-orders.yaml
     """
     if (from_file is None) == (from_json is None):
         raise InvalidInput("Please provide either --from-file or --json.")
@@ -458,14 +476,15 @@ def inspect(
     name: NameArg = None,
     automation_id: IdOpt = None,
     output: Annotated[
-        str | None, typer.Option("--format", "--output", "-o", help="json | yaml")
-    ] = None,
+        str, typer.Option("--format", "-f", metavar="<json|yaml>", help="json | yaml")
+    ] = "json",
 ) -> None:
-    """Show an automation: a readable summary, or its JSON/YAML (to edit and `update`).
+    """Show an automation as JSON (or YAML): the shape `create` and `update` take, as Prefect
+    writes it (durations in seconds). Several automations of one name: a list.
 
-    Example: herald automations inspect late-orders --format yaml
+    Example: herald automations inspect late-orders --format yaml > late-orders.yaml
     """
-    if output is not None and output.lower() not in ("json", "yaml"):
+    if output.lower() not in ("json", "yaml"):
         raise InvalidInput("Only 'json' and 'yaml' output formats are supported.")
     with _client(ctx) as client:
         if automation_id:
@@ -481,12 +500,7 @@ def inspect(
         else:
             raise InvalidInput("give the automation's name, or --id")
     data: Any = found[0] if len(found) == 1 else found
-    if output is None:
-        from rich.pretty import pprint
-
-        for item in found:
-            pprint(_model(item), expand_all=True)
-    elif output.lower() == "json":
+    if output.lower() == "json":
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(_yaml().safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)

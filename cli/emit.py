@@ -17,7 +17,8 @@ def emit(
     event: Annotated[str, typer.Argument(help="event name, e.g. app.order.shipped")],
     resource_id: Annotated[str, typer.Option("--resource-id", help="prefect.resource.id")],
     resource: Annotated[
-        list[str] | None, typer.Option("--resource", help="resource label k=v (repeatable)")
+        list[str] | None,
+        typer.Option("--resource", metavar="<k=v>", help="resource label k=v (repeatable)"),
     ] = None,
     related: Annotated[
         str | None,

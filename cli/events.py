@@ -88,8 +88,12 @@ def ls(
     until: UntilOpt = None,
     text: TextOpt = None,
     filter_json: FilterJsonOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="events to show", min=1)] = 50,
-    order: Annotated[str, typer.Option("--order", help="desc (newest first) | asc")] = "desc",
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="<n>", help="events to show", min=1)
+    ] = 50,
+    order: Annotated[
+        str, typer.Option("--order", metavar="<desc|asc>", help="desc (newest first) | asc")
+    ] = "desc",
     fmt: FormatOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -271,9 +275,16 @@ def _since_in(filter_json: str | None) -> bool:
 @handle_errors
 def count(
     ctx: typer.Context,
-    by: Annotated[str, typer.Option("--by", help="event | resource | time")] = "event",
+    by: Annotated[
+        str, typer.Option("--by", metavar="<event|resource|time>", help="what to count by")
+    ] = "event",
     unit: Annotated[
-        str, typer.Option("--unit", help="time buckets: week | day | hour | minute | second")
+        str,
+        typer.Option(
+            "--unit",
+            metavar="<unit>",
+            help="time buckets: week | day | hour | minute | second",
+        ),
     ] = "hour",
     interval: Annotated[
         float, typer.Option("--interval", metavar="<units>", help="units per bucket (≥ 0.01)")
@@ -283,6 +294,7 @@ def count(
         typer.Option(
             "--limit",
             "-n",
+            metavar="<n>",
             min=0,
             help="--by event|resource: the N largest groups; 0 for all of them",
         ),

@@ -51,14 +51,18 @@ async def _run(config: Any) -> None:
 def serve(
     config: Annotated[
         Path | None,
-        typer.Option("--config", envvar="HERALD_CONFIG", help="TOML config file"),
+        typer.Option("--config", envvar="HERALD_CONFIG", metavar="<file>", help="TOML config file"),
     ] = None,
-    db: Annotated[str | None, typer.Option("--db", help="DuckDB file (storage.path)")] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", metavar="<file>", help="DuckDB file (storage.path)")
+    ] = None,
     grpc: Annotated[
-        str | None, typer.Option("--grpc", help="gRPC listen host:port (OTLP + native)")
+        str | None,
+        typer.Option("--grpc", metavar="<host:port>", help="gRPC listen host:port (OTLP + native)"),
     ] = None,
     http: Annotated[
-        str | None, typer.Option("--http", help="HTTP listen host:port (OTLP + native)")
+        str | None,
+        typer.Option("--http", metavar="<host:port>", help="HTTP listen host:port (OTLP + native)"),
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow a non-loopback bind without auth tokens")

@@ -38,6 +38,7 @@ def sql(
         typer.Option(
             "--output",
             "-o",
+            metavar="<file>",
             help="write every row to FILE (.parquet, .csv, .jsonl or .json; or --format)",
         ),
     ] = None,
