@@ -26,8 +26,12 @@ _EXIT: list[tuple[type[e.HeraldError], int, str]] = [
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one line to stderr and return the Exit to raise."""
-    typer.echo(f"herald: {message}", err=True)
+    """Print one line to stderr and return the Exit to raise.
+
+    Control characters are escaped: messages quote user input and stored names."""
+    from cli._output import shown
+
+    typer.echo(f"herald: {shown(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -39,9 +43,12 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except e.HeraldError as exc:
+            hint = ""
+            if isinstance(exc, e.ServerUnreachable):
+                hint = "; --address or HERALD_ADDRESS sets the server's gRPC host:port"
             for kind, code, prefix in _EXIT:
                 if isinstance(exc, kind):
-                    raise fail(f"{prefix}: {exc}", code) from None
+                    raise fail(f"{prefix}: {exc}{hint}", code) from None
             raise
 
     return wrapper  # type: ignore[return-value]

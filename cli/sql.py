@@ -15,6 +15,7 @@ import typer
 from cli._errors import handle_errors
 from cli._export import export_format, write_export
 from cli._output import OutputFormat, note, render
+from cli._progress import waiting
 from cli._readers import DbOpt, reader
 from collector.errors import InvalidInput
 
@@ -66,7 +67,7 @@ def sql(
         return
     if fmt is SqlFormat.PARQUET:
         raise InvalidInput("--format parquet needs --output FILE")
-    with reader(ctx, db) as source:
+    with reader(ctx, db) as source, waiting("running the query…"):
         table, truncated = source.sql(query)
     render(
         table.to_pylist(),

@@ -32,9 +32,10 @@ def error_from_rpc(exc: grpc.RpcError, address: str) -> e.HeraldError:
     details = exc.details() if hasattr(exc, "details") else str(exc)
     if code == grpc.StatusCode.UNAVAILABLE:
         if details and ("connect" in details.lower() or "unavailable" == details.lower()):
+            # No "how to set the address" here: the CLI (--address) and the SDK
+            # (HERALD_ADDRESS, EventsWorker(address=…)) each add the hint that fits their user.
             return e.ServerUnreachable(
-                f"no Herald server at {address} (is `herald serve` running? "
-                "set --address or HERALD_ADDRESS)"
+                f"no Herald server at {address} (is `herald serve` running?)"
             )
         return e.Busy(details or "server busy", retry_after=1.0)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

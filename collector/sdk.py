@@ -110,6 +110,15 @@ class EventsWorker:
                 self._unsent -= len(batch)
                 self._lock.notify_all()
 
+    def _address_hint(self) -> str:
+        """What an SDK user changes to reach the server (not the CLI's ``--address``)."""
+        if self._address:
+            return "; check the address given to EventsWorker(address=...)"
+        return (
+            "; set the HERALD_ADDRESS environment variable to the server's gRPC host:port "
+            "(or pass worker=EventsWorker(address=...) to emit_event)"
+        )
+
     def _deliver(self, client: Any, batch: list[dict[str, Any]]) -> None:
         delay = 0.2
         for attempt in range(5):
@@ -120,7 +129,12 @@ class EventsWorker:
                 return
             except (Busy, ServerUnreachable) as exc:
                 if attempt == 4:
-                    log.warning("could not send %d events to Herald: %s", len(batch), exc)
+                    log.warning(
+                        "could not send %d event(s) to Herald: %s%s",
+                        len(batch),
+                        exc,
+                        self._address_hint() if isinstance(exc, ServerUnreachable) else "",
+                    )
                     return
                 time.sleep(delay)
                 delay *= 2
