@@ -113,7 +113,7 @@ def test_automations_end_to_end(tmp_path: Path) -> None:
                     }
                 )
             )
-            created = run_cli(served, "automations", "create", "-f", str(spec))
+            created = run_cli(served, "automations", "create", "--from-file", str(spec))
             assert created.returncode == 0, created.stderr
             assert created.stdout.startswith("Created automation 'shipped' with id ")
             # proactive heartbeats (P§5.6): fires 10 s after the last one, per worker

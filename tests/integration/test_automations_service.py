@@ -257,7 +257,7 @@ def test_backtest_from_the_cli(herald: Herald, tmp_path: Path) -> None:
     trigger = tmp_path / "trigger.json"
     trigger.write_text(json.dumps(HISTORY_TRIGGER))
     result = cli(
-        herald, "automations", "backtest", "-f", str(trigger), "--since", "1h", "--format", "json"
+        herald, "automations", "backtest", "--from-file", str(trigger), "--since", "1h", "--format", "json"
     )
     assert len(json.loads(result.stdout)) == 1
 
@@ -333,7 +333,7 @@ def test_cli_create_from_files_in_every_form(herald: Herald, tmp_path: Path) -> 
     one = dict(SHIPPED)
     listed = tmp_path / "many.json"
     listed.write_text(json.dumps({"automations": [one, {**one, "name": "second"}]}))
-    out = cli(herald, "automations", "create", "-f", str(listed)).stdout
+    out = cli(herald, "automations", "create", "--from-file", str(listed)).stdout
     assert out.startswith("Created 2 automation(s):\n - 'orders shipped' with id ")
     toml = tmp_path / "one.toml"
     toml.write_text(
@@ -341,7 +341,7 @@ def test_cli_create_from_files_in_every_form(herald: Herald, tmp_path: Path) -> 
     )
     assert (
         "Created automation 'from toml'"
-        in cli(herald, "automations", "create", "-f", str(toml)).stdout
+        in cli(herald, "automations", "create", "--from-file", str(toml)).stdout
     )
     out = cli(
         herald,
@@ -355,11 +355,11 @@ def test_cli_create_from_files_in_every_form(herald: Herald, tmp_path: Path) -> 
     assert "Failed to create 1 automation(s):" in out.stderr
     assert "trigger.within: must be greater than or equal to 0" in out.stderr
     assert cli(
-        herald, "automations", "create", "-f", str(tmp_path / "x.txt"), code=1
+        herald, "automations", "create", "--from-file", str(tmp_path / "x.txt"), code=1
     ).output.endswith("File extension not recognized. Please use .yaml, .yml, .json or .toml\n")
     assert (
         "File not found:"
-        in cli(herald, "automations", "create", "-f", str(tmp_path / "missing.json"), code=1).output
+        in cli(herald, "automations", "create", "--from-file", str(tmp_path / "missing.json"), code=1).output
     )
     assert "Invalid JSON:" in cli(herald, "automations", "create", "--json", "{nope", code=1).output
     names = sorted(
@@ -375,12 +375,12 @@ def test_cli_yaml_round_trip(herald: Herald, tmp_path: Path) -> None:
     yaml = pytest.importorskip("yaml")
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(SHIPPED))
-    cli(herald, "automations", "create", "-f", str(path))
+    cli(herald, "automations", "create", "--from-file", str(path))
     text = cli(herald, "automations", "inspect", "orders shipped", "--format", "yaml").stdout
     data = yaml.safe_load(text)
     data["description"] = "edited in yaml"
     path.write_text(yaml.safe_dump(data))
-    out = cli(herald, "automations", "update", "--id", data["id"], "-f", str(path)).stdout
+    out = cli(herald, "automations", "update", "--id", data["id"], "--from-file", str(path)).stdout
     assert out == f"Updated automation 'orders shipped' ({data['id']})\n"
 
 
