@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable
 from pathlib import Path
@@ -18,11 +19,13 @@ from collector.clock import Clock, SystemClock
 from collector.config import Config
 from collector.domain.events import Limits
 from collector.errors import ConfigError, StoreError
+from collector.server.admission import GrpcAdmission, InflightBudget
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
 from collector.server.feed_http import feed_routes
 from collector.server.http_server import Route, build_app
 from collector.server.ingest import NativeIngest
+from collector.server.listen import bind_grpc, bind_http
 from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
 from collector.server.otlp_grpc import LogsServicer, MetricsServicer, OtlpIngest, TraceServicer
@@ -61,16 +64,49 @@ class Herald:
         self.tail: TailHub | None = None
         self.automations: AutomationRunner | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._grpc_serving = False
+        self.admission: GrpcAdmission | None = None
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.grpc_address = ""
         self.http_address = ""
 
     async def start(self) -> None:
-        """Open the store, start the writer, bind both ports (the real ports are recorded)."""
+        """Bind both ports, open the store, start the writer, then serve (real ports recorded).
+
+        The ports are bound before the store is opened, so a start that fails on an address
+        (a port in use, a host that does not resolve) leaves no DuckDB file behind."""
         cfg = self.config
         bind_allowed(cfg.server.grpc, self.auth, cfg.server.insecure)
         bind_allowed(cfg.server.http, self.auth, cfg.server.insecure)
+        tls = self._tls()
+        http_sockets = bind_http(cfg.server.http)
+        try:
+            self._grpc = self._bind_grpc(tls)
+        except BaseException:
+            for sock in http_sockets:
+                sock.close()
+            raise
+        try:
+            await self._open(http_sockets)
+        except BaseException:
+            for sock in http_sockets:  # not yet handed to aiohttp (closing twice is harmless)
+                sock.close()
+            if self._grpc is not None and not self._grpc_serving:
+                # A gRPC server that was bound but never started keeps its port until the
+                # process exits; starting and stopping it at once releases it.
+                await self._grpc.start()
+                await self._grpc.stop(None)
+                self._grpc = None
+            await self.stop()
+            raise
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if cfg.automations.enabled:
+            await self.automations.start()
+
+    async def _open(self, http_sockets: list[socket.socket]) -> None:
+        """Open the store and the parts on it, then serve on the bound ports."""
+        cfg = self.config
         self.store = await asyncio.to_thread(
             EventStore, cfg.storage.path, checkpoint_wal_bytes=cfg.storage.checkpoint_wal_bytes
         )
@@ -97,17 +133,11 @@ class Herald:
         )
         ingest = NativeIngest(self.writer, self.limits)
         otlp = OtlpIngest(self.writer, self.limits)
-        try:
-            await self._start_grpc(ingest, otlp)
-            await self._start_http(
-                [*native_routes(ingest), *otlp_routes(otlp), *feed_routes(self.reader)]
-            )
-        except BaseException:
-            await self.stop()
-            raise
-        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
-        if cfg.automations.enabled:
-            await self.automations.start()
+        await self._start_grpc(ingest, otlp)
+        await self._start_http(
+            [*native_routes(ingest), *otlp_routes(otlp), *feed_routes(self.reader)],
+            http_sockets,
+        )
 
     def _tls(self) -> tuple[bytes, bytes] | None:
         tls = self.config.tls
@@ -118,16 +148,40 @@ class Herald:
         except OSError as exc:
             raise ConfigError(f"tls: cannot read certificate or key: {exc}") from None
 
-    async def _start_grpc(self, ingest: NativeIngest, otlp: OtlpIngest) -> None:
-        limit = self.config.server.max_receive_bytes
+    def _bind_grpc(self, tls: tuple[bytes, bytes] | None) -> grpc.aio.Server:
+        """The gRPC server, its port bound, not yet serving (``_start_grpc`` adds the services)."""
+        server_cfg = self.config.server
+        limit = server_cfg.max_receive_bytes
+        self.admission = GrpcAdmission(
+            self.auth,
+            InflightBudget(server_cfg.max_inflight_bytes),
+            max_calls=server_cfg.grpc_max_concurrent_rpcs,
+            max_request_bytes=limit,
+        )
         server = grpc.aio.server(
+            interceptors=[self.admission],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a second server on the same port must fail loudly
-            ]
+                # No BDP probing: with it, gRPC widens every stream's flow-control window (to
+                # ~16 MiB measured) and buffers that much of a request nobody has asked for
+                # yet, e.g. one waiting for admission. Without it an unread request holds one
+                # 64 KiB window; a request being read still gets a window for its whole size.
+                ("grpc.http2.bdp_probe", 0),
+                # One connection cannot open more streams than the whole server handles.
+                ("grpc.max_concurrent_streams", server_cfg.grpc_max_concurrent_rpcs),
+            ],
         )
-        assert self.reader is not None and self.tail is not None
+        credentials = grpc.ssl_server_credentials([tls]) if tls else None
+        port = bind_grpc(server, server_cfg.grpc, credentials)
+        host, _ = split_address(server_cfg.grpc)
+        self.grpc_address = f"{host}:{port}"
+        return server
+
+    async def _start_grpc(self, ingest: NativeIngest, otlp: OtlpIngest) -> None:
+        server = self._grpc
+        assert server is not None and self.reader is not None and self.tail is not None
         herald_pb2_grpc.add_HeraldServicer_to_server(
             HeraldServicer(ingest, self.reader, self.tail, self.auth), server
         )
@@ -138,21 +192,10 @@ class Herald:
         # OTLP on the same server and port as the native API (SPEC §3: both on :4317).
         for otlp_servicer in (TraceServicer, LogsServicer, MetricsServicer):
             otlp_servicer(otlp, self.auth).add_to_server(server)
-        address = self.config.server.grpc
-        tls = self._tls()
-        try:
-            if tls:
-                port = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
-            else:
-                port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {address} (gRPC): {exc}") from None
-        host, _ = split_address(address)
-        self.grpc_address = f"{host}:{port}"
         await server.start()
-        self._grpc = server
+        self._grpc_serving = True
 
-    async def _start_http(self, routes: list[Route]) -> None:
+    async def _start_http(self, routes: list[Route], sockets: list[socket.socket]) -> None:
         app = build_app(routes, self.auth, self.config.server.max_receive_bytes)
         # auto_decompress off: read_body gunzips itself, enforcing the limit on the inflated size.
         # shutdown_timeout: aiohttp's graceful stop waits that long for a handler in progress,
@@ -167,22 +210,16 @@ class Herald:
             shutdown_timeout=self.config.server.shutdown_grace_seconds,
         )
         await runner.setup()
-        host, port = split_address(self.config.server.http)
+        self._http = runner
         ctx = None
-        tls = self._tls()
-        if tls:
+        if self.config.tls.cert_file:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(self.config.tls.cert_file, self.config.tls.key_file)
-        site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=False)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError(f"cannot listen on {host}:{port} (HTTP): {exc}") from None
-        self._http = runner
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        bound = sockets[0].getsockname()[1] if sockets else port
-        self.http_address = f"{host}:{bound}"
+        # The sockets were bound by ``bind_http`` before the store opened; serving starts here.
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ctx).start()
+        host, _ = split_address(self.config.server.http)
+        self.http_address = f"{host}:{sockets[0].getsockname()[1]}"
 
     async def _retention_loop(self) -> None:
         interval = self.config.storage.retention_interval_seconds

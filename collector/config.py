@@ -15,7 +15,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from collector.errors import ConfigError
 
@@ -42,6 +49,24 @@ class ServerConfig(_Section):
         False, description="allow a non-loopback bind without any auth tokens configured"
     )
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="time to finish open requests")
+    grpc_max_concurrent_rpcs: int = Field(
+        1000, gt=0, description="gRPC calls handled at once, all methods; one more is 'busy'"
+    )
+    max_inflight_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="gRPC request bytes held at once; a call reserves max_receive_bytes "
+        "while its request arrives (must be at least max_receive_bytes)",
+    )
+
+    @model_validator(mode="after")
+    def _inflight_holds_one_request(self) -> ServerConfig:
+        if self.max_inflight_bytes < self.max_receive_bytes:
+            raise ValueError(
+                f"server.max_inflight_bytes ({self.max_inflight_bytes}) must be at least "
+                f"server.max_receive_bytes ({self.max_receive_bytes}), or no request fits"
+            )
+        return self
 
 
 class TokenConfig(_Section):
@@ -122,6 +147,22 @@ class AutomationsConfig(_Section):
         "",
         description="file with secrets for {{ secrets.NAME }} (TOML, or dotenv NAME=value); "
         "HERALD_SECRET_<NAME> environment variables are used first",
+    )
+    max_queued_actions: int = Field(
+        1000,
+        ge=1,
+        description="action runs one automation may have waiting to start; a firing that "
+        "does not fit has its runs recorded as skipped",
+    )
+    rate_limit_max_firings: int = Field(
+        60,
+        ge=0,
+        description="default rate limit for automations with call-webhook or run-command "
+        "actions and no rate_limit of their own: at most this many firings run their actions "
+        "per rate_limit_within_seconds (0 = no default limit)",
+    )
+    rate_limit_within_seconds: float = Field(
+        60.0, gt=0, le=604800, description="the window of the default rate limit"
     )
 
 

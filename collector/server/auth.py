@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Iterable
 
 from collector.config import AuthConfig, Scope
 from collector.errors import ConfigError, PermissionDenied, Unauthenticated
@@ -27,6 +28,20 @@ class Authenticator:
         """Raise ``Unauthenticated``/``PermissionDenied`` unless the header grants ``scope``."""
         if not self._tokens:
             return
+        scopes = self.scopes(authorization)
+        if scope not in scopes and Scope.ADMIN not in scopes:
+            raise PermissionDenied(f"this token lacks the '{scope.value}' scope")
+
+    def authenticate(self, authorization: str | None) -> None:
+        """Raise ``Unauthenticated`` unless the header carries a configured token (any scope).
+
+        The gRPC admission step calls this before a request's message is read, so a caller
+        without a token costs the server no more than its headers."""
+        if self._tokens:
+            self.scopes(authorization)
+
+    def scopes(self, authorization: str | None) -> frozenset[Scope]:
+        """The scopes of the header's token; ``Unauthenticated`` if it names none (auth on)."""
         if not authorization:
             raise Unauthenticated("missing bearer token (send 'authorization: Bearer <token>')")
         kind, _, value = authorization.strip().partition(" ")
@@ -41,10 +56,16 @@ class Authenticator:
         for token, scopes in self._tokens:
             # Compare every token in constant time so timing does not reveal a prefix.
             if hmac.compare_digest(token, given):
-                if scope in scopes or Scope.ADMIN in scopes:
-                    return
-                raise PermissionDenied(f"this token lacks the '{scope.value}' scope")
+                return scopes
         raise Unauthenticated("unknown bearer token")
+
+
+def authorization_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The ``authorization`` value among gRPC call metadata, if any."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode()
+    return None
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.config import Scope
 from collector.domain.filters import parse_filter
 from collector.errors import HeraldError, PayloadTooLarge
-from collector.server.auth import Authenticator
+from collector.server.auth import Authenticator, authorization_metadata
 from collector.server.ingest import NativeIngest
 from collector.server.status import abort_grpc
 from collector.store.reader import EventReader
@@ -27,10 +27,7 @@ TAIL_BACKFILL_DEFAULT = 100
 
 def authorization(context: grpc.aio.ServicerContext) -> str | None:
     """The ``authorization`` metadata value of the call, if any."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else value.decode()
-    return None
+    return authorization_metadata(context.invocation_metadata())
 
 
 def arrow_ipc(table: pa.Table) -> bytes:
