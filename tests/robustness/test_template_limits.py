@@ -6,7 +6,6 @@ loop under a time limit, and event data cannot steer a webhook to a host outside
 from __future__ import annotations
 
 import asyncio
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -312,10 +311,10 @@ def test_a_slow_template_hits_its_time_limit_and_ingest_stays_responsive(
         run = finished_run(automations, aid)
     assert run["status"] == "failed"
     assert "1.5 s time limit" in run["reason"]
-    # Rendering in the event loop would stall every request for the whole 1.5 s limit; off the
-    # loop, requests stay fast (a spike on a loaded 2-core machine is not a stall).
-    assert latencies and statistics.median(latencies) < 0.3, latencies
-    assert max(latencies) < 1.4, latencies
+    # Rendering on the event loop would stall a request for the whole 1.5 s render; off the loop
+    # requests stay fast (~0.07 s here; up to ~1.1 s seen on a 2-core machine under other load,
+    # from the render thread's share of the GIL — still short of a stall).
+    assert latencies and max(latencies) < 1.25, latencies
     assert receiver.paths == []
 
 
