@@ -15,7 +15,6 @@ the configuration locked (``EventStore``), so ``read_csv('/etc/passwd')``, ``COP
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -27,10 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from collector.errors import InvalidSql
-
-_ALLOWED = ("select", "with", "from", "describe", "show", "explain", "summarize", "values", "(")
-_FIRST_WORD = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*([a-z(]+)", re.I | re.S)
-_EXPLAIN = re.compile(r"^\s*explain\s+(?:analyze\s+)?(.*)$", re.I | re.S)
+from collector.store.sql_sandbox import check_readonly
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,31 +41,6 @@ class SqlResult:
     def rows(self) -> list[tuple[Any, ...]]:
         columns = [c.to_pylist() for c in self.table.columns]
         return list(zip(*columns, strict=True)) if columns else []
-
-
-def check_readonly(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Raise ``InvalidSql`` unless ``sql`` is one statement of an allowed read-only kind."""
-    try:
-        statements = conn.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise InvalidSql(f"SQL does not parse: {_first_line(exc)}") from None
-    if len(statements) != 1:
-        raise InvalidSql(f"send exactly one statement (got {len(statements)})")
-    m = _FIRST_WORD.match(sql)
-    word = m.group(1).lower() if m else ""
-    if not word.startswith(_ALLOWED):
-        raise InvalidSql(
-            f"only read-only queries are allowed (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, "
-            f"SUMMARIZE); got {word.upper() or 'nothing'}"
-        )
-    kind = statements[0].type
-    if kind == duckdb.StatementType.EXPLAIN:
-        inner = _EXPLAIN.match(sql)
-        if inner:
-            check_readonly(conn, inner.group(1))
-        return
-    if kind != duckdb.StatementType.SELECT:
-        raise InvalidSql(f"only read-only queries are allowed; this is a {kind.name} statement")
 
 
 def _first_line(exc: BaseException) -> str:
