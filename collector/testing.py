@@ -1,16 +1,27 @@
-"""Test support shipped with the package: run a real Herald server in a background thread.
+"""Test support shipped with the package: run a real Herald server, in a thread or a process.
 
 ``running_herald(config)`` starts the server on its own event loop in a thread and yields only
 after ``start()`` returned (ports bound, store open), so synchronous tests — CliRunner, the OTel
 SDK exporters, httpx — talk to a real server. Teardown always calls ``stop()``.
+
+``serve_process(*args)`` runs ``herald serve`` as a child process (end-to-end tests,
+benchmarks): it yields once the readiness line names the bound addresses — never after a
+sleep — keeps draining stderr into ``log``, and stops the child on exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +58,90 @@ def running_herald(config: Config) -> Iterator[Herald]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+# The line `herald serve` logs once both servers listen (cli/serve.py).
+READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
+# The checkout (or site-packages) holding the `cli` and `collector` packages.
+_PACKAGES_ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_command(*args: str) -> list[str]:
+    """The command line of ``herald serve`` with ``args``, run by this interpreter."""
+    return [sys.executable, "-m", "cli", "serve", *args]
+
+
+def ports_zero(db: Path | str, *extra: str) -> tuple[str, ...]:
+    """``serve`` arguments for ``db`` with both ports picked by the OS, then ``extra``."""
+    return ("--db", str(db), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", *extra)
+
+
+@dataclass
+class ServedProcess:
+    """A running ``herald serve`` child: its process, bound addresses and stderr so far."""
+
+    proc: subprocess.Popen[str]
+    grpc: str
+    http: str
+    log: list[str]
+
+    def wait_for_log(self, pattern: str, within: float) -> None:
+        """Wait until a stderr line matches ``pattern``; fail if the child exits first."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in list(self.log)):
+                return
+            assert self.proc.poll() is None, "".join(self.log)
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the log within {within}s:\n{''.join(self.log)}")
+
+    def sigterm(self, within: float = 60.0) -> float:
+        """SIGTERM; returns seconds until the child exited (asserts exit code 0)."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit after SIGTERM:\n{''.join(self.log)}") from None
+        took = time.monotonic() - start
+        assert rc == 0, "".join(self.log)
+        return took
+
+
+@contextmanager
+def serve_process(
+    *args: str, env: Mapping[str, str] | None = None, stop_within: float = 30.0
+) -> Iterator[ServedProcess]:
+    """``herald serve *args`` as a child process, yielded once it listens.
+
+    On exit a child still running gets SIGTERM and ``stop_within`` seconds to drain, then
+    SIGKILL."""
+    proc = subprocess.Popen(
+        serve_command(*args),
+        cwd=_PACKAGES_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    for line in proc.stderr:  # the readiness line, not a sleep
+        log.append(line)
+        if m := READY.search(line):
+            break
+    else:
+        proc.wait()
+        raise AssertionError(f"herald serve exited before it was ready:\n{''.join(log)}")
+    stderr = proc.stderr
+    # Keep draining stderr so the child never blocks on a full pipe.
+    threading.Thread(target=lambda: log.extend(stderr), daemon=True).start()
+    try:
+        yield ServedProcess(proc, m.group(1), m.group(2), log)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=stop_within)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

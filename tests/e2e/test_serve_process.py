@@ -4,15 +4,11 @@ SIGTERM; restart; everything still there and nothing duplicated."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import duckdb
@@ -20,65 +16,19 @@ import httpx
 import pytest
 
 from collector.domain.ids import uuid7_str
+from collector.testing import ServedProcess, ports_zero, serve_command, serve_process
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    grpc: str
-    http: str
-    log: list[str]
-
-
-def serve_command(db: Path, *extra: str) -> list[str]:
+def herald_serve(db: Path, *extra: str) -> AbstractContextManager[ServedProcess]:
     """`herald serve` on ``db`` with both ports picked by the OS."""
-    return [
-        sys.executable,
-        "-m",
-        "cli",
-        "serve",
-        "--db",
-        str(db),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        *extra,
-    ]
-
-
-@contextmanager
-def herald_serve(db: Path, *extra: str) -> Iterator[Served]:
-    proc = subprocess.Popen(
-        serve_command(db, *extra),
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    log: list[str] = []
-    for line in proc.stderr:  # the readiness line, not a sleep
-        log.append(line)
-        if m := READY.search(line):
-            break
-    else:
-        raise AssertionError(f"serve exited early: {''.join(log)}")
-    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    drain.start()
-    try:
-        yield Served(proc, m.group(1), m.group(2), log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return serve_process(*ports_zero(db, *extra))
 
 
 def run_cli(
-    served: Served, *args: str, env: dict[str, str] | None = None
+    served: ServedProcess, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli", "--address", served.grpc, *args],
@@ -217,7 +167,7 @@ def test_second_server_on_the_same_file_fails_clearly(tmp_path: Path) -> None:
     db = tmp_path / "busy.duckdb"
     with herald_serve(db) as served:
         result = subprocess.run(
-            serve_command(db),
+            serve_command(*ports_zero(db)),
             cwd=ROOT,
             capture_output=True,
             text=True,

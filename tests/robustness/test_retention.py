@@ -13,15 +13,10 @@ million events in a few seconds, old and new interleaved so every row group hold
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,10 +34,8 @@ from collector.errors import StoreError
 from collector.store.duckdb_store import EventStore
 from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
-from collector.testing import test_config
+from collector.testing import ServedProcess, serve_process, test_config
 
-ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
 GRACE = 2.0
 # SIGTERM: the grace time, one commit (or one retention slice, or a checkpoint in progress) and
 # the interpreter's own exit, on a 2-core machine shared with other test runs.
@@ -119,36 +112,8 @@ def fresh_events(name: str, n: int, occurred: datetime | None = None) -> list[di
     ]
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    http: str
-    log: list[str]
-
-    def wait_for_log(self, pattern: str, within: float) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if any(re.search(pattern, line) for line in list(self.log)):
-                return
-            assert self.proc.poll() is None, "".join(self.log)
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in the log within {within}s:\n{''.join(self.log)}")
-
-    def sigterm(self) -> float:
-        """SIGTERM; returns seconds until the process exited (asserts exit code 0)."""
-        start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=EXIT_WITHIN + 30)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"no exit after SIGTERM:\n{''.join(self.log)}") from None
-        took = time.monotonic() - start
-        assert rc == 0, "".join(self.log)
-        return took
-
-
 @contextmanager
-def herald_serve(db: Path, tmp_path: Path) -> Iterator[Served]:
+def herald_serve(db: Path, tmp_path: Path) -> Iterator[ServedProcess]:
     """``herald serve`` as a subprocess on ``db``, ports from the OS, a short grace time."""
     config = tmp_path / "herald.toml"
     config.write_text(
@@ -156,28 +121,8 @@ def herald_serve(db: Path, tmp_path: Path) -> Iterator[Served]:
         f"shutdown_grace_seconds = {GRACE}\n"
         f'[storage]\npath = "{db}"\nretention_days = {RETENTION_DAYS}\n'
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--config", str(config)],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    log: list[str] = []
-    for line in proc.stderr:  # the readiness line, not a sleep
-        log.append(line)
-        if m := READY.search(line):
-            break
-    else:
-        raise AssertionError(f"serve exited early: {''.join(log)}")
-    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    drain.start()
-    try:
-        yield Served(proc, m.group(2), log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with serve_process("--config", str(config)) as served:
+        yield served
 
 
 def timed_ingest(http: str, events: list[dict[str, Any]]) -> float:
@@ -200,7 +145,7 @@ def test_store_with_every_event_past_retention_serves_at_once_and_stops_on_sigte
         assert timed_ingest(served.http, first) < INGEST_WITHIN
         served.wait_for_log(rf"retention deleted {old} events", within=30)
         assert timed_ingest(served.http, second) < INGEST_WITHIN
-        assert served.sigterm() < EXIT_WITHIN
+        assert served.sigterm(EXIT_WITHIN + 30) < EXIT_WITHIN
     assert count_by_age(db, now) == (0, 0)
     assert stored_ids(db, "fresh.%") == {e["id"] for e in first + second}
 
@@ -221,13 +166,13 @@ def test_million_event_store_mixing_old_and_new_restarts_trims_and_stops_promptl
         batch = fresh_events("fresh.after", 500)
         assert timed_ingest(served.http, batch) < INGEST_WITHIN
         ingested += batch
-        assert served.sigterm() < EXIT_WITHIN
+        assert served.sigterm(EXIT_WITHIN + 30) < EXIT_WITHIN
     assert count_by_age(db, now) == (0, new)
     assert stored_ids(db, "fresh.%") == {e["id"] for e in ingested}
     # Restarted on the trimmed file: nothing left to delete, ingest and SIGTERM as usual.
     with herald_serve(db, tmp_path) as served:
         assert timed_ingest(served.http, fresh_events("fresh.restart", 100)) < INGEST_WITHIN
-        assert served.sigterm() < EXIT_WITHIN
+        assert served.sigterm(EXIT_WITHIN + 30) < EXIT_WITHIN
     assert count_by_age(db, now) == (0, new)
 
 
@@ -238,7 +183,7 @@ def test_sigterm_in_the_middle_of_retention_exits_within_grace(tmp_path: Path) -
     old, new = build_store(db, total=1_000_000, old_every=2, now=now)
     with herald_serve(db, tmp_path) as served:
         # Retention starts with the server; SIGTERM lands while its slices are running.
-        assert served.sigterm() < EXIT_WITHIN
+        assert served.sigterm(EXIT_WITHIN + 30) < EXIT_WITHIN
     expired, kept = count_by_age(db, now)
     assert kept == new and expired <= old  # nothing new lost; the rest goes at the next start
 
@@ -452,7 +397,7 @@ def test_sigterm_under_ingest_load_exits_within_grace_and_keeps_every_acknowledg
             t.start()
         try:
             poll(lambda: sum(len(a) for a in acked) > 5_000, within=30, what="load running")
-            assert served.sigterm() < EXIT_WITHIN
+            assert served.sigterm(EXIT_WITHIN + 30) < EXIT_WITHIN
         finally:
             stop.set()
             for t in threads:

@@ -9,15 +9,13 @@ original's lock). The 1M-row result is far larger than one 64 MiB gRPC message.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import grpc
@@ -32,12 +30,18 @@ from collector.config import QueryConfig
 from collector.errors import InvalidSql
 from collector.local import LocalReader
 from collector.store.duckdb_store import EventStore
-from collector.testing import running_herald, test_config
+from collector.testing import (
+    ServedProcess,
+    ports_zero,
+    running_herald,
+    serve_process,
+    test_config,
+)
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"herald listening grpc=(\S+) http=(\S+)")
+
 EVENTS = 1_000_000
 SQL_ROW_LIMIT = 1234  # the served store's query.sql_max_rows, set through the environment
 # Server RSS may grow this much above its idle level during a 1M-row export. The result is
@@ -65,52 +69,8 @@ FROM range({start}, {stop})
 """
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    grpc: str
-    log: list[str]
-
-
-@contextmanager
-def herald_serve(db: Path, env: dict[str, str]) -> Iterator[Served]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "serve",
-            "--db",
-            str(db),
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-    assert proc.stderr is not None
-    log: list[str] = []
-    for line in proc.stderr:  # the readiness line, not a sleep
-        log.append(line)
-        if m := READY.search(line):
-            break
-    else:
-        raise AssertionError(f"serve exited early: {''.join(log)}")
-    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    drain.start()
-    try:
-        yield Served(proc, m.group(1), log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def herald_serve(db: Path, env: dict[str, str]) -> AbstractContextManager[ServedProcess]:
+    return serve_process(*ports_zero(db), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +92,7 @@ def store_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def served(store_files: tuple[Path, Path]) -> Iterator[Served]:
+def served(store_files: tuple[Path, Path]) -> Iterator[ServedProcess]:
     with herald_serve(store_files[0], {"HERALD_QUERY__SQL_MAX_ROWS": str(SQL_ROW_LIMIT)}) as s:
         yield s
 
@@ -208,7 +168,7 @@ def rows_in(path: Path, fmt: str) -> int:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
 def test_online_export_writes_every_row_with_bounded_server_memory(
-    served: Served, tmp_path: Path, fmt: str
+    served: ServedProcess, tmp_path: Path, fmt: str
 ) -> None:
     target = tmp_path / f"events.{fmt}"
     # warm the server's read path so the baseline includes what any query costs
@@ -250,7 +210,7 @@ def test_offline_export_writes_every_row(
     target.unlink()
 
 
-def test_terminal_shows_the_servers_row_limit_and_says_how_to_export(served: Served) -> None:
+def test_terminal_shows_the_servers_row_limit_and_says_how_to_export(served: ServedProcess) -> None:
     # HERALD_QUERY__SQL_MAX_ROWS set where the server runs is the limit; a client's own
     # environment does not change a server setting.
     result = herald_cli(
