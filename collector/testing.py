@@ -4,6 +4,9 @@
 after ``start()`` returned (ports bound, store open), so synchronous tests — CliRunner, the OTel
 SDK exporters, httpx — talk to a real server. Teardown always calls ``stop()``.
 
+``webhook_receiver()`` is a real HTTP endpoint on 127.0.0.1:0 that records what automations
+send it; ``wait_for(check)`` polls a condition (tests wait for conditions, never sleep).
+
 ``serve_process(*args)`` runs ``herald serve`` as a child process (end-to-end tests,
 benchmarks): it yields once the readiness line names the bound addresses — never after a
 sleep — keeps draining stderr into ``log``, and stops the child on exit.
@@ -19,11 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from collector.app import Herald
 from collector.config import Config
@@ -145,3 +150,73 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout:g} s")
+        time.sleep(0.02)
+
+
+@dataclass
+class WebhookReceiver:
+    """What a ``webhook_receiver`` has been sent: one record per request, in arrival order."""
+
+    url: str = ""
+    port: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return [r["path"] for r in list(self.requests)]
+
+
+@contextmanager
+def webhook_receiver(echo: bool = False, delay: float = 0.0) -> Iterator[WebhookReceiver]:
+    """A real HTTP server on 127.0.0.1:0 (its own loop in a thread) recording every request.
+
+    It answers 200 ``ok`` after ``delay`` seconds, or with ``echo`` the request as JSON
+    (``{"you_sent": record}``, as httpbin does: the worst case for a recorded response)."""
+    found = WebhookReceiver()
+    loop = asyncio.new_event_loop()
+
+    async def handle(request: web.Request) -> web.Response:
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "headers": dict(request.headers),
+            "body": await request.text(),
+        }
+        found.requests.append(record)
+        if delay:
+            await asyncio.sleep(delay)
+        return web.json_response({"you_sent": record}) if echo else web.Response(text="ok")
+
+    async def start() -> web.AppRunner:
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        found.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        found.url = f"http://127.0.0.1:{found.port}"
+        return runner
+
+    thread = threading.Thread(target=loop.run_forever, name="webhook-receiver", daemon=True)
+    thread.start()
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield found
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

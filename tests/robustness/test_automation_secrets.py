@@ -5,14 +5,11 @@ server's environment or its secrets file and is never stored at all."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,6 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from aiohttp import web
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -35,7 +31,13 @@ from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import ConfigError, InvalidInput
 from collector.store.duckdb_store import EventStore
-from collector.testing import running_herald, test_config
+from collector.testing import (
+    WebhookReceiver,
+    running_herald,
+    test_config,
+    wait_for,
+    webhook_receiver,
+)
 
 ADMIN = "secrets-admin-token"
 READER = "secrets-read-token"
@@ -50,51 +52,12 @@ SECRETS = [HEADER_SECRET, QUERY_SECRET, USERINFO_SECRET, ENV_SECRET, FILE_SECRET
 BASIC = base64.b64encode(f"alice:{USERINFO_SECRET}".encode()).decode()
 
 
-@dataclass
-class Receiver:
-    """A real HTTP server on 127.0.0.1:0 that records requests and echoes their headers
-    back (as httpbin does: the worst case for a recorded response body)."""
-
-    url: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    loop = asyncio.new_event_loop()
-
-    async def handle(request: web.Request) -> web.Response:
-        record = {
-            "path": request.path,
-            "query": dict(request.query),
-            "headers": dict(request.headers),
-            "body": await request.text(),
-        }
-        found.requests.append(record)
-        return web.json_response({"you_sent": record})
-
-    async def start() -> web.AppRunner:
-        application = web.Application()
-        application.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(application)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        found.url = f"http://127.0.0.1:{port}"
-        return runner
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
+def receiver() -> Iterator[WebhookReceiver]:
+    # Echoes each request's headers back, as httpbin does: the worst case for a recorded
+    # response body.
+    with webhook_receiver(echo=True) as found:
         yield found
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 @pytest.fixture
@@ -119,17 +82,6 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[He
     )
     with running_herald(config) as herald:
         yield herald, db
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def automation(url: str) -> dict[str, Any]:
@@ -220,7 +172,7 @@ def executed_events(herald: Herald, count: int) -> list[dict[str, Any]]:
 
 
 def test_read_token_never_sees_webhook_secrets_while_the_webhook_gets_them(
-    server: tuple[Herald, Path], receiver: Receiver
+    server: tuple[Herald, Path], receiver: WebhookReceiver
 ) -> None:
     herald, db = server
     with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
@@ -272,7 +224,7 @@ def test_read_token_never_sees_webhook_secrets_while_the_webhook_gets_them(
 
 
 def test_an_exported_automation_sent_back_keeps_its_secrets(
-    server: tuple[Herald, Path], receiver: Receiver
+    server: tuple[Herald, Path], receiver: WebhookReceiver
 ) -> None:
     herald, db = server
     with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
@@ -334,7 +286,7 @@ def test_secrets_in_an_emitted_event_are_refused_when_saved(
 
 
 def test_an_unknown_secret_fails_the_action_with_a_clear_reason(
-    server: tuple[Herald, Path], receiver: Receiver
+    server: tuple[Herald, Path], receiver: WebhookReceiver
 ) -> None:
     herald, _ = server
     with AutomationsClient(herald.grpc_address, token=ADMIN) as admin:
@@ -408,7 +360,7 @@ def test_which_parts_of_a_webhook_url_are_secret(url: str, public: str) -> None:
 
 
 def test_secrets_stored_by_an_older_version_are_moved_out_on_start(
-    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HERALD_SECRET_ENV_TOKEN", ENV_SECRET)
     monkeypatch.setenv("HERALD_SECRET_FILE_TOKEN", FILE_SECRET)
