@@ -60,12 +60,24 @@ class AutomationsClient(Connection):
         reply = self._call(self._stub.SetEnabled, {"id": automation_id, "enabled": enabled})
         return reply["automation"]  # type: ignore[no-any-return]
 
-    def history(self, automation_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest firings (with their action runs), newest first."""
+    def history(
+        self, automation_id: str | None = None, limit: int = 50, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest firings (with their action runs), newest first; with ``status``, only
+        firings that have an action run in that status."""
+        return self.history_page(automation_id, limit, status)["firings"]  # type: ignore[no-any-return]
+
+    def history_page(
+        self, automation_id: str | None = None, limit: int = 50, status: str | None = None
+    ) -> dict[str, Any]:
+        """``{"firings": [...], "run_counts": {status: n}}`` — the counts are over every
+        action run (of the automation, or all), not only the firings listed."""
         data: dict[str, Any] = {"limit": limit}
         if automation_id:
             data["automation_id"] = automation_id
-        return self._call(self._stub.History, data)["firings"]  # type: ignore[no-any-return]
+        if status:
+            data["status"] = status
+        return self._call(self._stub.History, data)
 
     def backtest(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -127,6 +128,50 @@ class QueryConfig(_Section):
     max_tail_subscribers: int = Field(
         100, gt=0, description="live-tail streams open at once; one more is answered 'busy'"
     )
+    sql_concurrency: int = Field(
+        4,
+        gt=0,
+        le=256,
+        description="user SQL statements (and exports) running at once, on threads of their "
+        "own; one more is answered 'busy' (retry later)",
+    )
+    sql_max_result_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="most bytes (Arrow) of result one SQL call shows; cut like sql_max_rows "
+        "(exports write every row)",
+    )
+    sql_memory_limit: int = Field(
+        2 * 1024**3,
+        ge=64 * 1024**2,
+        description="DuckDB's memory limit for the store ('2GiB' or bytes): its hash tables, "
+        "sorts and cached blocks, shared by user SQL and ingest; a query past it spills "
+        "to disk or fails. Not a bound on one huge value (docs/sql.md)",
+    )
+    sql_spill_limit: int = Field(
+        8 * 1024**3,
+        ge=0,
+        description="disk a query larger than memory may use ('8GiB' or bytes, in "
+        "<store>.tmp); one past it fails",
+    )
+
+    @field_validator("sql_memory_limit", "sql_spill_limit", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return parse_size(v)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.I)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: Any) -> Any:
+    """``"2GiB"``/``"512MB"``/``"1000"`` as bytes (an int); anything else is left for the
+    field's own validation to refuse."""
+    if isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
+        return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+    return value
 
 
 class AutomationsConfig(_Section):
@@ -157,6 +202,7 @@ class AutomationsConfig(_Section):
     rate_limit_max_firings: int = Field(
         60,
         ge=0,
+        le=100_000,
         description="default rate limit for automations with call-webhook or run-command "
         "actions and no rate_limit of their own: at most this many firings run their actions "
         "per rate_limit_within_seconds (0 = no default limit)",

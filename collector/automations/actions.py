@@ -73,6 +73,31 @@ EmitEvents = Callable[[list[dict[str, Any]], bool], Awaitable[None]]
 SetEnabled = Callable[[UUID, bool, Cause], Awaitable[Any]]
 
 
+class StopSignal:
+    """Set when an automation is paused or deleted: a run in flight makes no further
+    attempt (the request already sent is not cut off; the receiver may have acted on it)."""
+
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less when the signal is set; True if it was."""
+        if not self._event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), seconds)
+        return self._event.is_set()
+
+
 @dataclass(slots=True)
 class ActionCall:
     """What one action run needs: the action, where it sits, and what triggered it."""
@@ -85,6 +110,7 @@ class ActionCall:
     event: ReceivedEvent | None  # the event templates see as `event`
     cause: Cause  # the cause of anything this action emits (loop guard)
     resumed: bool = False  # run again after a restart interrupted it
+    stop: StopSignal | None = None  # set when the automation is paused or deleted
 
     @property
     def seen_event(self) -> ReceivedEvent | None:
@@ -94,7 +120,7 @@ class ActionCall:
 
 @dataclass(slots=True)
 class Outcome:
-    status: str  # executed | failed
+    status: str  # executed | failed | cancelled (stopped between attempts)
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     response_status: int | None = None
@@ -114,6 +140,10 @@ class ActionFailed(Exception):
         self.reason = reason
         self.detail = detail or {}
         self.response_status = response_status
+
+
+class ActionCancelled(ActionFailed):
+    """The automation was paused or deleted while the action waited to try again."""
 
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE_SECONDS) -> float:
@@ -231,7 +261,8 @@ class ActionExecutor:
         try:
             return await self._dispatch(call, used)
         except ActionFailed as exc:
-            return Outcome("failed", exc.reason, exc.detail, exc.response_status)
+            status = "cancelled" if isinstance(exc, ActionCancelled) else "failed"
+            return Outcome(status, exc.reason, exc.detail, exc.response_status)
         except InvalidAutomation as exc:
             # A template that does not render: Prefect's "Template rendering failed".
             return Outcome(
@@ -329,7 +360,10 @@ class ActionExecutor:
         last = "no attempt was made"
         status: int | None = None
         attempts = 0
+        stop = call.stop
         for attempt in range(retries + 1):
+            if attempt and stop is not None and stop.is_set():
+                break
             attempts = attempt + 1
             try:
                 response = await self._http.request(
@@ -357,7 +391,23 @@ class ActionExecutor:
                 if status not in _RETRY_STATUSES:
                     raise ActionFailed(last, detail, status)
             if attempt < retries:
-                await asyncio.sleep(backoff_delay(attempt, self._backoff_base))
+                delay = backoff_delay(attempt, self._backoff_base)
+                if stop is None:
+                    await asyncio.sleep(delay)
+                elif await stop.sleep(delay):
+                    break
+        if stop is not None and stop.is_set() and attempts <= retries:
+            raise ActionCancelled(
+                f"{stop.reason}; no further attempt after {last} "
+                f"({attempts} attempt{'s' if attempts != 1 else ''})",
+                {
+                    "url": shown_url,
+                    "method": action.method,
+                    "attempts": attempts,
+                    "status_code": status,
+                },
+                status,
+            )
         raise ActionFailed(
             f"{last} (after {attempts} attempt{'s' if attempts != 1 else ''})",
             {

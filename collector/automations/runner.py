@@ -22,12 +22,19 @@ It owns the evaluation loop and everything around the pure ``Evaluator``:
   actions did not finish are resumed. So a restart neither misses nor repeats a firing; an
   action interrupted mid-way runs again (at-least-once).
 * **Firing → actions** (P§6.4): ``herald.automation.triggered|resolved`` is stored, then each
-  action runs as its own task with ``herald.automation.action.triggered`` and
-  ``.executed|.failed`` events and an ``action_runs`` row. ``actions`` run on both triggered
-  and resolved firings (Prefect's rule); ``actions_on_trigger``/``actions_on_resolve`` on one.
+  action run goes through its automation's lane (``collector.automations.lanes``: the rate
+  limit, a bounded queue, fair and bounded concurrency) and runs with
+  ``herald.automation.action.triggered`` and ``.executed|.failed|.cancelled`` events and an
+  ``action_runs`` row. Runs the lane does not admit are stored ``skipped`` (or ``cancelled``)
+  with the firing, emit no events and take no memory. ``actions`` run on both triggered and
+  resolved firings (Prefect's rule); ``actions_on_trigger``/``actions_on_resolve`` on one.
+  Outcomes and "announced" marks are written in batches (``RunJournal``).
 * **CRUD**: create/update/delete/pause/resume validate, store, emit
   ``herald.automation.created|updated|deleted`` and reload the evaluator (unchanged triggers
-  keep their state: divergence 1). These work even when evaluation is turned off.
+  keep their state: divergence 1). These work even when evaluation is turned off. Pause and
+  delete stop the automation's lane first and cancel what waits in it. CRUD and API reads use
+  their own worker threads, and the runner's store work two others: a backlog of action
+  bookkeeping can no longer keep a pause waiting for a thread (issue 9).
 
 The loop guard is in ``collector.automations.events``.
 """
@@ -38,15 +45,18 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
 import orjson
 
-from collector.automations.actions import ActionCall, ActionExecutor, Outcome
+from collector.automations.actions import ActionCall, ActionExecutor, Outcome, StopSignal
 from collector.automations.evaluator import Evaluator, Firing
 from collector.automations.events import (
     Cause,
@@ -59,6 +69,8 @@ from collector.automations.events import (
     state_event,
     state_event_id,
 )
+from collector.automations.journal import RunJournal
+from collector.automations.lanes import ActionLanes, Admission, effective_limit
 from collector.automations.templates import TemplateEngine, validate_automation_templates
 from collector.clock import Clock, SystemClock, now_us
 from collector.config import AutomationsConfig
@@ -94,6 +106,14 @@ REPLAY_CHUNK = 2_000
 STEP_EVENTS = 2_000  # events evaluated per step: keeps each loop stall to a few ms
 MAX_BACKLOG_EVENTS = 200_000
 MAX_CONCURRENT_ACTIONS = 64
+# One automation's share: a hot automation cannot hold every slot, and after a pause at most
+# this many of its runs are still in flight (they finish their current attempt).
+MAX_CONCURRENT_ACTIONS_PER_AUTOMATION = 16
+# A CRUD call waits this long for its herald.automation.* event to be committed; behind a long
+# writer queue the answer does not wait for it (it is committed in the background, in order).
+CRUD_EVENT_WAIT_SECONDS = 0.5
+PAUSED = "the automation was paused"
+DELETED = "the automation was deleted"
 MAX_PENDING_STORES = 4  # pipelined steps whose firings/state are not stored yet
 # The seen-ids are most of the state's size (~700 KB at 10k entries): saved this often only.
 SEEN_CHECKPOINT_SECONDS = 10.0
@@ -106,6 +126,7 @@ NO_CAUSE = Cause()  # what a user's own request carries (immutable, so a shared 
 _ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
 Batch = tuple[EventColumns, list[int]]
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -120,6 +141,35 @@ class _Step:
 
 def _received_event(event: dict[str, Any], received: datetime) -> ReceivedEvent:
     return ReceivedEvent.model_validate({**event, "received": received})
+
+
+@dataclass(slots=True)
+class _Work:
+    """A stored firing whose action runs go through the lanes: what each of them needs."""
+
+    automation: Automation
+    firing: Firing
+    cause: Cause
+    announcement: dict[str, Any]  # its herald.automation.triggered|resolved event
+    created: datetime
+    resumed: bool = False
+    announced: bool = False
+    _event: ReceivedEvent | None = None
+
+    @property
+    def announced_event(self) -> ReceivedEvent:
+        # Built when a run first needs it: most firings of a runaway never start a run.
+        if self._event is None:
+            self._event = _received_event(self.announcement, self.created)
+        return self._event
+
+
+@dataclass(slots=True)
+class _Queued:
+    """One action run waiting in its automation's lane."""
+
+    work: _Work
+    run: ActionRun
 
 
 def runs_for(firing: Firing, automation: Automation) -> list[ActionRun]:
@@ -206,8 +256,19 @@ class AutomationRunner:
         self._next_due: datetime | None = None
         self._crud = asyncio.Lock()
         self._persist = asyncio.Lock()
-        self._actions = asyncio.Semaphore(MAX_CONCURRENT_ACTIONS)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Own threads: the API's (CRUD, reads) never queue behind the runner's store work,
+        # and neither queues behind other users of asyncio's default pool.
+        self._api_pool = ThreadPoolExecutor(2, thread_name_prefix="herald-automations-api")
+        self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="herald-automations")
+        self._lanes: ActionLanes[_Queued] = ActionLanes(
+            max_queued=config.max_queued_actions,
+            max_running=MAX_CONCURRENT_ACTIONS,
+            max_running_per_lane=MAX_CONCURRENT_ACTIONS_PER_AUTOMATION,
+            execute=self._execute,
+            spawn=self._spawn,
+        )
+        self._journal = RunJournal(self._write_runs)
         self._persisting: deque[asyncio.Task[list[Firing]]] = deque()  # pipelined, in order
         self._main: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
@@ -235,9 +296,24 @@ class AutomationRunner:
             self._recovered.set()
 
     async def idle(self) -> None:
-        """Wait until every running dispatch (announcements, actions) has finished."""
+        """Wait until every queued and running action (and announcement) has finished and
+        its outcome is in the store."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self._journal.flush()
+
+    async def _api(self, fn: Callable[..., R], *args: Any) -> R:
+        """Blocking store work of the API (CRUD, reads) on the API's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._api_pool, partial(fn, *args))
+
+    async def _store(self, fn: Callable[..., R], *args: Any) -> R:
+        """Blocking store work of the runner (firings, state, replay) on its threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._store_pool, partial(fn, *args)
+        )
+
+    async def _write_runs(self, runs: Sequence[ActionRun], announced: Sequence[UUID]) -> None:
+        await self._store(self.db.update_runs, runs, announced)
 
     @property
     def running(self) -> bool:
@@ -253,6 +329,7 @@ class AutomationRunner:
         if self._stopping:
             return
         self._stopping = True
+        self._lanes.stop()  # what waits stays `triggered` and is resumed after a restart
         self._wakeup.set()
         if self._main is not None:
             try:
@@ -266,6 +343,7 @@ class AutomationRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        await self._journal.flush()
         if self._started and self._recovered.is_set():
             try:
                 await self._flush()
@@ -277,6 +355,8 @@ class AutomationRunner:
         self._templates.close()
         if self._own_http:
             await self._http.aclose()
+        self._api_pool.shutdown(wait=False, cancel_futures=True)
+        self._store_pool.shutdown(wait=False, cancel_futures=True)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -538,14 +618,85 @@ class AutomationRunner:
     async def _persist_and_dispatch(self, step: _Step) -> list[Firing]:
         if not step.firings and step.state is None:
             return []
-        items = [NewFiring(f, state_event_id(f), runs_for(f, a)) for f, a in step.firings]
-        new = await self._record(items, step)
+        # The lanes decide each firing's runs before it is stored (admitted, or skipped by
+        # the rate limit or a full queue, or cancelled by a pause under way), so runs that
+        # will not run are stored finished in the same transaction.
+        now = self._clock.now()
+        stamp = now.timestamp()
+        items: list[NewFiring] = []
+        admissions: list[Admission] = []
+        for firing, automation in step.firings:
+            runs = runs_for(firing, automation)
+            admission = self._lanes.admit(
+                automation.id, len(runs), effective_limit(automation, self.config), stamp
+            )
+            if admission.status is not None:
+                for run in runs:
+                    run.status, run.reason, run.finished = admission.status, admission.reason, now
+            items.append(NewFiring(firing, state_event_id(firing), runs))
+            admissions.append(admission)
+        try:
+            new = await self._record(items, step)
+        except BaseException:
+            for admission in admissions:
+                self._lanes.release(admission)
+            raise
         fired: list[Firing] = []
-        for (firing, automation), item in zip(step.firings, items, strict=True):
-            if firing.id in new:
-                fired.append(firing)
-                self._spawn(self._dispatch(automation, firing, item.runs, announced=False))
+        started: list[tuple[_Work, NewFiring, Admission]] = []
+        for (firing, automation), item, admission in zip(
+            step.firings, items, admissions, strict=True
+        ):
+            if firing.id not in new:  # re-derived after a restart: already acted on
+                self._lanes.release(admission)
+                continue
+            fired.append(firing)
+            cause = firing_cause(firing)
+            work = _Work(automation, firing, cause, state_event(automation, firing, cause), now)
+            started.append((work, item, admission))
+        # Announcements are queued for the writer before any run's events.
+        self._announce_firings([work for work, _, _ in started])
+        cancelled: list[ActionRun] = []
+        for work, item, admission in started:
+            if admission.status is None and not self._lanes.enqueue(
+                admission, [_Queued(work, run) for run in item.runs]
+            ):
+                cancelled += self._cancelled(item.runs, work.automation.id)
+        if cancelled:
+            self._journal.record(cancelled)
         return fired
+
+    def _cancelled(self, runs: list[ActionRun], automation_id: UUID) -> list[ActionRun]:
+        """Mark waiting runs cancelled (the caller records them)."""
+        reason = self._lanes.closed_reason(automation_id) or (
+            "the automation was paused or deleted before the run could start"
+        )
+        now = self._clock.now()
+        for run in runs:
+            run.status, run.reason, run.finished = "cancelled", reason, now
+        return runs
+
+    def _announce_firings(self, works: list[_Work]) -> None:
+        """Queue the firings' herald.automation.triggered|resolved events for the writer in
+        one submission; mark them announced (in one batch) once committed."""
+        fresh = [w for w in works if not w.announced]
+        if not fresh:
+            return
+        cols, errors = json_events_to_columns(
+            [w.announcement for w in fresh], now_us(), self._limits
+        )
+        for index, message in errors:
+            log.warning(
+                "automation %r: the event announcing firing %s is not valid, not stored: %s",
+                fresh[index].automation.name,
+                fresh[index].firing.id,
+                message,
+            )
+        ids = [w.firing.id for w in fresh]
+        self._spawn(self._mark_announced(self._spawn(self._commit(cols)), ids))
+
+    async def _mark_announced(self, committed: asyncio.Task[None], ids: list[UUID]) -> None:
+        await committed
+        await self._journal.record(announced=ids)
 
     async def _record(self, items: list[NewFiring], step: _Step) -> set[UUID]:
         """Store firings + state, retrying store errors: an evaluated firing must not be lost
@@ -558,7 +709,7 @@ class AutomationRunner:
                 # A snapshot older than one already stored is not written over it.
                 state = step.state if step.seq > self._stored_seq else None
                 try:
-                    new = await asyncio.to_thread(self.db.record, items, state, self._clock.now())
+                    new = await self._store(self.db.record, items, state, self._clock.now())
                 except StoreError as exc:
                     if self._stopping and tries >= 3:
                         raise
@@ -573,7 +724,7 @@ class AutomationRunner:
     # -- restart ----------------------------------------------------------------------------
 
     async def _recover(self) -> None:
-        state = await asyncio.to_thread(self.db.load_state)
+        state = await self._store(self.db.load_state)
         await self._reload(checkpoint=False)
         if state is not None:
             try:
@@ -606,16 +757,16 @@ class AutomationRunner:
             if catch_up and self._lagging:
                 # Queue commits again from here on; what is in the store up to now is read
                 # below, and the overlap with the queue is skipped by key.
-                cols, received = await asyncio.to_thread(
+                cols, received = await self._store(
                     self.db.events_received_since, after, REPLAY_CHUNK
                 )
                 if len(cols) < REPLAY_CHUNK:
                     self._lagging = False
-                    cols, received = await asyncio.to_thread(
+                    cols, received = await self._store(
                         self.db.events_received_since, after, REPLAY_CHUNK
                     )
             else:
-                cols, received = await asyncio.to_thread(
+                cols, received = await self._store(
                     self.db.events_received_since, after, REPLAY_CHUNK
                 )
             if not len(cols):
@@ -634,29 +785,54 @@ class AutomationRunner:
             log.info("automations: evaluated %d stored events after the watermark", replayed)
 
     async def _resume_unfinished(self) -> None:
-        """Announce firings and run actions that a stopped process left unfinished."""
-        for item in await asyncio.to_thread(self.db.unfinished):
-            stored = await asyncio.to_thread(self.db.get_automation, item.firing.automation_id)
-            if stored is None:
-                now = self._clock.now()
-                for run in item.runs:
-                    run.status, run.reason = "failed", "the automation was deleted"
-                    run.started = run.started or now
-                    run.finished = now
-                    await asyncio.to_thread(self.db.finish_run, run)
-                await asyncio.to_thread(self.db.mark_announced, item.firing.id)
-                continue
-            log.info(
-                "automations: resuming firing %s of %s", item.firing.id, stored.automation.name
-            )
-            self._spawn(
-                self._dispatch(
-                    stored.automation,
-                    item.firing,
-                    item.runs,
-                    announced=item.announced,
-                    resumed=True,
+        """Announce firings and queue the action runs a stopped process left unfinished
+        (``triggered``); runs of an automation paused or deleted since are cancelled.
+        Cancelled and skipped runs are finished: they are never resumed."""
+        automations: dict[UUID, StoredAutomation | None] = {}
+        cancelled: list[ActionRun] = []
+        announced: list[UUID] = []
+        resumed = 0
+        now = self._clock.now()
+        for item in await self._store(self.db.unfinished):
+            automation_id = item.firing.automation_id
+            if automation_id not in automations:
+                automations[automation_id] = await self._store(
+                    self.db.get_automation, automation_id
                 )
+            stored = automations[automation_id]
+            if stored is None:
+                for run in item.runs:
+                    run.status, run.reason, run.finished = "cancelled", DELETED, now
+                cancelled += item.runs
+                announced.append(item.firing.id)  # nothing to announce it as any more
+                continue
+            automation = stored.automation
+            cause = firing_cause(item.firing)
+            work = _Work(
+                automation,
+                item.firing,
+                cause,
+                state_event(automation, item.firing, cause),
+                now,
+                resumed=True,
+                announced=item.announced,
+            )
+            self._announce_firings([work])
+            if not automation.enabled:
+                for run in item.runs:
+                    run.status, run.reason, run.finished = "cancelled", PAUSED, now
+                cancelled += item.runs
+                continue
+            resumed += len(item.runs)
+            self._lanes.resume(automation_id, [_Queued(work, run) for run in item.runs])
+        if cancelled or announced:
+            await self._journal.record(cancelled, announced)
+        if resumed or cancelled:
+            log.info(
+                "automations: resuming %d action run(s) left unfinished; %d cancelled "
+                "(automation paused or deleted since)",
+                resumed,
+                len(cancelled),
             )
 
     # -- firing → actions -------------------------------------------------------------------
@@ -688,158 +864,129 @@ class AutomationRunner:
             since = self._clock.now() - RESUME_LOOKBACK
             kept = []
             for event in events:
-                name = await asyncio.to_thread(self.db.stored_event_name, UUID(event["id"]), since)
+                name = await self._store(self.db.stored_event_name, UUID(event["id"]), since)
                 if name is None:
                     kept.append(event)
             events = kept
         if events:
             await self._submit(events)
 
-    async def _dispatch(
-        self,
-        automation: Automation,
-        firing: Firing,
-        runs: list[ActionRun],
-        *,
-        announced: bool,
-        resumed: bool = False,
-    ) -> None:
-        cause = firing_cause(firing)
-        announcement = state_event(automation, firing, cause)
-        committed = None if announced else self._submit([announcement])
-        announced_event = _received_event(announcement, self._clock.now())
-        if runs:
-            await asyncio.gather(
-                *(
-                    self._run_action(
-                        automation, firing, run, announced_event, cause, resumed=resumed
-                    )
-                    for run in runs
+    async def _execute(self, item: _Queued, stop: StopSignal) -> None:
+        """Run one action run (its lane started it): the action.triggered event, the
+        action, the outcome in ``action_runs`` (batched) and the outcome event."""
+        work, run = item.work, item.run
+        automation, firing, cause, resumed = work.automation, work.firing, work.cause, work.resumed
+        announced = work.announced_event
+        actions = getattr(automation, run.action_list)
+        action = actions[run.action_index] if run.action_index < len(actions) else None
+        now = self._clock.now()
+        # `occurred` of action.triggered is when the run was recorded, so re-sending it
+        # after a restart dedupes.
+        created = run.created or now
+        run.started = now
+        triggered_id = derived_id("herald.automation.action", run.id, "triggered")
+        finished_id = derived_id("herald.automation.action", run.id, "finished")
+        if resumed:
+            # A run left 'triggered' by a stopped process: if it got as far as announcing
+            # its outcome, take that instead of running the action again.
+            name = await self._store(self.db.stored_event_name, finished_id, created)
+            if name is not None:
+                run.status = name.rsplit(".", 1)[-1]
+                run.reason = run.reason or "recorded before a restart"
+                run.finished = now
+                self._journal.record([run])
+                return
+        base = {
+            "action_index": run.action_index,
+            "action_type": run.action_type,
+            "action_list": run.action_list,
+            "phase": run.phase,
+            "invocation": str(run.id),
+            "firing_id": str(firing.id),
+        }
+        self._submit(
+            [
+                action_event(
+                    "triggered",
+                    automation,
+                    firing,
+                    cause,
+                    event_id=triggered_id,
+                    occurred=created,
+                    payload=base,
+                    state_event_id=announced.id,  # type: ignore[arg-type]
+                    follows=follows_if_close(firing.triggering_event, created),
                 )
-            )
-        if committed is not None:
-            await committed
-            await asyncio.to_thread(self.db.mark_announced, firing.id)
-
-    async def _run_action(
-        self,
-        automation: Automation,
-        firing: Firing,
-        run: ActionRun,
-        announced: ReceivedEvent,
-        cause: Cause,
-        *,
-        resumed: bool = False,
-    ) -> None:
-        async with self._actions:
-            actions = getattr(automation, run.action_list)
-            action = actions[run.action_index] if run.action_index < len(actions) else None
-            now = self._clock.now()
-            # `occurred` of action.triggered is when the run was recorded, so re-sending it
-            # after a restart dedupes.
-            created = run.created or now
-            run.started = now
-            triggered_id = derived_id("herald.automation.action", run.id, "triggered")
-            finished_id = derived_id("herald.automation.action", run.id, "finished")
-            if resumed:
-                # A run left 'triggered' by a stopped process: if it got as far as announcing
-                # its outcome, take that instead of running the action again.
-                name = await asyncio.to_thread(self.db.stored_event_name, finished_id, created)
-                if name is not None:
-                    run.status = name.rsplit(".", 1)[-1]
-                    run.reason = run.reason or "recorded before a restart"
-                    run.finished = now
-                    await asyncio.to_thread(self.db.finish_run, run)
-                    return
-            base = {
-                "action_index": run.action_index,
-                "action_type": run.action_type,
-                "action_list": run.action_list,
-                "phase": run.phase,
-                "invocation": str(run.id),
-                "firing_id": str(firing.id),
-            }
-            self._submit(
-                [
-                    action_event(
-                        "triggered",
-                        automation,
-                        firing,
-                        cause,
-                        event_id=triggered_id,
-                        occurred=created,
-                        payload=base,
-                        state_event_id=announced.id,  # type: ignore[arg-type]
-                        follows=follows_if_close(firing.triggering_event, created),
-                    )
-                ]
-            )
-            if action is None or action.type != run.action_type:
-                outcome = Outcome("failed", "the automation changed before the action could run")
-            else:
-                # actions_on_trigger/resolve see the herald.automation.* event as `event`
-                # (Prefect's rule); `actions` see what triggered the firing.
-                event = None if run.action_list == "actions" else announced
-                trigger_event = firing.triggering_event
-                if trigger_event is not None and log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "automation %r: %s[%d] starts %.1f ms after its event was received",
-                        automation.name,
-                        run.action_list,
-                        run.action_index,
-                        (self._clock.now() - trigger_event.received).total_seconds() * 1000,
-                    )
-                outcome = await self._executor.run(
-                    ActionCall(
-                        automation=automation,
-                        firing=firing,
-                        action=action,
-                        where=f"{run.action_list}[{run.action_index}]",
-                        run_id=run.id,
-                        event=event,
-                        cause=cause,
-                        resumed=resumed,
-                    )
-                )
-            run.status = outcome.status
-            run.reason = outcome.reason
-            run.detail = outcome.detail
-            run.response_status = outcome.response_status
-            run.finished = self._clock.now()
-            if outcome.status == "failed":
-                log.warning(
-                    "automation %r: %s %s failed: %s",
+            ]
+        )
+        if action is None or action.type != run.action_type:
+            outcome = Outcome("failed", "the automation changed before the action could run")
+        else:
+            # actions_on_trigger/resolve see the herald.automation.* event as `event`
+            # (Prefect's rule); `actions` see what triggered the firing.
+            event = None if run.action_list == "actions" else announced
+            trigger_event = firing.triggering_event
+            if trigger_event is not None and log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "automation %r: %s[%d] starts %.1f ms after its event was received",
                     automation.name,
                     run.action_list,
-                    run.action_type,
-                    outcome.reason,
+                    run.action_index,
+                    (self._clock.now() - trigger_event.received).total_seconds() * 1000,
                 )
-            await asyncio.to_thread(self.db.finish_run, run)
-            payload = {**base, **outcome.detail}
-            if outcome.reason:
-                payload["reason"] = outcome.reason
-            self._submit(
-                [
-                    action_event(
-                        outcome.status,
-                        automation,
-                        firing,
-                        cause,
-                        event_id=finished_id,
-                        occurred=run.finished,
-                        payload=payload,
-                        state_event_id=announced.id,  # type: ignore[arg-type]
-                        targets=outcome.targets,
-                        follows=triggered_id,
-                    )
-                ]
+            outcome = await self._executor.run(
+                ActionCall(
+                    automation=automation,
+                    firing=firing,
+                    action=action,
+                    where=f"{run.action_list}[{run.action_index}]",
+                    run_id=run.id,
+                    event=event,
+                    cause=cause,
+                    resumed=resumed,
+                    stop=stop,
+                )
             )
+        run.status = outcome.status
+        run.reason = outcome.reason
+        run.detail = outcome.detail
+        run.response_status = outcome.response_status
+        run.finished = self._clock.now()
+        if outcome.status == "failed":
+            log.warning(
+                "automation %r: %s %s failed: %s",
+                automation.name,
+                run.action_list,
+                run.action_type,
+                outcome.reason,
+            )
+        self._journal.record([run])
+        payload = {**base, **outcome.detail}
+        if outcome.reason:
+            payload["reason"] = outcome.reason
+        self._submit(
+            [
+                action_event(
+                    outcome.status,
+                    automation,
+                    firing,
+                    cause,
+                    event_id=finished_id,
+                    occurred=run.finished,
+                    payload=payload,
+                    state_event_id=announced.id,  # type: ignore[arg-type]
+                    targets=outcome.targets,
+                    follows=triggered_id,
+                )
+            ]
+        )
 
     # -- automations: CRUD ------------------------------------------------------------------
 
     async def _reload(self, *, checkpoint: bool = True) -> None:
-        stored = await asyncio.to_thread(self.db.list_automations)
+        stored = await self._api(self.db.list_automations)
         automations = [s.automation for s in stored]
+        self._lanes.prune({a.id for a in automations})
         if not self._started:
             return
         self._evaluator.load(automations)
@@ -851,22 +998,56 @@ class AutomationRunner:
 
     async def _announce(self, kind: str, stored: StoredAutomation, cause: Cause = NO_CAUSE) -> None:
         event = crud_event(kind, stored.automation, stored.to_dict(), self._clock.now(), cause)
-        await self._store_events([event])
+        committed = self._submit([event])
+        # Normally committed before the call answers; behind a long writer queue (a runaway
+        # automation's events) the answer does not wait: the event follows, in order.
+        done, _ = await asyncio.wait({committed}, timeout=CRUD_EVENT_WAIT_SECONDS)
+        if done:
+            committed.result()
+
+    async def _write_stopping(
+        self, automation_id: UUID, reason: str | None, write: Callable[[], StoredAutomation]
+    ) -> StoredAutomation:
+        """Run a CRUD write. With a ``reason`` (pause, delete, a PUT that disables) the
+        automation's lane is closed first — none of its runs starts from this moment — and
+        once the write is stored, what waits in the lane is cancelled (and recorded so before
+        this returns). Without one, the lane is open again. A failed write leaves the lane as
+        it was."""
+        previous = self._lanes.closed_reason(automation_id)
+        if reason is not None:
+            self._lanes.close(automation_id, reason)
+        try:
+            stored = await self._api(write)
+        except BaseException:
+            self._lanes.restore(automation_id, previous)
+            raise
+        if reason is None:
+            self._lanes.open(automation_id)
+            return stored
+        waiting = self._lanes.cancel(automation_id)
+        if waiting:
+            runs = self._cancelled([q.run for q in waiting], automation_id)
+            await self._journal.record(runs)
+            log.info(
+                "automation %r: %d waiting action run(s) cancelled (%s)",
+                stored.automation.name,
+                len(runs),
+                reason,
+            )
+        return stored
 
     async def create(self, data: Any) -> StoredAutomation:
         """Validate and store a new automation (an ``id`` in ``data`` is kept if free)."""
         automation = validate_automation(data)
         async with self._crud:
-            stored = await asyncio.to_thread(
-                self.db.insert_automation, automation, self._clock.now()
-            )
+            stored = await self._api(self.db.insert_automation, automation, self._clock.now())
             await self._reload()
         await self._announce("created", stored)
         return stored
 
     async def update(self, automation_id: UUID, data: Any) -> StoredAutomation:
         """Replace an automation as a whole (PUT). Triggers that did not change keep their
-        bucket state (divergence 1)."""
+        bucket state (divergence 1). Disabling it cancels its waiting runs, as a pause does."""
         if isinstance(data, dict):
             given = data.get("id")
             if given is not None and str(given) != str(automation_id):
@@ -876,8 +1057,10 @@ class AutomationRunner:
             data = {**data, "id": str(automation_id)}
         automation = validate_automation(data)
         async with self._crud:
-            stored = await asyncio.to_thread(
-                self.db.replace_automation, automation, self._clock.now()
+            stored = await self._write_stopping(
+                automation_id,
+                None if automation.enabled else PAUSED,
+                partial(self.db.replace_automation, automation, self._clock.now()),
             )
             await self._reload()
         await self._announce("updated", stored)
@@ -886,15 +1069,19 @@ class AutomationRunner:
     async def set_enabled(
         self, automation_id: UUID, enabled: bool, cause: Cause = NO_CAUSE
     ) -> StoredAutomation:
-        """Pause (False) or resume (True) an automation (PATCH ``{"enabled": …}``)."""
+        """Pause (False) or resume (True) an automation (PATCH ``{"enabled": …}``). A pause
+        takes effect at once: nothing more of it starts, and its waiting runs are cancelled
+        (runs in flight finish their current attempt and make no further one)."""
         async with self._crud:
             current = await self.read(automation_id)
             # Re-validated, as Prefect does: a PATCH cannot enable an invalid automation.
             automation = validate_automation(
                 {**current.automation.model_dump(mode="json"), "enabled": enabled}
             )
-            stored = await asyncio.to_thread(
-                self.db.replace_automation, automation, self._clock.now()
+            stored = await self._write_stopping(
+                automation_id,
+                None if enabled else PAUSED,
+                partial(self.db.replace_automation, automation, self._clock.now()),
             )
             await self._reload()
         await self._announce("updated", stored, cause)
@@ -904,27 +1091,36 @@ class AutomationRunner:
         return await self.set_enabled(automation_id, enabled, cause)
 
     async def delete(self, automation_id: UUID) -> StoredAutomation:
-        """Delete an automation; its firings and action runs stay as history."""
+        """Delete an automation; its firings and action runs stay as history, its waiting
+        runs are cancelled."""
         async with self._crud:
-            stored = await asyncio.to_thread(self.db.delete_automation, automation_id)
+            stored = await self._write_stopping(
+                automation_id, DELETED, partial(self.db.delete_automation, automation_id)
+            )
             await self._reload()
         await self._announce("deleted", stored)
         return stored
 
     async def read(self, automation_id: UUID) -> StoredAutomation:
-        stored = await asyncio.to_thread(self.db.get_automation, automation_id)
+        stored = await self._api(self.db.get_automation, automation_id)
         if stored is None:
             raise NotFound(f"Automation with id '{automation_id}' not found.")
         return stored
 
     async def find(self, name: str) -> list[StoredAutomation]:
-        found = await asyncio.to_thread(self.db.find_by_name, name)
+        found = await self._api(self.db.find_by_name, name)
         if not found:
             raise NotFound(f"Automation '{name}' not found.")
         return found
 
     async def list(self) -> list[StoredAutomation]:
-        return await asyncio.to_thread(self.db.list_automations)
+        return await self._api(self.db.list_automations)
 
-    async def history(self, automation_id: UUID | None, limit: int) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.db.history, automation_id, limit)
+    async def history(
+        self, automation_id: UUID | None, limit: int, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._api(self.db.history, automation_id, limit, status)
+
+    async def run_counts(self, automation_id: UUID | None) -> dict[str, int]:
+        """How many action runs (of one automation, or all) are in each status."""
+        return await self._api(self.db.run_counts, automation_id)

@@ -465,6 +465,51 @@ ACTION_TYPES = (
 
 
 # --------------------------------------------------------------------------------------------
+# Rate limit (Herald's addition: Prefect has none)
+
+MAX_RATE_LIMIT_FIRINGS = 100_000  # bounds the limiter's memory (one timestamp per firing)
+
+
+class RateLimit(BaseModel):
+    """At most ``max_firings`` firings of the automation run their actions in any window of
+    ``within`` seconds; the actions of the others are recorded as ``skipped``. A cooldown
+    (Alertmanager's ``repeat_interval``) is ``max_firings: 1``."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_firings: int = Field(ge=1, le=MAX_RATE_LIMIT_FIRINGS)
+    within: Seconds = Field(default=timedelta(seconds=60), validate_default=True)
+
+    @field_validator("within")
+    @classmethod
+    def _within(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise _invalid("must be greater than 0")
+        if v > timedelta(days=7):
+            raise _invalid("must be at most 7 days (604800 seconds)")
+        return v
+
+
+RATE_LIMIT_TAGS = ("limit", "off")
+
+
+def _rate_limit_kind(value: Any) -> str:
+    return "off" if isinstance(value, str) else "limit"
+
+
+# An object, or "off" (no limit at all); null/absent = the server's default for the automation.
+RateLimitSetting = Annotated[
+    Union[  # noqa: UP007 - Annotated tags need the explicit Union form
+        Annotated[RateLimit, Tag("limit")],
+        Annotated[Literal["off"], Tag("off")],
+    ],
+    Discriminator(_rate_limit_kind),
+]
+
+# Action types that reach outside Herald: the server's default rate limit applies to them.
+CALLING_OUT = ("call-webhook", "run-command")
+
+
+# --------------------------------------------------------------------------------------------
 # Automation
 
 
@@ -482,6 +527,8 @@ class Automation(BaseModel):
     actions_on_trigger: list[Action] = Field(default_factory=list)
     actions_on_resolve: list[Action] = Field(default_factory=list)
     owner_resource: str | None = None
+    # Herald's addition (optional, so Prefect's JSON loads as is): see RateLimit.
+    rate_limit: RateLimitSetting | None = None
     id: UUID = Field(default_factory=uuid4)
 
     @model_validator(mode="before")
@@ -505,6 +552,10 @@ class Automation(BaseModel):
         for field in ("actions", "actions_on_trigger", "actions_on_resolve"):
             for i, action in enumerate(getattr(self, field)):
                 yield field, i, action
+
+    def calls_out(self) -> bool:
+        """Whether any action reaches outside Herald (a webhook or a command)."""
+        return any(action.type in CALLING_OUT for _, _, action in self.all_actions())
 
     def templates(self) -> list[tuple[str, str]]:
         """Every template with the path of the field it came from, e.g. ``actions[0].body``."""
@@ -536,6 +587,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
         is_tag = isinstance(part, str) and (
             (part in ACTION_TYPES and isinstance(prev, int))
             or (part in TRIGGER_TYPES and (isinstance(prev, int) or prev in ("trigger", None)))
+            or (part in RATE_LIMIT_TAGS and prev == "rate_limit")
         )
         if isinstance(part, int):
             out += f"[{part}]"
@@ -560,6 +612,11 @@ def _error_message(error: Any, where: str) -> str:
         return f"{path}.type: unknown type {tag!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         return f"{path}.type: required; one of {', '.join(ACTION_TYPES)}"
+    if path == "rate_limit" and kind in ("literal_error", "model_type"):
+        return (
+            f'{path}: should be {{"max_firings": N, "within": seconds}}, "off" (no limit) or '
+            "null (the server's default)"
+        )
     if kind == "missing":
         return f"{path}: required"
     if kind == "extra_forbidden":

@@ -29,6 +29,7 @@ from collector.server.status import abort_grpc
 
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 1000
+RUN_STATUSES = ("triggered", "executed", "failed", "cancelled", "skipped")
 
 
 def _request(request: automations_pb2.JsonRequest) -> dict[str, Any]:
@@ -208,7 +209,13 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
             limit = data.get("limit") or HISTORY_DEFAULT
             if not isinstance(limit, int) or not 1 <= limit <= HISTORY_MAX:
                 raise InvalidInput(f"limit: must be a whole number from 1 to {HISTORY_MAX}")
-            return {"firings": await self._runner.history(automation_id, limit)}
+            status = data.get("status")
+            if status is not None and status not in RUN_STATUSES:
+                raise InvalidInput(f"status: must be one of {', '.join(RUN_STATUSES)}")
+            return {
+                "firings": await self._runner.history(automation_id, limit, status),
+                "run_counts": await self._runner.run_counts(automation_id),
+            }
 
         return await self._unary(request, context, Scope.READ, handle)
 
