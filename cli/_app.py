@@ -38,9 +38,12 @@ def _quiet_on_closed_pipe() -> Iterator[None]:
     except BrokenPipeError:
         # Later writes (and the flush at interpreter exit) go nowhere instead of raising
         # again and printing "Exception ignored … BrokenPipeError" (Python's SIGPIPE note).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # stdout is no file (captured, closed): nothing to flush
+            pass
         raise typer.Exit(0) from None
 
 

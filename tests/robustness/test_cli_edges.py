@@ -118,6 +118,10 @@ def test_tables_and_details_escape_control_characters_json_keeps_them(loaded: st
     assert "app.evil\\x1b[31mred\\x00[bold]x" in shown
     assert "nm\\x1b[2J" in shown and "\\x9b" in shown
 
+    tailed = cli(*a, "events", "tail", "-e", EVIL_NAME, "--count", "1", "-f", "table").stdout
+    assert_escaped(tailed)
+    assert "app.evil\\x1b[31mred\\x00[bold]x" in tailed and "\\u202e" in tailed
+
     counted = cli(*a, "events", "count", "--by", "event", "-f", "table").stdout
     assert_escaped(counted)
     assert "\\x1b[31m" in counted
