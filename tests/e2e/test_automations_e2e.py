@@ -21,7 +21,8 @@ import pytest
 
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
-from tests.e2e.test_serve_process import Served, herald_serve, run_cli
+from collector.testing import ServedProcess
+from tests.e2e.test_serve_process import herald_serve, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-def post_events(served: Served, *events: dict[str, Any]) -> None:
+def post_events(served: ServedProcess, *events: dict[str, Any]) -> None:
     reply = httpx.post(f"http://{served.http}/api/events", json=list(events), timeout=10)
     assert reply.status_code == 204, reply.text
 
@@ -85,7 +86,7 @@ def heartbeat(worker: str) -> dict[str, Any]:
     }
 
 
-def sql(served: Served, query: str) -> list[dict[str, Any]]:
+def sql(served: ServedProcess, query: str) -> list[dict[str, Any]]:
     out = run_cli(served, "sql", query, "--format", "json")
     assert out.returncode == 0, out.stderr
     return list(json.loads(out.stdout))
