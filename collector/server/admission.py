@@ -226,11 +226,19 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
                 raise  # unreachable: abort raises
             try:
                 try:
-                    raw = await anext(aiter(requests), None)
+                    messages = aiter(requests)
+                    raw = await anext(messages, None)
+                    # Left open, grpcio's message generator keeps the message in its
+                    # suspended frame well after the call ends (measured: 900 quick 1 MB
+                    # calls left +840 MB of RSS, +90 MB once closed).
+                    await messages.aclose()  # type: ignore[attr-defined]
                     if raw is None:  # the client half-closed without a message (or left)
                         raise InvalidInput("the call carried no request message")
                     reservation.shrink(len(raw))
                     request = raw if decode is None else _decode(decode, raw)
+                    # The decoded message has its own copy; the raw one need not wait for the
+                    # handler (grpcio's own unary path keeps it until the call ends).
+                    del raw
                 except HeraldError as exc:
                     await abort_grpc(context, exc)
                     raise  # unreachable: abort raises
