@@ -640,29 +640,46 @@ def history(
     limit: Annotated[
         int, typer.Option("--limit", "-n", help="firings to show", min=1, max=1000)
     ] = 20,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="only firings with an action run in this status: triggered (waiting or "
+            "running), executed, failed, cancelled (paused or deleted before it ran), skipped "
+            "(rate limit or full queue)",
+            metavar="STATUS",
+        ),
+    ] = None,
     fmt: FormatOpt = None,
 ) -> None:
-    """Show recent firings (triggered and resolved) and what their actions did.
+    """Show recent firings (triggered and resolved) and what their actions did, with how
+    many action runs ended in each status.
 
-    Example: herald automations history late-orders --limit 50
+    Example: herald automations history late-orders --status skipped --limit 50
     """
+    counts: dict[str, int] = {}
     with _client(ctx) as client:
         names = {a["id"]: a["name"] for a in client.list()}
         if name or automation_id:
             targets = _resolve(client, name, automation_id)
             firings: list[dict[str, Any]] = []
             for t in targets:
-                firings += client.history(t["id"], limit)
+                page = client.history_page(t["id"], limit, status)
+                firings += page["firings"]
+                for key, n in page.get("run_counts", {}).items():
+                    counts[key] = counts.get(key, 0) + n
             firings.sort(key=lambda f: f["occurred"], reverse=True)
             firings = firings[:limit]
         else:
-            firings = client.history(None, limit)
+            page = client.history_page(None, limit, status)
+            firings, counts = page["firings"], page.get("run_counts", {})
     fmt = resolve_format(fmt)
     if fmt is not OutputFormat.TABLE:
         render(firings, fmt)
         return
     if not firings:
-        note("No firings yet.")
+        note(f"No firings with a {status} action run." if status else "No firings yet.")
+        _note_counts(counts)
         return
     rows = [
         [
@@ -686,6 +703,13 @@ def history(
         table_rows=rows,
         title="Firings",
     )
+    _note_counts(counts)
+
+
+def _note_counts(counts: dict[str, int]) -> None:
+    # A runaway shows here: thousands cancelled or skipped, beyond the firings listed.
+    if counts:
+        note("Action runs: " + ", ".join(f"{n:,} {key}" for key, n in sorted(counts.items())))
 
 
 @app.command("backtest")

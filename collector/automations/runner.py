@@ -692,10 +692,12 @@ class AutomationRunner:
                 message,
             )
         ids = [w.firing.id for w in fresh]
-        self._spawn(self._mark_announced(self._spawn(self._commit(cols)), ids))
+        committed = self._spawn(self._commit(cols)) if len(cols) else None
+        self._spawn(self._mark_announced(committed, ids))
 
-    async def _mark_announced(self, committed: asyncio.Task[None], ids: list[UUID]) -> None:
-        await committed
+    async def _mark_announced(self, committed: asyncio.Task[None] | None, ids: list[UUID]) -> None:
+        if committed is not None:
+            await committed
         await self._journal.record(announced=ids)
 
     async def _record(self, items: list[NewFiring], step: _Step) -> set[UUID]:
