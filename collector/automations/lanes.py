@@ -288,12 +288,17 @@ class ActionLanes(Generic[T]):
             self._spawn(self._go(lane, item, lane.stop))
 
     async def _go(self, lane: _Lane[T], item: T, stop: StopSignal) -> None:
+        next_one = True
         try:
             await self._execute(item, stop)
+        except (asyncio.CancelledError, GeneratorExit):
+            next_one = False  # the loop is shutting down: start nothing in its place
+            raise
         finally:
             lane.running -= 1
             self._running -= 1
-            self._pump()
+            if next_one:
+                self._pump()
 
     # -- numbers ----------------------------------------------------------------------------
 
