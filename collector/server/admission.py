@@ -248,10 +248,6 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         finally:
             self.calls -= 1
 
-    def snapshot(self) -> dict[str, int]:
-        """Admitted calls and budget bytes in use (for logs and tests)."""
-        return {"calls": self.calls, "inflight_bytes": self._budget.in_use}
-
 
 def _decode(decode: Callable[[bytes], Any], raw: bytes) -> Any:
     # grpcio would answer an undecodable message with UNKNOWN; it is the caller's mistake.
