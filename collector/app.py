@@ -108,7 +108,11 @@ class Herald:
         """Open the store and the parts on it, then serve on the bound ports."""
         cfg = self.config
         self.store = await asyncio.to_thread(
-            EventStore, cfg.storage.path, checkpoint_wal_bytes=cfg.storage.checkpoint_wal_bytes
+            EventStore,
+            cfg.storage.path,
+            checkpoint_wal_bytes=cfg.storage.checkpoint_wal_bytes,
+            memory_limit=cfg.query.sql_memory_limit,
+            spill_limit=cfg.query.sql_spill_limit,
         )
         self.writer = BatchWriter(
             self.store,

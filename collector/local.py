@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow as pa
 from collector.config import QueryConfig
 from collector.domain.filters import parse_filter
 from collector.store.reader import EventReader
-from collector.store.sql import SqlStream
+from collector.store.sql import ANSWER_GRACE_SECONDS, SqlResult, SqlStream, time_limit_error
 
 
 class LocalReader:
@@ -20,6 +21,7 @@ class LocalReader:
         # Refuses, with one StoreError line, a file that is not a Herald store.
         self._reader = EventReader.open_file(path, config or QueryConfig())
         self._store = self._reader.store
+        self._abandoned = False
 
     def query(
         self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
@@ -57,15 +59,39 @@ class LocalReader:
         return self._reader.get(event_id).to_dict()
 
     def sql(self, sql: str) -> tuple[pa.Table, bool]:
-        result = self._reader.sql(sql)
-        return result.table, result.truncated
+        """Collected under the CLI's limits. The statement runs on a thread of its own, so
+        the time limit holds even while DuckDB cannot be interrupted (one huge value: see
+        ``store/sql.py``): the answer is "time limit" at most ``ANSWER_GRACE_SECONDS`` late.
+        The statement is left to end on its thread — not a daemon one (see
+        ``server/sql_lane.py``): the process exits when DuckDB lets go of it."""
+        outcome: list[SqlResult | BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._reader.sql(sql))
+            except BaseException as exc:  # handed to the caller below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name="herald-sql")
+        worker.start()
+        limit = self._reader.sql_time_limit(all_rows=False)
+        worker.join(None if limit is None else limit + ANSWER_GRACE_SECONDS)
+        if not outcome:
+            self._abandoned = True
+            raise time_limit_error(limit)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0].table, outcome[0].truncated
 
     def sql_stream(self, sql: str, *, all_rows: bool) -> SqlStream:
         """The result as record batches (``all_rows``: every row, for an export)."""
         return self._reader.sql_stream(sql, all_rows=all_rows)
 
     def close(self) -> None:
-        self._store.close()
+        # A statement given up on at its time limit may still be inside DuckDB: the store is
+        # left to the process's exit rather than closed under it.
+        if not self._abandoned:
+            self._store.close()
 
     def __enter__(self) -> LocalReader:
         return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from time import monotonic
 
 import grpc
 import orjson
@@ -17,9 +18,10 @@ from collector.domain.filters import parse_filter
 from collector.errors import HeraldError, PayloadTooLarge
 from collector.server.auth import Authenticator, authorization_metadata
 from collector.server.ingest import NativeIngest
+from collector.server.sql_lane import SqlLane, SqlTicket, within
 from collector.server.status import abort_grpc
 from collector.store.reader import EventReader
-from collector.store.sql import SqlStream
+from collector.store.sql import ANSWER_GRACE_SECONDS, SqlStream, time_limit_error
 from collector.tail import TailHub
 
 TAIL_BACKFILL_DEFAULT = 100
@@ -77,11 +79,6 @@ class _IpcPieces:
         return [data[i : i + SQL_CHUNK_BYTES] for i in range(0, len(data), SQL_CHUNK_BYTES)]
 
 
-def _close_opened(opening: asyncio.Future[SqlStream]) -> None:
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
-
-
 class HeraldServicer(herald_pb2_grpc.HeraldServicer):
     def __init__(
         self, ingest: NativeIngest, reader: EventReader, tail: TailHub, auth: Authenticator
@@ -90,6 +87,8 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         self._reader = reader
         self._tail = tail
         self._auth = auth
+        # User SQL runs on its own bounded threads, never asyncio's default pool (sql_lane.py).
+        self._sql_lane = SqlLane(reader.config.sql_concurrency)
 
     async def Emit(
         self, request: herald_pb2.EmitRequest, context: grpc.aio.ServicerContext
@@ -189,7 +188,18 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
     ) -> herald_pb2.SqlResponse:
         try:
             self._auth.check(authorization(context), Scope.READ)
-            result = await asyncio.to_thread(self._reader.sql, request.sql)
+            ticket = self._sql_lane.admit()
+            try:
+                limit = self._reader.sql_time_limit(all_rows=False)
+                running = ticket.run(self._reader.sql, request.sql)
+                try:
+                    # The answer comes at the time limit even when DuckDB cannot stop the
+                    # statement yet (one huge value); its slot stays taken until it has.
+                    result = await within(running, _answer_by(limit))
+                except TimeoutError:
+                    raise time_limit_error(limit) from None
+            finally:
+                ticket.release()
             data = arrow_ipc(result.table)
             if len(data) > UNARY_SQL_BYTES:
                 # Refused here, with a reason, instead of by gRPC after the fact (a bare
@@ -206,20 +216,27 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
     async def SqlStream(
         self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[herald_pb2.SqlChunk]:
-        # One record batch at a time from DuckDB (in a thread), each written out before the
-        # next is read: with gRPC's flow control on every write, the server holds about one
-        # batch per stream whatever the result's size, and a slow client slows the query.
+        # One record batch at a time from DuckDB (on the SQL lane's threads), each written out
+        # before the next is read: with gRPC's flow control on every write, the server holds
+        # about one batch per stream whatever the result's size, and a slow client slows the
+        # query. The stream holds one SQL slot from open to close.
         try:
             self._auth.check(authorization(context), Scope.READ)
-            opening = asyncio.ensure_future(
-                asyncio.to_thread(self._reader.sql_stream, request.sql, all_rows=request.all_rows)
-            )
+            ticket = self._sql_lane.admit()
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        limit = self._reader.sql_time_limit(all_rows=request.all_rows)
+        try:
+            opening = ticket.run(self._reader.sql_stream, request.sql, all_rows=request.all_rows)
             try:
-                stream = await asyncio.shield(opening)
-            except asyncio.CancelledError:
-                # The client left while the statement started: end its transaction when it
-                # has (an open read would hold off the store's checkpoints).
-                opening.add_done_callback(_close_opened)
+                stream = await within(opening, _answer_by(limit))
+            except BaseException as exc:
+                # Timed out or the client left while the statement started: end its
+                # transaction once it has (an open read holds off the store's checkpoints).
+                opening.add_done_callback(lambda done: _close_opened(done, ticket))
+                if isinstance(exc, TimeoutError):
+                    raise time_limit_error(limit) from None
                 raise
         except HeraldError as exc:
             await abort_grpc(context, exc)
@@ -229,7 +246,11 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             writer = pa.ipc.new_stream(pieces, stream.schema)
             while True:
                 try:
-                    batch = await asyncio.to_thread(stream.read_next)
+                    left = None if stream.deadline is None else stream.deadline - monotonic()
+                    try:
+                        batch = await within(ticket.run(stream.read_next), _answer_by(left))
+                    except TimeoutError:
+                        raise time_limit_error(limit) from None
                 except HeraldError as exc:
                     await abort_grpc(context, exc)
                     raise
@@ -241,7 +262,32 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             writer.close()
             for piece in pieces.take():
                 yield herald_pb2.SqlChunk(arrow_ipc=piece, rows=stream.rows)
+            # Closed and the slot freed before the last message: a client's next statement,
+            # sent as soon as this one ends, finds the slot free.
+            await ticket.run(stream.close)
+            ticket.release()
             yield herald_pb2.SqlChunk(truncated=stream.truncated, rows=stream.rows)
         finally:
-            # Also on a cancelled call (the client went away): end the read transaction.
-            await asyncio.to_thread(stream.close)
+            # A cancelled call (the client went away) or a read past the time limit: end the
+            # read transaction (close() interrupts a read still running and returns; that
+            # read's thread finishes the close). Not awaited: a cancelled handler must not
+            # wait here; the slot is freed when the close has run. (Both are idempotent.)
+            ticket.run(stream.close)
+            ticket.release()
+
+
+def _answer_by(limit: float | None) -> float | None:
+    """How long a handler waits for a statement call given ``limit`` seconds left."""
+    return None if limit is None else limit + ANSWER_GRACE_SECONDS
+
+
+def _close_opened(opening: asyncio.Future[SqlStream], ticket: SqlTicket) -> None:
+    # ``opening`` is done: close the stream if it opened (on the lane: DuckDB calls), then let
+    # the slot go. The close needs no loop to run on, so it also works while the server stops.
+    if not opening.cancelled() and opening.exception() is None:
+        stream = opening.result()
+        try:
+            ticket.run(stream.close)
+        except RuntimeError:  # no running loop any more
+            stream.close()
+    ticket.release()

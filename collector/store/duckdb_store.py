@@ -203,13 +203,23 @@ class EventStore:
         *,
         read_only: bool = False,
         checkpoint_wal_bytes: int = 128 * 1024 * 1024,
+        memory_limit: int | None = None,
+        spill_limit: int | None = None,
     ) -> None:
+        """``memory_limit`` and ``spill_limit`` (bytes; ``None``: DuckDB's defaults) are
+        DuckDB's ``memory_limit`` and ``max_temp_directory_size`` for the whole database —
+        DuckDB has no per-query ones (``query.sql_memory_limit``, docs/sql.md)."""
         self.path = str(path)
         self.read_only = read_only
         # WAL size at which the writer checkpoints between commits (``checkpoint_due``).
         self.checkpoint_wal_bytes = checkpoint_wal_bytes
         try:
-            self._conn = duckdb.connect(self.path, read_only=read_only, config=_LOCKED_DOWN)
+            config: dict[str, Any] = dict(_LOCKED_DOWN)
+            if memory_limit is not None:
+                config["memory_limit"] = f"{max(1, memory_limit // 1024)}KiB"
+            if spill_limit is not None:
+                config["max_temp_directory_size"] = f"{spill_limit // 1024}KiB"
+            self._conn = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreError(

@@ -1,6 +1,7 @@
 """``EventReader``: every read a user can make of the store — feed pages, counts, one event,
-user SQL (collected for a terminal, or streamed for an export). Synchronous (servers call it
-through ``asyncio.to_thread``); the CLI's offline ``--db`` mode uses the same object on a
+user SQL (collected for a terminal, or streamed for an export). Synchronous: servers call the
+feed reads through ``asyncio.to_thread`` and user SQL through its own threads
+(``server/sql_lane.py``); the CLI's offline ``--db`` mode uses the same object on a
 read-only store (``EventReader.open_file``), so both paths answer alike."""
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ class EventReader:
         """A reader on the Herald store at ``path``, opened read-only (the CLI's ``--db``).
 
         Raises ``StoreError`` for a missing, locked or non-Herald file."""
-        store = EventStore(path, read_only=True)
+        store = EventStore(
+            path,
+            read_only=True,
+            memory_limit=config.sql_memory_limit,
+            spill_limit=config.sql_spill_limit,
+        )
         try:
             check_herald_store(store)
         except BaseException:
@@ -186,13 +192,23 @@ class EventReader:
         page = self.query(filter.model_copy(update={"order": EventOrder.DESC}), limit)
         return list(reversed(page.events))
 
+    def sql_time_limit(self, *, all_rows: bool) -> float | None:
+        """Seconds a statement may run: ``query.sql_timeout_seconds``, or for an export
+        (``all_rows``) ``query.sql_export_timeout_seconds`` (``None`` when that is 0)."""
+        if all_rows:
+            limit = self.config.sql_export_timeout_seconds
+            return limit if limit > 0 else None
+        return self.config.sql_timeout_seconds
+
     def sql(self, sql: str) -> SqlResult:
-        """``sql`` collected under ``query.sql_max_rows`` and ``query.sql_timeout_seconds``."""
+        """``sql`` collected under ``query.sql_max_rows``, ``query.sql_max_result_bytes`` and
+        ``query.sql_timeout_seconds``."""
         return run_readonly(
             self.store.cursor(),
             sql,
             timeout=self.config.sql_timeout_seconds,
             max_rows=self.config.sql_max_rows,
+            max_bytes=self.config.sql_max_result_bytes,
         )
 
     def sql_stream(self, sql: str, *, all_rows: bool) -> SqlStream:
@@ -201,13 +217,16 @@ class EventReader:
         ``all_rows`` (an export): every row, under ``query.sql_export_timeout_seconds``
         (0: no limit). Otherwise the terminal's limits, as ``sql``. Same statement checks."""
         if all_rows:
-            limit = self.config.sql_export_timeout_seconds
             return SqlStream(
-                self.store.cursor(), sql, timeout=limit if limit > 0 else None, max_rows=None
+                self.store.cursor(),
+                sql,
+                timeout=self.sql_time_limit(all_rows=True),
+                max_rows=None,
             )
         return SqlStream(
             self.store.cursor(),
             sql,
             timeout=self.config.sql_timeout_seconds,
             max_rows=self.config.sql_max_rows,
+            max_bytes=self.config.sql_max_result_bytes,
         )

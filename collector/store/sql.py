@@ -1,16 +1,23 @@
-"""User SQL (``herald sql``): one read-only statement, a time limit and a row limit.
+"""User SQL (``herald sql``): one read-only statement under a time limit, a row limit and a
+result-size limit.
 
 ``SqlStream`` runs the statement and hands out its result as Arrow record batches, one at a
-time, so an export of any size passes with bounded memory (no row limit then, and its own time
-limit: ``query.sql_export_timeout_seconds``); ``run_readonly`` collects one under the
-terminal's limits (``query.sql_max_rows``, ``query.sql_timeout_seconds``). Both go through
-the same checks.
+time, so an export of any size passes with bounded memory (no row or size limit then, and its
+own time limit: ``query.sql_export_timeout_seconds``); ``run_readonly`` collects one under the
+terminal's limits (``query.sql_max_rows``, ``query.sql_max_result_bytes``,
+``query.sql_timeout_seconds``). Both go through the same checks.
 
-Defence in depth: (1) exactly one statement, starting with SELECT/WITH/FROM/DESCRIBE/SHOW/
-EXPLAIN/SUMMARIZE (EXPLAIN ANALYZE only of a query); (2) it runs in a ``READ ONLY``
-transaction that is rolled back; (3) the database was opened with external access disabled and
-the configuration locked (``EventStore``), so ``read_csv('/etc/passwd')``, ``COPY … TO``,
-``ATTACH``, ``INSTALL``/``LOAD`` fail inside DuckDB even if they got this far.
+Defence in depth: (1) ``sql_sandbox.check_readonly``: one SELECT (or EXPLAIN of one) whose
+parse tree names no file reader, maintenance function or server path; (2) it runs in a
+``READ ONLY`` transaction that is rolled back; (3) the database was opened with external access
+disabled and the configuration locked (``EventStore``), so ``COPY … TO``, ``ATTACH``,
+``INSTALL``/``LOAD`` fail inside DuckDB even if they got this far.
+
+The time limit is a timer that interrupts DuckDB. DuckDB checks for an interrupt between
+vectors, not inside one function call: ``repeat('x', 1000000000)`` builds its value in one
+call of ~11 s and only then stops. So a caller waits for a statement at most its limit plus
+``ANSWER_GRACE_SECONDS`` and then answers "time limit" whether or not DuckDB has stopped yet
+(the server's SQL lane keeps the statement's slot until it has).
 """
 
 from __future__ import annotations
@@ -51,16 +58,30 @@ def _first_line(exc: BaseException) -> str:
 # that a batch of large events stays a few MB (the gRPC stream cuts it into chunks anyway).
 BATCH_ROWS = 8_192
 
+# How long past its time limit a caller waits for a statement before it answers "time limit"
+# anyway (module docstring): the interrupt usually lands within milliseconds.
+ANSWER_GRACE_SECONDS = 0.5
+
+
+def time_limit_error(seconds: float | None) -> InvalidSql:
+    """The error of a statement stopped (or given up on) at its time limit."""
+    return InvalidSql(f"query stopped after the {seconds or 0:g} s time limit")
+
 
 class SqlStream:
     """One read-only statement, open: its Arrow ``schema`` and its record batches, read one at
     a time (``read_next``) so a result of any size passes with bounded memory.
 
     Owns ``cursor``: the statement runs in a ``READ ONLY`` transaction that ``close()`` rolls
-    back before closing the cursor. ``max_rows`` (``None``: every row) cuts the result and
-    sets ``truncated``; ``timeout`` (``None``: none) stops the statement, checked by a timer
-    that interrupts DuckDB mid-batch and between batches (an idle cursor ignores interrupts).
-    Every failure is ``InvalidSql`` with DuckDB's first line.
+    back before closing the cursor. ``max_rows`` and ``max_bytes`` (``None``: no limit) cut the
+    result and set ``truncated``; ``timeout`` (``None``: none) stops the statement, checked by
+    a timer that interrupts DuckDB mid-batch and between batches (an idle cursor ignores
+    interrupts); ``deadline`` is when (``time.monotonic()``). Every failure is ``InvalidSql``
+    with DuckDB's first line.
+
+    ``close()`` may come from another thread while a read runs (a server stream whose client
+    went away, or whose read ran past the time limit): it interrupts the read and returns at
+    once; the reading thread ends the transaction when DuckDB lets go of it.
     """
 
     def __init__(
@@ -70,19 +91,23 @@ class SqlStream:
         *,
         timeout: float | None,
         max_rows: int | None,
+        max_bytes: int | None = None,
         batch_rows: int = BATCH_ROWS,
     ) -> None:
         self._cursor = cursor
         self._timeout = timeout
         self._max_rows = max_rows
+        self._max_bytes = max_bytes
         self._timer: threading.Timer | None = None
-        self._deadline: float | None = None
+        self.deadline: float | None = None
         self._done = False
         self._closed = False
-        # ``close`` may come from another thread while a read runs (a server stream whose
-        # client went away): it interrupts the read, then waits for it before the rollback.
-        self._lock = threading.Lock()
+        self._finished = False
+        # Guards the two flags below (held for a moment, never across a DuckDB call).
+        self._state = threading.Lock()
+        self._reading = False
         self.rows = 0
+        self.bytes = 0
         self.truncated = False
         try:
             check_readonly(cursor, sql)
@@ -91,7 +116,7 @@ class SqlStream:
             self.close()
             raise
         if timeout is not None:
-            self._deadline = time.monotonic() + timeout
+            self.deadline = time.monotonic() + timeout
             self._timer = threading.Timer(timeout, cursor.interrupt)
             self._timer.daemon = True
             self._timer.start()
@@ -127,6 +152,11 @@ class SqlStream:
                 f"refused: user SQL may not read or write files, reach the network or load "
                 f"extensions ({_first_line(exc)})"
             ) from None
+        except duckdb.OutOfMemoryException as exc:
+            raise InvalidSql(
+                f"the query needs more memory than the store may use (query.sql_memory_limit) "
+                f"or spill (query.sql_spill_limit): {_first_line(exc)}"
+            ) from None
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
             # Errors raised while DuckDB fills an Arrow batch come back through pyarrow.
             message = _first_line(exc)
@@ -137,25 +167,33 @@ class SqlStream:
             raise InvalidSql(message) from None
 
     def _timed_out(self) -> InvalidSql:
-        return InvalidSql(f"query stopped after the {self._timeout:g} s time limit")
+        if self._closed and (self.deadline is None or time.monotonic() < self.deadline):
+            return InvalidSql("the query was closed")
+        return time_limit_error(self._timeout)
 
     def read_next(self) -> pa.RecordBatch | None:
-        """The next batch of rows, or ``None`` at the end (or at the row limit)."""
-        with self._lock:
+        """The next batch of rows, or ``None`` at the end (or at a limit)."""
+        with self._state:
             if self._closed:
                 raise InvalidSql("the query was closed")
+            if self._reading:
+                raise RuntimeError("SqlStream.read_next called while a read is running")
+            self._reading = True
+        try:
             return self._read_next()
+        finally:
+            with self._state:
+                self._reading = False
+                closed = self._closed
+            if closed:  # closed while this read ran: this thread ends the transaction
+                self._finish()
 
     def _read_next(self) -> pa.RecordBatch | None:
         if self._done:
             return None
-        if self._deadline is not None and time.monotonic() > self._deadline:
+        if self.deadline is not None and time.monotonic() > self.deadline:
             raise self._timed_out()
-        with self._errors():
-            try:
-                batch = self._reader.read_next_batch()
-            except StopIteration:
-                batch = None
+        batch = self._fetch()
         if batch is None:
             self._done = True
             return None
@@ -166,19 +204,27 @@ class SqlStream:
         elif self._max_rows is not None and self.rows + batch.num_rows == self._max_rows:
             # Exactly at the limit: truncated only if at least one more row follows.
             self._done = True
-            with self._errors():
-                try:
-                    more = self._reader.read_next_batch()
-                except StopIteration:
-                    more = None
+            more = self._fetch()
             self.truncated = more is not None and more.num_rows > 0
+        if self._max_bytes is not None and self.bytes + batch.nbytes > self._max_bytes:
+            batch = _cut_to_bytes(batch, self._max_bytes - self.bytes)
+            self.truncated = True
+            self._done = True
         self.rows += batch.num_rows
+        self.bytes += batch.nbytes
         if self._json_columns:
             columns = batch.columns
             for i in self._json_columns:
                 columns[i] = pa.ExtensionArray.from_storage(pa.json_(pa.string()), columns[i])
             batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
         return batch
+
+    def _fetch(self) -> pa.RecordBatch | None:
+        with self._errors():
+            try:
+                return self._reader.read_next_batch()
+            except StopIteration:
+                return None
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         while (batch := self.read_next()) is not None:
@@ -189,18 +235,25 @@ class SqlStream:
         return pa.Table.from_batches(list(self), schema=self.schema)
 
     def close(self) -> None:
-        """End the transaction (rolled back: nothing was written) and close the cursor."""
-        if self._closed:
-            return
-        self._closed = True
+        """End the transaction (rolled back: nothing was written) and close the cursor — now,
+        or, if a read is running on another thread, by that thread once DuckDB returns."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            reading = self._reading
         if self._timer is not None:
             self._timer.cancel()
-        if self._lock.locked():
+        if reading:
             self._cursor.interrupt()
-        with self._lock:
-            self._finish()
+            return
+        self._finish()
 
     def _finish(self) -> None:
+        with self._state:
+            if self._finished:
+                return
+            self._finished = True
         try:
             self._cursor.execute("ROLLBACK")
         except duckdb.Error:
@@ -217,11 +270,29 @@ class SqlStream:
         self.close()
 
 
+def _cut_to_bytes(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
+    """The longest head of ``batch`` of at most ``budget`` bytes (Arrow counts a slice's own
+    buffer ranges), found by halving an estimate."""
+    if budget <= 0 or batch.num_rows == 0:
+        return batch.slice(0, 0)
+    rows = min(batch.num_rows, max(1, batch.num_rows * budget // max(1, batch.nbytes)))
+    head = batch.slice(0, rows)
+    while rows > 0 and head.nbytes > budget:
+        rows //= 2
+        head = batch.slice(0, rows)
+    return head
+
+
 def run_readonly(
-    cursor: duckdb.DuckDBPyConnection, sql: str, *, timeout: float, max_rows: int
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    *,
+    timeout: float,
+    max_rows: int,
+    max_bytes: int | None = None,
 ) -> SqlResult:
     """Run ``sql`` on ``cursor`` (its own cursor: it may be interrupted; closed here) under the
-    time and row limits, and collect the result (the terminal's path; exports stream)."""
-    with SqlStream(cursor, sql, timeout=timeout, max_rows=max_rows) as stream:
+    time, row and size limits, and collect the result (the terminal's path; exports stream)."""
+    with SqlStream(cursor, sql, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes) as stream:
         table = stream.read_all()
         return SqlResult(table=table, truncated=stream.truncated)

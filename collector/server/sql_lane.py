@@ -1,0 +1,158 @@
+"""``SqlLane``: user SQL's own threads, so a heavy query never waits for — or holds — the
+default thread pool that ingest acknowledgements, the feed and the automations runner share.
+
+Measured before it (issue 9): eight ``SELECT count(*) FROM range(1e12)`` took every thread of
+asyncio's default pool for their 10 s each; reactive webhooks went from 0.07 s to 6.8–8.2 s and
+a feed page to 9.5 s, queued behind them.
+
+- At most ``query.sql_concurrency`` statements hold a slot at once (a unary ``Sql`` from start
+  to answer; a ``SqlStream`` from open to close); one more is ``Busy`` at once (gRPC
+  UNAVAILABLE with a retry hint), never queued.
+- Each blocking call runs on a fresh thread: nothing is shared with the default pool and no
+  idle threads outlive a server. Not a daemon thread: a daemon thread that returns from
+  DuckDB while the interpreter shuts down aborts the process ("terminate called without an
+  active exception", measured), so at exit the process waits instead for a statement DuckDB
+  could not interrupt (one huge ``repeat()``) to end.
+- Those threads run at a lower CPU priority (``nice`` +10, Linux: niceness is per thread), so
+  the event loop, the writer and the automations runner get the cores first when both want
+  them. (DuckDB's own worker threads, shared by every query and the writer, keep theirs.)
+- A caller that stops waiting (the time limit, a client gone) does not free the slot: it is
+  freed when the last thread of the statement has returned from DuckDB, so abandoned
+  statements cannot pile up past the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from collector.errors import Busy
+
+T = TypeVar("T")
+
+# How much lower than the server's own threads SQL threads run (Linux nice, 0–19).
+SQL_NICENESS = 10
+# The retry hint of a busy answer: a slot frees when a statement ends, typically well within.
+BUSY_RETRY_SECONDS = 1.0
+
+
+class SqlLane:
+    """At most ``concurrency`` user SQL statements at once, each on threads of its own."""
+
+    def __init__(self, concurrency: int, *, niceness: int = SQL_NICENESS) -> None:
+        self.concurrency = concurrency
+        self._niceness = niceness
+        self._lock = threading.Lock()
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """Slots taken now (statements running, streams open, abandoned ones not yet done)."""
+        return self._held
+
+    def admit(self) -> SqlTicket:
+        """A slot for one statement, or ``Busy`` when all are taken."""
+        with self._lock:
+            if self._held >= self.concurrency:
+                raise Busy(
+                    f"SQL is busy: {self.concurrency} queries are running "
+                    f"(query.sql_concurrency); retry in {BUSY_RETRY_SECONDS:g} s",
+                    retry_after=BUSY_RETRY_SECONDS,
+                )
+            self._held += 1
+        return SqlTicket(self)
+
+    def _free(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+    def _lower_priority(self) -> None:
+        # On Linux setpriority(PRIO_PROCESS, tid) renices one thread; elsewhere it would renice
+        # the whole process, so it is skipped there.
+        if sys.platform == "linux" and self._niceness:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._niceness)
+            except OSError:
+                pass
+
+
+class SqlTicket:
+    """One statement's slot: ``run`` its blocking calls, ``release`` when done with it. The
+    slot is freed once released *and* no call of it is still running."""
+
+    def __init__(self, lane: SqlLane) -> None:
+        self._lane = lane
+        self._lock = threading.Lock()
+        self._running = 0
+        self._released = False
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """``fn(*args, **kwargs)`` on a new SQL thread; its result as a future of the running
+        loop. Cancelling the future does not stop the call (DuckDB is told by the caller)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        # A result nobody waits for any more (the caller timed out) must not be reported as
+        # "exception never retrieved".
+        future.add_done_callback(_consume)
+        with self._lock:
+            self._running += 1
+
+        def deliver(outcome: T | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(outcome)  # type: ignore[arg-type]
+
+        def call() -> None:
+            self._lane._lower_priority()
+            outcome: T | None = None
+            error: BaseException | None = None
+            try:
+                outcome = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                error = exc
+            finally:
+                self._call_done()
+            try:
+                loop.call_soon_threadsafe(deliver, outcome, error)
+            except RuntimeError:
+                pass  # the loop is closed: the server is gone, nobody waits
+
+        threading.Thread(target=call, name="herald-sql").start()
+        return future
+
+    def _call_done(self) -> None:
+        with self._lock:
+            self._running -= 1
+            free = self._released and self._running == 0
+        if free:
+            self._lane._free()
+
+    def release(self) -> None:
+        """The statement is done with (idempotent); its slot frees when no call runs."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            free = self._running == 0
+        if free:
+            self._lane._free()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def within(future: asyncio.Future[T], seconds: float | None) -> T:
+    """``future``'s result, or ``TimeoutError`` after ``seconds`` (``None``: no limit) — the
+    call behind it goes on; cancelling this wait does not cancel it either."""
+    if seconds is None:
+        return await asyncio.shield(future)
+    return await asyncio.wait_for(asyncio.shield(future), max(0.0, seconds))
