@@ -111,7 +111,7 @@ MAX_CONCURRENT_ACTIONS = 64
 MAX_CONCURRENT_ACTIONS_PER_AUTOMATION = 16
 # A CRUD call waits this long for its herald.automation.* event to be committed; behind a long
 # writer queue the answer does not wait for it (it is committed in the background, in order).
-CRUD_EVENT_WAIT_SECONDS = 0.5
+CRUD_EVENT_WAIT_SECONDS = 0.25
 PAUSED = "the automation was paused"
 DELETED = "the automation was deleted"
 MAX_PENDING_STORES = 4  # pipelined steps whose firings/state are not stored yet
