@@ -1,6 +1,7 @@
 """`herald sql`: one read-only SQL statement against the store, shown or exported.
 
-Shown (stdout): at most ``query.sql_max_rows`` rows, with a note when more exist. Exported
+Shown (stdout): at most ``query.sql_max_rows`` rows and ``query.sql_max_result_bytes``, with a
+note when more exist. Exported
 (``--output FILE``): every row, streamed batch by batch into the file (``cli/_export.py``).
 """
 
@@ -76,6 +77,7 @@ def sql(
     )
     if truncated:
         note(
-            f"herald: showing the first {table.num_rows:,} rows (query.sql_max_rows); "
+            f"herald: showing the first {table.num_rows:,} rows (query.sql_max_rows, "
+            "query.sql_max_result_bytes); "
             "--output FILE writes every row"
         )

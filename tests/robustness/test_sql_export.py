@@ -244,9 +244,11 @@ def test_offline_row_limit_comes_from_the_environment(store_files: tuple[Path, P
 
 
 def test_result_larger_than_one_grpc_message_streams(tmp_path: Path) -> None:
-    # ~96 MiB in 96 rows: over the 64 MiB message limit, under the row limit.
+    # ~96 MiB in 96 rows: over the 64 MiB message limit, under the row limit (and under a
+    # result byte limit raised for it: the default 32 MiB would cut it).
     sql = "SELECT range AS n, repeat('x', 1024 * 1024) AS blob FROM range(96)"
-    with running_herald(test_config(tmp_path / "h.duckdb")) as herald:
+    config = test_config(tmp_path / "h.duckdb", query={"sql_max_result_bytes": 128 << 20})
+    with running_herald(config) as herald:
         with HeraldClient(herald.grpc_address) as client:
             table, truncated = client.sql(sql)
             assert table.num_rows == 96 and not truncated
