@@ -148,9 +148,22 @@ class Herald:
         if not tls.cert_file:
             return None
         try:
-            return Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes()
+            pair = Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes()
+            # Checked here, before anything is bound: gRPC would only log C-core lines and
+            # fail the bind, and aiohttp would fail after the store was opened.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file
+            )
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"tls: {tls.cert_file} and {tls.key_file} (tls.cert_file, tls.key_file) are not "
+                f"a PEM certificate and its private key ({exc.reason or exc})"
+            ) from None
         except OSError as exc:
-            raise ConfigError(f"tls: cannot read certificate or key: {exc}") from None
+            raise ConfigError(
+                f"tls: cannot read {exc.filename} (tls.cert_file, tls.key_file): {exc.strerror}"
+            ) from None
+        return pair
 
     def _bind_grpc(self, tls: tuple[bytes, bytes] | None) -> grpc.aio.Server:
         """The gRPC server, its port bound, not yet serving (``_start_grpc`` adds the services)."""

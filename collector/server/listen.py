@@ -81,29 +81,34 @@ def bind_grpc(
                 return server.add_secure_port(address, credentials)
             return server.add_insecure_port(address)
         except RuntimeError:
-            captured.clear()  # C-core's own log of this failure
-            reason = _probe(address)
+            captured.keep = False  # C-core's own log of this failure: the error below says it
+    reason = _probe(address) or _last_log_message(captured.text) or "gRPC could not bind it"
     raise _cannot_listen(address, "gRPC", reason)
 
 
-def _probe(address: str) -> str:
+def _probe(address: str) -> str | None:
     """Why ``address`` cannot be bound, asked of the OS (C-core's exception only says
-    "Failed to bind"); gRPC binds with SO_REUSEADDR too, so the answers agree."""
+    "Failed to bind"); gRPC binds with SO_REUSEADDR too, so the answers agree. None if the
+    OS would bind it."""
     try:
         host, port = split_address(address)
         for sock in _tcp_sockets(host, port):
             sock.close()
     except OSError as exc:
         return _reason(exc)
-    return "the gRPC runtime could not bind it"
+    return None
+
+
+def _last_log_message(text: str) -> str | None:
+    """The message of C-core's last log line (``E1203 04:26:44.81 16122 file.cc:83] msg``)."""
+    lines = [line.partition("] ")[2] for line in text.splitlines() if "] " in line]
+    return lines[-1].strip() if lines else None
 
 
 class _Captured:
     def __init__(self) -> None:
         self.keep = True
-
-    def clear(self) -> None:
-        self.keep = False
+        self.text = ""
 
 
 @contextlib.contextmanager
@@ -120,8 +125,8 @@ def _stderr_captured() -> Iterator[_Captured]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            if captured.keep:
-                sink.seek(0)
-                text = sink.read()
-                if text:
-                    os.write(2, text)
+            sink.seek(0)
+            text = sink.read()
+            captured.text = text.decode(errors="replace")
+            if captured.keep and text:
+                os.write(2, text)

@@ -1,21 +1,27 @@
 """`herald serve` on a port that is taken (issue 9): exit 2 with one line naming the address,
-the config key and the flag; no raw gRPC C-core log line; no DuckDB file created. And a start
-that fails after binding gives its ports back."""
+the config key and the flag; no raw gRPC C-core log line; no DuckDB file created. A start that
+fails after binding gives its ports back; TLS files are checked before anything is bound, and
+TLS serves on the pre-bound sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import httpx
 import pytest
 
+from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
 from collector.errors import StoreError
-from collector.testing import serve_command, test_config
+from collector.testing import ports_zero, serve_command, serve_process, test_config
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +123,50 @@ def test_a_start_that_fails_after_binding_gives_both_ports_back(tmp_path: Path) 
         asyncio.run(Herald(config).start())
     assert can_bind(grpc_port), "the failed start kept the gRPC port"
     assert can_bind(http_port), "the failed start kept the HTTP port"
+
+
+def test_unusable_tls_files_are_one_clear_line_before_anything_is_bound(tmp_path: Path) -> None:
+    db = tmp_path / "store.duckdb"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    tls = ("--config", str(tmp_path / "tls.toml"))
+    (tmp_path / "tls.toml").write_text(f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n')
+    result = serve(db, "127.0.0.1:0", "127.0.0.1:0", *tls)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "(tls.cert_file, tls.key_file) are not a PEM certificate" in result.stderr
+    assert not C_CORE_LOG.search(result.stderr)
+    assert no_store_files(tmp_path) == []
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_serves_both_ports_from_the_pre_bound_sockets(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {"HERALD_TLS__CERT_FILE": str(cert), "HERALD_TLS__KEY_FILE": str(key)}
+    with serve_process(*ports_zero(tmp_path / "tls.duckdb"), env=env) as served:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(served.grpc, credentials) as channel:
+            reply = herald_pb2_grpc.HeraldStub(channel).Emit(
+                herald_pb2.EmitRequest(
+                    events_json=b'[{"event": "tls.ok", "resource": {"prefect.resource.id": "t"}}]'
+                ),
+                timeout=30,
+            )
+        assert reply.accepted == 1
+        answer = httpx.post(
+            f"https://{served.http}/api/events",
+            json=[{"event": "tls.ok", "resource": {"prefect.resource.id": "t"}}],
+            verify=ssl.create_default_context(cafile=str(cert)),
+        )
+        assert answer.status_code == 204
+        served.sigterm()
