@@ -112,6 +112,8 @@ MAX_CONCURRENT_ACTIONS_PER_AUTOMATION = 16
 # A CRUD call waits this long for its herald.automation.* event to be committed; behind a long
 # writer queue the answer does not wait for it (it is committed in the background, in order).
 CRUD_EVENT_WAIT_SECONDS = 0.25
+# A pause waits this long at most for firings being stored to record their runs cancelled.
+PIPELINE_WAIT_SECONDS = 1.0
 PAUSED = "the automation was paused"
 DELETED = "the automation was deleted"
 MAX_PENDING_STORES = 4  # pipelined steps whose firings/state are not stored yet
@@ -1027,9 +1029,15 @@ class AutomationRunner:
             self._lanes.open(automation_id)
             return stored
         waiting = self._lanes.cancel(automation_id)
-        if waiting:
-            runs = self._cancelled([q.run for q in waiting], automation_id)
-            await self._journal.record(runs)
+        # Firings evaluated before the close and being stored now (at most a few pipelined
+        # steps) find the lane cancelled and record their runs so: let them, briefly, so
+        # that no run of the automation is left waiting when the call answers.
+        storing = [task for task in self._persisting if not task.done()]
+        if storing:
+            await asyncio.wait(storing, timeout=PIPELINE_WAIT_SECONDS)
+        runs = self._cancelled([q.run for q in waiting], automation_id)
+        await self._journal.record(runs)
+        if runs:
             log.info(
                 "automation %r: %d waiting action run(s) cancelled (%s)",
                 stored.automation.name,
