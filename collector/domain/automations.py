@@ -27,11 +27,13 @@ from pydantic import (
     Discriminator,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     Tag,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -546,6 +548,14 @@ class Automation(BaseModel):
         if not v.strip():
             raise _invalid("must not be empty")
         return v
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without a rate_limit of its own the JSON is Prefect's shape exactly (no null key).
+        data: dict[str, Any] = handler(self)
+        if data.get("rate_limit", "") is None:
+            del data["rate_limit"]
+        return data
 
     def all_actions(self) -> Iterator[tuple[str, int, Any]]:
         """``(list name, index, action)`` over actions, actions_on_trigger, actions_on_resolve."""
