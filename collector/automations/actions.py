@@ -3,10 +3,11 @@ emit-event, pause-automation, resume-automation and run-command.
 
 ``ActionExecutor.run`` renders the action's templates, does the work and returns an
 ``Outcome`` (executed or failed, with a reason and details such as the webhook's response
-status). It never raises for the action's own failures: a bad template, a refused command, a
-webhook that kept failing all become ``failed`` outcomes that the runner records. Storing events
-and pausing automations are callbacks the runner provides, so this module knows neither the
-store nor the writer.
+status; cancelled when the automation was paused or deleted while a webhook waited to retry,
+see ``StopSignal``). It never raises for the action's own failures: a bad template, a refused
+command, a webhook that kept failing all become ``failed`` outcomes that the runner records.
+Storing events and pausing automations are callbacks the runner provides, so this module knows
+neither the store nor the writer.
 """
 
 from __future__ import annotations

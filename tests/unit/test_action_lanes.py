@@ -233,6 +233,7 @@ def test_the_rate_limit_field_and_the_default_for_actions_that_call_out() -> Non
     assert effective_limit(automation(actions=hook), off) is None
     # Prefect's JSON (no field) loads; the dump round-trips.
     assert automation().rate_limit is None
+    assert "rate_limit" not in automation().model_dump(mode="json")
     assert automation(rate_limit=own.model_dump(mode="json")["rate_limit"]) is not None
 
 
