@@ -19,22 +19,23 @@ from collector.clock import Clock, SystemClock
 from collector.config import Config
 from collector.domain.events import Limits
 from collector.errors import ConfigError, StoreError
+from collector.pipeline.ingest import NativeIngest
+from collector.pipeline.otlp_ingest import OtlpIngest
+from collector.pipeline.tail import TailHub
 from collector.server.admission import GrpcAdmission, InflightBudget
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
 from collector.server.feed_http import feed_routes
 from collector.server.http_server import Route, build_app
-from collector.server.ingest import NativeIngest
 from collector.server.listen import bind_grpc, bind_http
 from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
-from collector.server.otlp_grpc import LogsServicer, MetricsServicer, OtlpIngest, TraceServicer
+from collector.server.otlp_grpc import LogsServicer, MetricsServicer, TraceServicer
 from collector.server.otlp_http import otlp_routes
 from collector.store.duckdb_store import EventStore
 from collector.store.reader import EventReader
 from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
-from collector.tail import TailHub
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.config import Scope
 from collector.domain.filters import parse_filter
 from collector.errors import HeraldError, PayloadTooLarge
+from collector.pipeline.ingest import NativeIngest
+from collector.pipeline.tail import TailHub
 from collector.server.auth import Authenticator, authorization_metadata
-from collector.server.ingest import NativeIngest
 from collector.server.sql_lane import SqlLane, SqlTicket, within
 from collector.server.status import abort_grpc
 from collector.store.reader import EventReader
 from collector.store.sql import ANSWER_GRACE_SECONDS, SqlStream, time_limit_error
-from collector.tail import TailHub
 
 TAIL_BACKFILL_DEFAULT = 100
 

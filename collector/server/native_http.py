@@ -6,8 +6,8 @@ from aiohttp import web
 
 from collector.config import Scope
 from collector.errors import HeraldError
+from collector.pipeline.ingest import NativeIngest
 from collector.server.http_server import Route, json_error, read_body
-from collector.server.ingest import NativeIngest
 
 
 def native_routes(ingest: NativeIngest) -> list[Route]:

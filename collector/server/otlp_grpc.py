@@ -1,10 +1,8 @@
-"""OTLP receivers over gRPC (``TraceService``, ``LogsService``, ``MetricsService`` ``Export``),
-and ``OtlpIngest``, the transport-neutral OTLP ingest step the HTTP routes reuse.
+"""OTLP receivers over gRPC (``TraceService``, ``LogsService``, ``MetricsService`` ``Export``).
 
-This module owns: auth → map (``collector/mapping/otlp_*``) → commit → ``Export*Response``
-with ``partial_success`` only when something was rejected or warned about. It does not map,
-store or choose status codes itself: mapping is ``collector/mapping``, commits are the
-``BatchWriter``'s, and errors go through ``status.abort_grpc`` (Busy → UNAVAILABLE + RetryInfo).
+This module owns: auth → decode → ``OtlpIngest`` (``collector/pipeline/otlp_ingest.py``: map,
+commit, build the ``Export*Response``) → answer. It does not map, store or choose status codes
+itself: errors go through ``status.abort_grpc`` (Busy → UNAVAILABLE + RetryInfo).
 gzip and the receive limit (RESOURCE_EXHAUSTED) are grpcio's, configured in ``app.py``.
 """
 
@@ -30,82 +28,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from collector.clock import now_us
 from collector.config import Scope
-from collector.domain.events import Limits
 from collector.errors import InvalidInput
-from collector.mapping.otlp_logs import logs_to_events
-from collector.mapping.otlp_traces import traces_to_events
+from collector.pipeline.otlp_ingest import OtlpIngest
 from collector.server.auth import Authenticator
 from collector.server.native_grpc import authorization
 from collector.server.status import abort_grpc
-from collector.store.writer import BatchWriter
-
-METRICS_NOT_STORED = (
-    "Herald stores traces and logs, not metrics: {n} data point(s) were not stored "
-    "(disable the metrics exporter, or send metrics to a metrics backend)"
-)
-
-# Metric.data oneof cases; each holds ``data_points``.
-_METRIC_KINDS = frozenset(("gauge", "sum", "histogram", "exponential_histogram", "summary"))
-
-
-def count_data_points(request: ExportMetricsServiceRequest) -> int:
-    """Data points in a metrics request (what OTLP's ``rejected_data_points`` counts)."""
-    n = 0
-    for rm in request.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind in _METRIC_KINDS:
-                    n += len(getattr(metric, kind).data_points)
-    return n
-
-
-class OtlpIngest:
-    """OTLP export requests → committed events → OTLP export responses (any transport).
-
-    Raises ``Busy`` when the writer's queue is full and ``StoreError`` when the commit fails;
-    the caller maps those through ``status``. A response is returned only after the mapped
-    events are committed ("acknowledged means durable", SPEC §3).
-    """
-
-    def __init__(self, writer: BatchWriter, limits: Limits) -> None:
-        self._writer = writer
-        self._limits = limits
-
-    async def export_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
-        # Mapping runs on the event loop: it is pure CPU under the GIL, so a thread would not
-        # add throughput, only hand-offs.
-        result = traces_to_events(request, now_us(), self._limits)
-        await self._writer.submit(result.columns)
-        response = ExportTraceServiceResponse()
-        # OTLP: partial_success stays unset on full success (and a client must not retry one).
-        if result.rejected or result.problems:
-            response.partial_success.rejected_spans = result.rejected
-            response.partial_success.error_message = result.error_message()
-        return response
-
-    async def export_logs(self, request: ExportLogsServiceRequest) -> ExportLogsServiceResponse:
-        result = logs_to_events(request, now_us(), self._limits)
-        await self._writer.submit(result.columns)
-        response = ExportLogsServiceResponse()
-        if result.rejected or result.problems:
-            response.partial_success.rejected_log_records = result.rejected
-            response.partial_success.error_message = result.error_message()
-        return response
-
-    async def export_metrics(
-        self, request: ExportMetricsServiceRequest
-    ) -> ExportMetricsServiceResponse:
-        """Metrics are answered, not stored: every data point is reported as rejected, so an
-        SDK with metrics on does not retry or spam errors, and its logs say why."""
-        response = ExportMetricsServiceResponse()
-        if request.resource_metrics:
-            n = count_data_points(request)
-            response.partial_success.rejected_data_points = n
-            response.partial_success.error_message = METRICS_NOT_STORED.format(n=n)
-        return response
 
 
 class _OtlpServicer:

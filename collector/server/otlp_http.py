@@ -28,8 +28,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector.config import Scope
 from collector.errors import InvalidInput
 from collector.mapping.otlp_json import parse_logs_json, parse_metrics_json, parse_traces_json
+from collector.pipeline.otlp_ingest import OtlpIngest
 from collector.server.http_server import Route, read_body
-from collector.server.otlp_grpc import OtlpIngest
 from collector.server.status import classify, retry_after_header, rpc_status
 
 PROTOBUF = "application/x-protobuf"

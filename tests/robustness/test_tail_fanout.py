@@ -27,7 +27,7 @@ from collector.domain.events import EPOCH, format_time
 from collector.domain.filters import parse_filter
 from collector.domain.ids import uuid7_str
 from collector.errors import Busy
-from collector.tail import TailHub, wire_json
+from collector.pipeline.tail import TailHub, wire_json
 from collector.testing import running_herald, test_config
 
 NOW = datetime.now(UTC)
@@ -427,7 +427,7 @@ def test_shed_and_dropped_batches_are_counted_as_lag_never_silently_lost(
 ) -> None:
     # A tail thread far behind sheds (index-only counting) and, past the hard bound, the
     # writer's callback stops queueing: either way delivered + lagged covers every match.
-    import collector.tail as tail
+    import collector.pipeline.tail as tail
 
     monkeypatch.setattr(tail, "SHED_BACKLOG_EVENTS", 600)
     monkeypatch.setattr(tail, "MAX_BACKLOG_EVENTS", 2000)

@@ -21,7 +21,12 @@ RULES = {
         "collector/app.py",
         "collector/testing.py",
     ],
-    "opentelemetry.proto": ["collector/mapping/", "collector/server/otlp"],
+    # pipeline/otlp_ingest.py: OTLP's ingest step answers with OTLP's export responses.
+    "opentelemetry.proto": [
+        "collector/mapping/",
+        "collector/server/otlp",
+        "collector/pipeline/otlp_ingest.py",
+    ],
     # testing.py: the webhook receiver that automation tests send to is a real HTTP server.
     "aiohttp": ["collector/server/", "collector/app.py", "collector/testing.py"],
     "typer": ["cli/"],

@@ -1,4 +1,7 @@
-"""The ingest step shared by every receiver: validated columns → writer → committed."""
+"""``NativeIngest``: the ingest step for Prefect-shaped JSON events, shared by the native gRPC
+and HTTP receivers: decode and validate (``collector.mapping.native``) → commit through an
+``EventSink`` → report which items were refused. (OTLP's step is ``otlp_ingest.OtlpIngest``.)
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,14 @@ from typing import Any
 from collector.clock import now_us
 from collector.domain.events import Limits
 from collector.mapping.native import json_events_to_columns, parse_events_json
-from collector.store.writer import BatchWriter
+from collector.pipeline.sink import EventSink
 
 
 class NativeIngest:
     """Takes Prefect-shaped JSON events, stores the valid ones, reports the invalid ones."""
 
-    def __init__(self, writer: BatchWriter, limits: Limits) -> None:
-        self.writer = writer
+    def __init__(self, sink: EventSink, limits: Limits) -> None:
+        self.sink = sink
         self.limits = limits
 
     async def emit_json(self, body: bytes) -> tuple[int, list[tuple[int, str]]]:
@@ -25,6 +28,7 @@ class NativeIngest:
         return await self.emit_items(parse_events_json(body))
 
     async def emit_items(self, items: list[Any]) -> tuple[int, list[tuple[int, str]]]:
+        """Validate and commit already-decoded events; returns (accepted, [(index, reason)])."""
         columns, errors = json_events_to_columns(items, now_us(), self.limits)
-        accepted = await self.writer.submit(columns)
+        accepted = await self.sink.submit(columns)
         return accepted, errors

@@ -8,7 +8,7 @@ overflow and is told how many events it missed (``lagged``) — never silently s
 How it stays off the hot path: the writer calls ``TailHub.on_commit`` on its thread after every
 commit, and that call only appends a reference to the committed columns to the hub's queue — no
 matching, no copying, O(1), and nothing at all when no one listens. One tail thread
-(``herald-tail``) does the work: the subscriber index (``collector.tail_index``) looks each
+(``herald-tail``) does the work: the subscriber index (``collector.pipeline.tail_index``) looks each
 batch's ``names`` / ``resource_ids`` columns up once per distinct value, so subscribers whose
 filters match nothing in a batch cost nothing; candidates are confirmed with the filter's own
 ``includes``; a matching event's wire JSON is built once, from the columns' JSON text, and
@@ -41,7 +41,7 @@ from collector.domain.columns import EventColumns
 from collector.domain.events import EPOCH, us_to_datetime
 from collector.domain.filters import EventFilter, EventView
 from collector.errors import Busy
-from collector.tail_index import TailIndex
+from collector.pipeline.tail_index import TailIndex
 
 log = logging.getLogger(__name__)
 
