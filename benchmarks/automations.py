@@ -75,7 +75,12 @@ class Receiver:
 
 
 def background(
-    address: str, rate: float, batch: int, seconds: float, seed: int, out: mp.Queue
+    address: str,
+    rate: float,
+    batch: int,
+    seconds: float,
+    seed: int,
+    out: mp.Queue[tuple[int, int, float]],  # events sent, busy answers, seconds taken
 ) -> None:
     """Emit `rate` events/s in batches until `seconds` have passed."""
     rng = random.Random(seed)
@@ -214,7 +219,7 @@ def main() -> None:
     server = ServerProcess(env={"HERALD_LOGGING__LEVEL": args.log_level})
     try:
         create_automations(server.grpc, hook.url)
-        out: mp.Queue = mp.Queue()
+        out: mp.Queue[tuple[int, int, float]] = mp.Queue()
         total = args.warmup + args.seconds + PROACTIVE_WITHIN + 3
         procs = [
             mp.Process(

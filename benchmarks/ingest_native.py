@@ -60,7 +60,13 @@ def make_batch(rng: random.Random, size: int) -> bytes:
     return orjson.dumps(events)
 
 
-def client(address: str, seconds: float, batch: int, seed: int, out: mp.Queue) -> None:
+# What each client process sends back: acked events, busy answers, per-call latencies.
+ClientResult = tuple[int, int, list[float]]
+
+
+def client(
+    address: str, seconds: float, batch: int, seed: int, out: mp.Queue[ClientResult]
+) -> None:
     rng = random.Random(seed)
     # Pre-build distinct bodies; ids are rewritten per send so nothing is deduped away.
     bodies = [orjson.loads(make_batch(rng, batch)) for _ in range(4)]
@@ -99,7 +105,7 @@ def main() -> None:
 
     server = ServerProcess()
     try:
-        out: mp.Queue = mp.Queue()
+        out: mp.Queue[ClientResult] = mp.Queue()
         procs = [
             mp.Process(target=client, args=(server.grpc, args.seconds, args.batch, s, out))
             for s in range(args.clients)

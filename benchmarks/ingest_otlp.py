@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -43,6 +44,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import (
+    SEVERITY_NUMBER_ERROR,
+    SEVERITY_NUMBER_INFO,
+    SEVERITY_NUMBER_WARN,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._server import ServerProcess
@@ -56,7 +63,7 @@ SCENARIOS = {
     "grpc-logs": ("grpc", "logs"),
     "http-logs": ("http", "logs"),
 }
-GRPC_METHODS = {
+GRPC_METHODS: dict[str, tuple[str, type[Message]]] = {
     "traces": (
         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         ExportTraceServiceResponse,
@@ -130,7 +137,7 @@ def trace_template(rng: random.Random, suffix: bytes, span_events: int) -> bytes
             span.parent_span_id = root_id
         route = rng.choice(ROUTES)
         span.name = f"GET {route}" if i % 16 == 0 else f"SELECT shop.{route.split('/')[2]}"
-        span.kind = 2 if i % 16 == 0 else 3
+        span.kind = Span.SPAN_KIND_SERVER if i % 16 == 0 else Span.SPAN_KIND_CLIENT
         span.start_time_unix_nano = t0 + i * 1_000_000
         span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(100_000, 90_000_000)
         error = rng.random() < 0.05
@@ -150,7 +157,7 @@ def trace_template(rng: random.Random, suffix: bytes, span_events: int) -> bytes
             ]
         )
         if error:
-            span.status.code = 2
+            span.status.code = Status.STATUS_CODE_ERROR
             span.status.message = "upstream returned 500"
         for e in range(span_events):
             ev = span.events.add()
@@ -178,9 +185,10 @@ def logs_template(rng: random.Random, suffix: bytes) -> bytes:
         rec = sl.log_records.add()
         rec.time_unix_nano = t0 + i * 1_000_000
         rec.observed_time_unix_nano = rec.time_unix_nano + 20_000
-        severity = rng.choice((9, 9, 9, 13, 17))
+        info, warn, error = SEVERITY_NUMBER_INFO, SEVERITY_NUMBER_WARN, SEVERITY_NUMBER_ERROR
+        severity = rng.choice((info, info, info, warn, error))
         rec.severity_number = severity
-        rec.severity_text = {9: "INFO", 13: "WARN", 17: "ERROR"}[severity]
+        rec.severity_text = {info: "INFO", warn: "WARN", error: "ERROR"}[severity]
         took = rng.randrange(900)
         rec.body.string_value = f"order {rng.randrange(100_000)} processed in {took} ms"
         rec.trace_id = rng.randbytes(8) + suffix
@@ -243,7 +251,9 @@ def client(
     if transport == "grpc":
         method, response_type = GRPC_METHODS[signal_name]
         channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
-        call = channel.unary_unary(method, response_deserializer=response_type.FromString)
+        call: grpc.UnaryUnaryMultiCallable[bytes, Message] = channel.unary_unary(
+            method, response_deserializer=response_type.FromString
+        )
 
         def send(body: bytes) -> tuple[str, int]:
             try:

@@ -15,11 +15,14 @@ import os
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from collector.domain.events import Limits
 from collector.mapping.otlp_logs import logs_to_events
@@ -56,7 +59,7 @@ def trace_request(n: int = N, n_attrs: int = 10) -> ExportTraceServiceRequest:
         sp.span_id = os.urandom(8)
         sp.parent_span_id = os.urandom(8)
         sp.name = f"GET /api/item/{i % 50}"
-        sp.kind = 2
+        sp.kind = Span.SPAN_KIND_SERVER
         sp.start_time_unix_nano = 1_700_000_000_000_000_000 + i * 1000
         sp.end_time_unix_nano = sp.start_time_unix_nano + 12_345
         sp.attributes.extend(
@@ -67,7 +70,7 @@ def trace_request(n: int = N, n_attrs: int = 10) -> ExportTraceServiceRequest:
         ev.name = "exception"
         ev.time_unix_nano = sp.start_time_unix_nano + 10
         ev.attributes.append(kv("exception.type", "ValueError"))
-        sp.status.code = 1
+        sp.status.code = Status.STATUS_CODE_OK
     return req
 
 
@@ -81,7 +84,7 @@ def logs_request(n: int = N, n_attrs: int = 10) -> ExportLogsServiceRequest:
         rec = sl.log_records.add()
         rec.time_unix_nano = 1_700_000_000_000_000_000 + i * 1000
         rec.observed_time_unix_nano = rec.time_unix_nano + 5
-        rec.severity_number = 9
+        rec.severity_number = SEVERITY_NUMBER_INFO
         rec.severity_text = "INFO"
         rec.body.string_value = f"request {i} handled"
         rec.trace_id = os.urandom(16)
@@ -93,7 +96,7 @@ def logs_request(n: int = N, n_attrs: int = 10) -> ExportLogsServiceRequest:
     return req
 
 
-def reference_walk(req: ExportTraceServiceRequest) -> list[tuple]:
+def reference_walk(req: ExportTraceServiceRequest) -> list[tuple[Any, ...]]:
     """The reference note's walk (bench.py, with orjson): spans → row tuples, attrs → JSON."""
 
     def any_to_py(v: AnyValue) -> object:

@@ -29,6 +29,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def indexed_filters(n: int) -> list[dict[str, Any]]:
 
 
 def check_all_filters(n: int) -> list[dict[str, Any]]:
-    kinds = [
+    kinds: list[Callable[[int], dict[str, Any]]] = [
         lambda i: {"related": {"id": [f"app.nobody.{i}"]}},
         lambda i: {"any_resource": {"id": [f"app.nobody.{i}"]}},
         lambda i: {"resource": {"labels": {"label.0": f"never-{i}"}}},
@@ -212,7 +213,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     n = args.subscribers
-    make = {
+    make: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "none": list,
         "indexed": lambda: indexed_filters(n),
         "check-all": lambda: check_all_filters(n),

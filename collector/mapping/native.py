@@ -88,9 +88,10 @@ def _uuid(value: Any, field: str) -> str | None:
 def _one(item: Any, cols: EventColumns, received_us: int, latest_us: int, limits: Limits) -> None:
     if type(item) is not dict:
         raise InvalidEvent("must be a JSON object")
-    name = item.get("event")
-    resource = item.get("resource")
-    related = item.get("related") or []
+    # Decoded JSON of any shape until check_event_parts has validated it.
+    name: Any = item.get("event")
+    resource: Any = item.get("resource")
+    related: Any = item.get("related") or []
     check_event_parts(name, resource, related, limits)
     payload = item.get("payload")
     if payload is None:

@@ -166,7 +166,9 @@ def _label(v: Any) -> str:
     return label_value(any_value(v))
 
 
-def merge_labels(fixed: dict[str, str], extra: dict[str, str], limit: int) -> tuple[dict, int]:
+def merge_labels(
+    fixed: dict[str, str], extra: dict[str, str], limit: int
+) -> tuple[dict[str, str], int]:
     """``fixed`` labels, then ``extra`` ones, at most ``limit`` in all.
 
     Herald's own labels (``fixed``) come first and win over an attribute of the same key; the

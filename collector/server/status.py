@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
@@ -65,7 +66,7 @@ def rpc_status(exc: BaseException) -> status_pb2.Status:
     return _status(code, message, retry_after(exc))
 
 
-async def abort_grpc(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def abort_grpc(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     """End an RPC with the status for ``exc`` (RetryInfo in grpc-status-details-bin)."""
     code, _, message = classify(exc)
     status = _status(code, message, retry_after(exc))

@@ -90,18 +90,23 @@ _SCALAR_FUNCTIONS = frozenset({"current_setting", "getenv", "write_log"})
 
 _READ_ONLY = "only read-only queries of Herald's tables are allowed"
 
+# Looked up by name: DuckDB 1.4's type stubs call these SELECT_STATEMENT/EXPLAIN_STATEMENT, the
+# runtime enum SELECT/EXPLAIN; a KeyError at import would show a rename, not a silent mismatch.
+_SELECT = duckdb.StatementType.__members__["SELECT"]
+_EXPLAIN = duckdb.StatementType.__members__["EXPLAIN"]
+
 
 def check_readonly(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Raise ``InvalidSql`` unless ``sql`` is one statement user SQL may run (module doc)."""
     statement = _one_statement(conn, sql)
     kind = statement.type
-    if kind == duckdb.StatementType.EXPLAIN:
+    if kind == _EXPLAIN:
         inner = _explained(sql)
-        if inner is None or _one_statement(conn, inner).type != duckdb.StatementType.SELECT:
+        if inner is None or _one_statement(conn, inner).type != _SELECT:
             raise InvalidSql(f"{_READ_ONLY}: EXPLAIN only of a SELECT")
         _check_tree(conn, inner)
         return
-    if kind != duckdb.StatementType.SELECT:
+    if kind != _SELECT:
         raise InvalidSql(
             f"{_READ_ONLY} (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); "
             f"this is a {kind.name} statement"
