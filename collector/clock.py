@@ -1,10 +1,11 @@
-"""Time sources. Components take a ``Clock`` so tests can drive time; nothing else reads wall time
-for decisions that tests need to control."""
+"""Time sources. Components take a ``Clock`` so that time can be driven: the server runs on the
+``SystemClock``; a backtest moves a ``ManualClock`` through history, and tests drive time with
+one too. Nothing else reads wall time for decisions that tests need to control."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -21,8 +22,8 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class FakeClock:
-    """A clock tests set and advance by hand."""
+class ManualClock:
+    """A clock that stands where its owner puts it: ``set`` and ``advance`` move it."""
 
     def __init__(self, start: datetime) -> None:
         self._now = start
@@ -34,8 +35,6 @@ class FakeClock:
         self._now = when
 
     def advance(self, seconds: float) -> None:
-        from datetime import timedelta
-
         self._now = self._now + timedelta(seconds=seconds)
 
 

@@ -26,7 +26,6 @@ from uuid import UUID
 
 import httpx
 
-from collector.automations.evaluator import Firing
 from collector.automations.events import (
     Cause,
     automation_id_of,
@@ -34,17 +33,11 @@ from collector.automations.events import (
     cause_related,
     derived_id,
 )
-from collector.automations.secrets import (
-    SecretSource,
-    SecretsView,
-    redact,
-    redact_url,
-    scrub,
-    secret_parts,
-)
+from collector.automations.secrets import SecretSource, SecretsView
 from collector.automations.templates import TemplateEngine, build_context
 from collector.clock import Clock
 from collector.config import AutomationsConfig
+from collector.domain.automation_records import Firing
 from collector.domain.automations import (
     Automation,
     CallWebhook,
@@ -55,6 +48,7 @@ from collector.domain.automations import (
     RunCommand,
 )
 from collector.domain.events import RESOURCE_ID, RESOURCE_ROLE, ReceivedEvent, format_time
+from collector.domain.secret_markers import redact, redact_url, scrub, secret_parts
 from collector.errors import HeraldError, InvalidAutomation
 
 log = logging.getLogger(__name__)

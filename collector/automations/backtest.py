@@ -2,7 +2,7 @@
 the firings it would have had. No action runs, nothing is written.
 
 History is replayed in ``occurred`` order as if every event had been delivered on time: a
-``FakeClock`` stands at each event's ``occurred`` when it is evaluated, and between events
+``ManualClock`` stands at each event's ``occurred`` when it is evaluated, and between events
 the clock jumps to each time ``next_due()`` names, so proactive windows end exactly when they
 would have. ``follows`` ordering is not waited for (history is already in event-time order).
 The same loop guard as the server applies.
@@ -13,18 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-import orjson
-
-from collector.automations.evaluator import Evaluator, Firing
+from collector.automations.evaluator import Evaluator
 from collector.automations.events import guard_skips
-from collector.clock import FakeClock
+from collector.clock import ManualClock
+from collector.domain.automation_records import Firing
+from collector.domain.automation_state import AutomationStateStore
 from collector.domain.automations import Automation, EventTrigger, iter_triggers
-from collector.domain.events import ReceivedEvent, us_to_datetime
+from collector.domain.events import us_to_datetime
 from collector.domain.matching import is_glob, split_negation
 from collector.errors import InvalidInput
-from collector.store.automations_store import AutomationStore
 
 CHUNK = 5_000
 MAX_FIRINGS = 10_000
@@ -50,7 +48,9 @@ def exact_event_names(automation: Automation) -> list[str] | None:
     return sorted(names)
 
 
-def _tick_until(evaluator: Evaluator, clock: FakeClock, until: datetime, out: list[Firing]) -> None:
+def _tick_until(
+    evaluator: Evaluator, clock: ManualClock, until: datetime, out: list[Firing]
+) -> None:
     """Run every tick that would have happened up to ``until``."""
     stuck = 0
     for _ in range(MAX_TICKS_PER_GAP):
@@ -69,7 +69,7 @@ def _tick_until(evaluator: Evaluator, clock: FakeClock, until: datetime, out: li
 
 
 def backtest(
-    store: AutomationStore,
+    store: AutomationStateStore,
     automation: Automation,
     since: datetime,
     until: datetime,
@@ -83,7 +83,7 @@ def backtest(
     """
     if until <= since:
         raise InvalidInput("--until must be later than --since")
-    clock = FakeClock(since)
+    clock = ManualClock(since)
     evaluator = Evaluator(clock, leader_processed=lambda _leader: True, skip=guard_skips)
     evaluator.load([automation.model_copy(update={"enabled": True})])
     names = exact_event_names(automation)
@@ -108,17 +108,8 @@ def backtest(
             if not evaluator.wants(cols.names[i]):
                 evaluator.advance_clock(occurred)
                 continue
-            follows = cols.follows[i]
-            event = ReceivedEvent.model_construct(
-                occurred=occurred,
-                event=cols.names[i],
-                resource=orjson.loads(cols.resources[i]),
-                related=orjson.loads(cols.related[i]),
-                payload=orjson.loads(cols.payloads[i]),
-                id=UUID(cols.ids[i]),
-                follows=UUID(follows) if follows else None,
-                received=occurred,  # as if delivered on time
-            )
+            # As if delivered on time: received when it occurred.
+            event = cols.received_event(i, cols.occurred_us[i])
             out += evaluator.on_event(event)
         done += n
         after = (cols.occurred_us[n - 1], cols.ids[n - 1])

@@ -35,13 +35,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from collector.clock import Clock
+from collector.domain.automation_records import Firing, event_time
 from collector.domain.automations import (
     RELATED_LABEL_PREFIX,
     Automation,
@@ -73,86 +74,8 @@ SNAPSHOT_VERSION = 1
 # back (a zombie process) do not accumulate.
 RESOLVE_HORIZON = timedelta(days=7)
 
-FiringKind = Literal["triggered", "resolved"]
 _NodeKey = tuple[str, str]  # (automation id, trigger path)
 _BucketKey = tuple[str, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# Firings
-
-
-@dataclass(frozen=True, slots=True)
-class Firing:
-    """A trigger fired (``triggered``) or, for a proactive trigger, recovered (``resolved``).
-
-    ``occurred`` is event time: the triggering event's ``occurred`` for reactive firings, the
-    window's end for proactive ones, the last child's for composite ones. ``firings`` holds the
-    child firings of a compound/sequence trigger; ``resolves`` the id of the firing a
-    ``resolved`` one ends.
-    """
-
-    id: UUID
-    automation_id: UUID
-    trigger_id: UUID
-    trigger_path: str
-    kind: FiringKind
-    occurred: datetime
-    bucket_key: tuple[str, ...] = ()
-    triggering_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
-    triggering_event: ReceivedEvent | None = field(default=None, hash=False)
-    firings: tuple[Firing, ...] = ()
-    resolves: UUID | None = None
-
-    def walk(self) -> Iterator[Firing]:
-        """This firing, then every nested child firing, depth first."""
-        yield self
-        for child in self.firings:
-            yield from child.walk()
-
-    @property
-    def events(self) -> list[ReceivedEvent]:
-        """Every triggering event across the nested firings, once each, by ``occurred``."""
-        seen: dict[UUID | None, ReceivedEvent] = {}
-        for f in self.walk():
-            if f.triggering_event is not None:
-                seen.setdefault(f.triggering_event.id, f.triggering_event)
-        return sorted(seen.values(), key=_occurred)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (templates' ``firing``, snapshots, the store)."""
-        return {
-            "id": str(self.id),
-            "automation_id": str(self.automation_id),
-            "trigger_id": str(self.trigger_id),
-            "trigger_path": self.trigger_path,
-            "kind": self.kind,
-            "occurred": format_time(self.occurred),
-            "bucket_key": list(self.bucket_key),
-            "triggering_labels": dict(self.triggering_labels),
-            "triggering_event": (
-                self.triggering_event.to_dict() if self.triggering_event is not None else None
-            ),
-            "firings": [f.to_dict() for f in self.firings],
-            "resolves": str(self.resolves) if self.resolves else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Firing:
-        event = data.get("triggering_event")
-        return cls(
-            id=UUID(data["id"]),
-            automation_id=UUID(data["automation_id"]),
-            trigger_id=UUID(data["trigger_id"]),
-            trigger_path=data["trigger_path"],
-            kind=data["kind"],
-            occurred=_parse_time(data["occurred"]),
-            bucket_key=tuple(data.get("bucket_key", ())),
-            triggering_labels=dict(data.get("triggering_labels", {})),
-            triggering_event=_parse_event(event) if event is not None else None,
-            firings=tuple(cls.from_dict(f) for f in data.get("firings", ())),
-            resolves=UUID(data["resolves"]) if data.get("resolves") else None,
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,10 +179,6 @@ def _event_id(event: ReceivedEvent) -> UUID:
 def _is_pattern(name: str) -> bool:
     negated, body = split_negation(name)
     return negated or is_glob(body)
-
-
-def _occurred(event: ReceivedEvent) -> datetime:
-    return event.occurred if event.occurred is not None else event.received
 
 
 def _parse_time(text: str) -> datetime:
@@ -477,7 +396,7 @@ class Evaluator:
             released = [
                 self._unhold(i) for i in list(self._s.followers.get(_event_id(current), ()))
             ]
-            stack += sorted((e for e in released if e is not None), key=_occurred, reverse=True)
+            stack += sorted((e for e in released if e is not None), key=event_time, reverse=True)
         return out
 
     def _mark_seen(self, event: ReceivedEvent, now: datetime) -> None:
@@ -491,7 +410,7 @@ class Evaluator:
 
     def _update_events_clock(self, event: ReceivedEvent, now: datetime) -> None:
         # P§5.8: never backwards, never into the future.
-        stamp = min(_occurred(event), now)
+        stamp = min(event_time(event), now)
         if self._s.events_clock is None or stamp >= self._s.events_clock:
             self._s.events_clock = stamp
         self._s.events_clock_updated = now
@@ -505,7 +424,7 @@ class Evaluator:
     def _react(self, event: ReceivedEvent) -> list[Firing]:
         """Reactive evaluation of one event (P§5.3) against every covering trigger."""
         out: list[Firing] = []
-        occurred = _occurred(event)
+        occurred = event_time(event)
         for node in self._candidates(event.event):
             trigger = node.trigger
             assert isinstance(trigger, EventTrigger)
@@ -617,7 +536,7 @@ class Evaluator:
                 # itself, so the trigger fires `within` after the *last* one. Below the
                 # threshold it only counts: the window opened by the first event stays
                 # (Prefect's `evaluate`, `not meets_threshold` in triggers.py).
-                occurred = _occurred(event)
+                occurred = event_time(event)
                 bucket = buckets[key] = _Bucket(occurred, occurred + trigger.within, 0, event)
             return bucket
         if trigger.after:
@@ -682,7 +601,7 @@ class Evaluator:
         # Divergence 4: the expected event came back for this key after the trigger fired.
         fired_by_key = self._s.fired.get(node.key, {})
         fired = fired_by_key.get(key)
-        if fired is None or _occurred(event) < fired.start:
+        if fired is None or event_time(event) < fired.start:
             return
         del fired_by_key[key]
         trigger = node.trigger
@@ -694,7 +613,7 @@ class Evaluator:
                 trigger_id=trigger.id,
                 trigger_path=node.path,
                 kind="resolved",
-                occurred=_occurred(event),
+                occurred=event_time(event),
                 bucket_key=key,
                 triggering_labels=dict(zip(sorted(trigger.for_each), key, strict=True)),
                 triggering_event=event,
@@ -767,7 +686,7 @@ class Evaluator:
         out: list[Firing] = []
         lost = sorted(
             (e for e in self._s.held.values() if now - e.received >= PRECEDING_EVENT_LOOKBACK),
-            key=_occurred,
+            key=event_time,
         )
         for event in lost:
             if self._unhold(_event_id(event)) is not None:

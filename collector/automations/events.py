@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from collector.automations.evaluator import Firing
+from collector.domain.automation_records import Firing
 from collector.domain.automations import Automation, EventTrigger
 from collector.domain.events import (
     RESOURCE_ID,

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from uuid import UUID
 
+from collector.domain.automation_records import ActionRun
 from collector.errors import StoreError
-from collector.store.automations_store import ActionRun
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ import httpx
 import orjson
 
 from collector.automations.actions import ActionCall, ActionExecutor, Outcome, StopSignal
-from collector.automations.evaluator import Evaluator, Firing
+from collector.automations.evaluator import Evaluator
 from collector.automations.events import (
     Cause,
     action_event,
@@ -74,6 +74,14 @@ from collector.automations.lanes import ActionLanes, Admission, effective_limit
 from collector.automations.templates import TemplateEngine, validate_automation_templates
 from collector.clock import Clock, SystemClock, now_us
 from collector.config import AutomationsConfig
+from collector.domain.automation_records import (
+    ActionRun,
+    EvaluatorState,
+    EventKey,
+    Firing,
+    NewFiring,
+    StoredAutomation,
+)
 from collector.domain.automations import Automation, parse_automation
 from collector.domain.columns import EventColumns
 from collector.domain.events import Limits, ReceivedEvent, us_to_datetime
@@ -86,14 +94,7 @@ from collector.errors import (
     StoreError,
 )
 from collector.mapping.native import json_events_to_columns
-from collector.store.automations_store import (
-    ActionRun,
-    AutomationStore,
-    EvaluatorState,
-    EventKey,
-    NewFiring,
-    StoredAutomation,
-)
+from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
 

@@ -34,8 +34,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from pydantic import BaseModel
 
-from collector.automations.evaluator import Firing
 from collector.automations.secrets import SecretsView
+from collector.domain.automation_records import Firing
 from collector.domain.automations import Automation
 from collector.domain.events import (
     RESOURCE_ID,

@@ -10,9 +10,13 @@ times faster than ``MAP`` columns (docs/benchmarks.md) and still reads naturally
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from uuid import UUID
 
 import orjson
+
+from collector.domain.events import ReceivedEvent, us_to_datetime
+from collector.domain.filters import EventView
 
 _dumps = orjson.dumps
 
@@ -85,14 +89,41 @@ class EventColumns:
         out: list[dict[str, str]] = orjson.loads(self.related[i])
         return out
 
-    def event_dict(self, i: int) -> dict[str, Any]:
-        """Event ``i`` in Prefect's JSON shape, without ``received`` (for the live tail)."""
-        return {
-            "occurred_us": self.occurred_us[i],
-            "event": self.names[i],
-            "resource": self.resource(i),
-            "related": self.related_resources(i),
-            "payload": orjson.loads(self.payloads[i]),
-            "id": self.ids[i],
-            "follows": self.follows[i],
-        }
+    def received_event(self, i: int, received_us: int) -> ReceivedEvent:
+        """Event ``i`` as a ``ReceivedEvent`` received at ``received_us`` (automations:
+        evaluation, replay, backtests). Built without re-validating: columns only ever hold
+        events that were validated on the way in."""
+        occurred, name, resource, related, event_id = self._decoded(i)
+        follows = self.follows[i]
+        return ReceivedEvent.model_construct(
+            occurred=occurred,
+            event=name,
+            resource=resource,
+            related=related,
+            payload=orjson.loads(self.payloads[i]),
+            id=event_id,
+            follows=UUID(follows) if follows else None,
+            received=us_to_datetime(received_us),
+        )
+
+    def view(self, i: int) -> EventView:
+        """Event ``i`` as filters read it (the live tail). The payload stays JSON text: the
+        tail matches many events and only text search reads the payload, as text."""
+        occurred, name, resource, related, event_id = self._decoded(i)
+        return EventView(
+            event=name,
+            occurred=occurred,
+            id=event_id,
+            resource=resource,
+            related=related,
+            payload=self.payloads[i],
+        )
+
+    def _decoded(self, i: int) -> tuple[datetime, str, dict[str, str], list[dict[str, str]], UUID]:
+        return (
+            us_to_datetime(self.occurred_us[i]),
+            self.names[i],
+            orjson.loads(self.resources[i]),
+            orjson.loads(self.related[i] or "[]"),
+            UUID(self.ids[i]),
+        )

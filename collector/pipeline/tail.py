@@ -33,12 +33,11 @@ from collections import deque
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
-from uuid import UUID
 
 import orjson
 
 from collector.domain.columns import EventColumns
-from collector.domain.events import EPOCH, us_to_datetime
+from collector.domain.events import EPOCH
 from collector.domain.filters import EventFilter, EventView
 from collector.errors import Busy
 from collector.pipeline.tail_index import TailIndex
@@ -207,17 +206,6 @@ def _rows(cols: EventColumns, start: int, end: int) -> EventColumns:
     )
 
 
-def _view(cols: EventColumns, i: int) -> EventView:
-    return EventView(
-        event=cols.names[i],
-        occurred=us_to_datetime(cols.occurred_us[i]),
-        id=UUID(cols.ids[i]),
-        resource=orjson.loads(cols.resources[i]),
-        related=orjson.loads(cols.related[i] or "[]"),
-        payload=cols.payloads[i],  # JSON text: only text search reads it, as text
-    )
-
-
 class TailHub:
     """Fans committed events out to subscriptions; see the module docstring."""
 
@@ -371,7 +359,7 @@ class TailHub:
                 for i in rows:
                     view = views.get(i)
                     if view is None:
-                        view = views[i] = _view(cols, i)
+                        view = views[i] = cols.view(i)
                     if includes(view):
                         kept.append(i)
                 rows = kept

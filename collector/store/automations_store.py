@@ -11,14 +11,13 @@ Secrets: the ``automations.body`` column holds an automation's *public* form (us
 it), with markers in place of secret values; the values live in the ``SecretVault`` beside the
 store, and every read here puts them back (``StoredAutomation.automation`` is what actions
 run with, ``StoredAutomation.to_dict()`` the public form). See
-``collector.automations.secrets``.
+``collector.domain.secret_markers``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -27,11 +26,20 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from collector.automations.evaluator import Firing
-from collector.automations.secrets import refs_in, resolve, split
+from collector.domain.automation_records import (
+    ActionRun,
+    EvaluatorState,
+    EventKey,
+    Firing,
+    NewFiring,
+    StoredAutomation,
+    Unfinished,
+)
+from collector.domain.automation_state import AutomationStateStore
 from collector.domain.automations import Automation, parse_automation
 from collector.domain.columns import EventColumns
 from collector.domain.events import format_time, us_to_datetime
+from collector.domain.secret_markers import refs_in, resolve, split
 from collector.errors import Conflict, NotFound, StoreError
 from collector.store.duckdb_store import EventStore
 from collector.store.secret_vault import SecretVault
@@ -44,115 +52,6 @@ _dumps = orjson.dumps
 def _utc(value: datetime | None) -> datetime | None:
     # DuckDB hands back pytz-aware datetimes; normalise to the stdlib's UTC.
     return value.astimezone(UTC) if value is not None else None
-
-
-def _time(value: datetime | None) -> str | None:
-    return format_time(value) if value is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAutomation:
-    """An automation as stored, with its ORM-like timestamps. ``automation`` holds the real
-    secret values (for the runner); ``public`` is the automation JSON with markers in their
-    place (what the table, read APIs and events show)."""
-
-    automation: Automation
-    created: datetime
-    updated: datetime
-    public: dict[str, Any] | None = None
-
-    def to_dict(self, *, reveal: bool = False) -> dict[str, Any]:
-        """Prefect's read shape: the automation JSON plus ``created`` and ``updated``; its
-        secrets as markers unless ``reveal`` (admins only)."""
-        body = (
-            self.automation.model_dump(mode="json")
-            if reveal or self.public is None
-            else self.public
-        )
-        return {
-            **body,
-            "created": format_time(self.created),
-            "updated": format_time(self.updated),
-        }
-
-
-@dataclass(slots=True)
-class ActionRun:
-    """One action a firing runs (``action_runs`` row)."""
-
-    id: UUID
-    firing_id: UUID
-    automation_id: UUID
-    action_list: str  # actions | actions_on_trigger | actions_on_resolve
-    action_index: int
-    action_type: str
-    phase: str  # trigger | resolve
-    # triggered (waiting or running) | executed | failed | cancelled | skipped
-    status: str = "triggered"
-    reason: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    response_status: int | None = None
-    created: datetime | None = None
-    started: datetime | None = None
-    finished: datetime | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "firing_id": str(self.firing_id),
-            "automation_id": str(self.automation_id),
-            "action_list": self.action_list,
-            "action_index": self.action_index,
-            "action_type": self.action_type,
-            "phase": self.phase,
-            "status": self.status,
-            "reason": self.reason,
-            "detail": self.detail,
-            "response_status": self.response_status,
-            "created": _time(self.created),
-            "started": _time(self.started),
-            "finished": _time(self.finished),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class NewFiring:
-    """A firing to record, with the id of the event that announces it and its action runs."""
-
-    firing: Firing
-    event_id: UUID
-    runs: list[ActionRun]
-
-
-# (received µs, occurred µs, id): the order events are evaluated and replayed in.
-EventKey = tuple[int, int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class EvaluatorState:
-    """The evaluator's state as stored: its snapshot without the seen-ids (``core``, JSON),
-    the watermark it was taken at, and the seen-ids (a JSON list; saved less often)."""
-
-    core: bytes
-    watermark: EventKey | None
-    seen: bytes | None = None  # None when saving: keep the stored seen-ids
-
-    @property
-    def snapshot(self) -> dict[str, Any]:
-        """The evaluator snapshot (``Evaluator.restore`` takes it)."""
-        out: dict[str, Any] = orjson.loads(self.core)
-        out["seen"] = orjson.loads(self.seen) if self.seen else []
-        return out
-
-
-@dataclass(slots=True)
-class Unfinished:
-    """A firing whose announcement or actions did not complete (the process stopped)."""
-
-    firing: Firing
-    event_id: UUID
-    announced: bool
-    runs: list[ActionRun]
 
 
 _AUTOMATION_COLUMNS = "body, created, updated"
@@ -210,8 +109,9 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> tuple[EventColumns, list[int]]:
     return cols, received
 
 
-class AutomationStore:
-    """The automation tables of one ``EventStore``."""
+class AutomationStore(AutomationStateStore):
+    """The automation tables of one ``EventStore`` (the ``AutomationStateStore`` the
+    automations runtime uses)."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
@@ -460,31 +360,6 @@ class AutomationStore:
         finally:
             cur.unregister("new_runs")
 
-    def mark_announced(self, firing_id: UUID) -> None:
-        with self._store.transaction() as cur:
-            cur.execute("UPDATE automation_firings SET announced = true WHERE id = ?", [firing_id])
-
-    def start_run(self, run_id: UUID, started: datetime) -> None:
-        with self._store.transaction() as cur:
-            cur.execute("UPDATE action_runs SET started = ? WHERE id = ?", [started, run_id])
-
-    def finish_run(self, run: ActionRun) -> None:
-        """Record the outcome of an action run (status, reason, detail, times)."""
-        with self._store.transaction() as cur:
-            cur.execute(
-                "UPDATE action_runs SET status = ?, reason = ?, detail = ?, "
-                "response_status = ?, started = ?, finished = ? WHERE id = ?",
-                [
-                    run.status,
-                    run.reason,
-                    _dumps(run.detail, default=str).decode(),
-                    run.response_status,
-                    run.started,
-                    run.finished,
-                    run.id,
-                ],
-            )
-
     def update_runs(self, runs: Sequence[ActionRun], announced: Sequence[UUID] = ()) -> None:
         """In one transaction: record the outcome of many action runs (status, reason,
         detail, times) and mark firings announced. The runner batches this bookkeeping
@@ -646,10 +521,6 @@ class AutomationStore:
                 "INSERT OR REPLACE INTO automation_state (key, snapshot, updated) VALUES (?, ?, ?)",
                 [SEEN_KEY, state.seen.decode(), now],
             )
-
-    def save_state(self, state: EvaluatorState, now: datetime) -> None:
-        with self._store.transaction() as cur:
-            self._save_state(cur, state, now)
 
     def load_state(self) -> EvaluatorState | None:
         rows = dict(

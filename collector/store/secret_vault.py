@@ -7,7 +7,7 @@ file access disabled, so user SQL cannot open any other file (``read_text``/``re
 are refused), and this file sits beside the database: ``<storage.path>.secrets``, JSON
 ``{"secrets": {ref: value}}``, mode 0600, replaced atomically (write, fsync, rename). The
 ``automations`` table holds markers ``[secret:<ref>]`` in their place
-(``collector.automations.secrets``).
+(``collector.domain.secret_markers``).
 
 Ordering keeps the two consistent without a shared transaction: new values are added to the
 vault before the automation row that refers to them is committed, and values no row refers to

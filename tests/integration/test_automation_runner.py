@@ -1,4 +1,4 @@
-"""The automation runner on a real DuckDB file and writer, driven step by step on a FakeClock:
+"""The automation runner on a real DuckDB file and writer, driven step by step on a ManualClock:
 firings are stored once with their action runs, proactive windows fire and resolve, state and
 watermark survive restarts (no lost, no repeated firing), the loop guard holds, and a runner
 that fell behind catches up from the store."""
@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from collector.automations.runner import AutomationRunner
-from collector.clock import FakeClock, now_us
+from collector.clock import ManualClock, now_us
 from collector.config import AutomationsConfig
 from collector.domain.events import Limits, format_time
 from collector.domain.ids import uuid7_str
@@ -26,8 +26,8 @@ from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
 
 
-class StartedClock(FakeClock):
-    """A FakeClock starting at the real time: the writer stamps `received` with the real
+class StartedClock(ManualClock):
+    """A ManualClock starting at the real time: the writer stamps `received` with the real
     time, so event times stay consistent with it (tests only move it forward)."""
 
     def __init__(self) -> None:
@@ -40,7 +40,7 @@ def start_clock() -> StartedClock:
 
 
 class Rig:
-    """A store, its writer and a runner, sharing a FakeClock; webhooks go to a recorder.
+    """A store, its writer and a runner, sharing a ManualClock; webhooks go to a recorder.
     Times in tests are seconds after ``t0``, the clock's start."""
 
     def __init__(
@@ -48,7 +48,7 @@ class Rig:
         store: EventStore,
         writer: BatchWriter,
         runner: AutomationRunner,
-        clock: FakeClock,
+        clock: ManualClock,
         t0: datetime,
         calls: list[httpx.Request],
     ) -> None:

@@ -22,13 +22,14 @@ from typer.testing import CliRunner
 from cli.main import app
 from collector._proto import automations_pb2, automations_pb2_grpc
 from collector.app import Herald
-from collector.automations.secrets import SecretSource, UnknownSecret, map_url_secrets
+from collector.automations.secrets import SecretSource, UnknownSecret
 from collector.automations_client import AutomationsClient
 from collector.client import HeraldClient
 from collector.config import load_config
 from collector.domain.automations import parse_automation
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
+from collector.domain.secret_markers import map_url_secrets
 from collector.errors import ConfigError, InvalidInput
 from collector.store.duckdb_store import EventStore
 from collector.testing import (

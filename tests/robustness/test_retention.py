@@ -27,7 +27,7 @@ import orjson
 import pytest
 
 from collector.app import Herald
-from collector.clock import FakeClock
+from collector.clock import ManualClock
 from collector.config import Config
 from collector.domain.ids import uuid7_str
 from collector.errors import StoreError
@@ -192,7 +192,7 @@ def test_sigterm_in_the_middle_of_retention_exits_within_grace(tmp_path: Path) -
 
 
 @contextmanager
-def running_with_clock(config: Config, clock: FakeClock) -> Iterator[tuple[Herald, Any]]:
+def running_with_clock(config: Config, clock: ManualClock) -> Iterator[tuple[Herald, Any]]:
     """A started ``Herald(config, clock=clock)`` on its own event loop thread."""
     loop = asyncio.new_event_loop()
     herald = Herald(config, clock=clock)
@@ -232,7 +232,7 @@ def test_clock_moved_past_the_boundary_while_serving_deletes_what_became_old(
     tmp_path: Path,
 ) -> None:
     start = datetime.now(UTC)
-    clock = FakeClock(start)
+    clock = ManualClock(start)
     config = test_config(
         tmp_path / "clock.duckdb",
         storage={"retention_days": RETENTION_DAYS, "retention_interval_seconds": 0.2},
@@ -275,7 +275,7 @@ def test_retention_firing_under_ingest_load_loses_and_fails_nothing(tmp_path: Pa
             {"occurred": start - timedelta(days=6, hours=12)},
         )
     store.close()
-    clock = FakeClock(start)
+    clock = ManualClock(start)
     config = test_config(
         db, storage={"retention_days": RETENTION_DAYS, "retention_interval_seconds": 0.1}
     )
@@ -329,7 +329,7 @@ def test_reader_left_open_holds_up_neither_retention_nor_ingest_nor_stop(tmp_pat
     # while retention deletes. A checkpoint would wait for it with the whole store stopped, so
     # the store must not start one while the reader is open.
     start = datetime.now(UTC)
-    clock = FakeClock(start)
+    clock = ManualClock(start)
     db = tmp_path / "reader.duckdb"
     build_store(db, total=200_000, old_every=2, now=start)
     config = test_config(

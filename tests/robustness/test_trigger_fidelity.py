@@ -8,7 +8,7 @@
   (``src/prefect/server/events/triggers.py``, ``evaluate``): an event re-arms the open window
   at itself only once the window has reached its threshold; before that it just counts.
 
-The evaluator runs on a FakeClock (pure, as in ``tests/unit/test_evaluator.py``); the runner
+The evaluator runs on a ManualClock (pure, as in ``tests/unit/test_evaluator.py``); the runner
 test uses a real DuckDB file, writer and runner, as a server does.
 """
 
@@ -25,10 +25,11 @@ from uuid import UUID, uuid4
 
 import httpx
 
-from collector.automations.evaluator import Evaluator, Firing
+from collector.automations.evaluator import Evaluator
 from collector.automations.runner import AutomationRunner
-from collector.clock import FakeClock, now_us
+from collector.clock import ManualClock, now_us
 from collector.config import AutomationsConfig
+from collector.domain.automation_records import Firing
 from collector.domain.automations import Automation, parse_automation
 from collector.domain.events import Limits, ReceivedEvent, format_time
 from collector.domain.ids import uuid7_str
@@ -88,7 +89,7 @@ class StoredLeaders:
     """What a server's ``leader_processed`` hook knows: which events reached the store before
     the one being evaluated (every delivered event is committed before it is evaluated)."""
 
-    def __init__(self, evaluator_clock: FakeClock) -> None:
+    def __init__(self, evaluator_clock: ManualClock) -> None:
         self.stored: set[UUID] = set()
         self.evaluator = Evaluator(evaluator_clock, leader_processed=self.stored.__contains__)
 
@@ -103,7 +104,7 @@ class StoredLeaders:
 
 
 def test_a_follows_chain_delivered_out_of_order_is_evaluated_in_causal_order() -> None:
-    clock = FakeClock(at(10))
+    clock = ManualClock(at(10))
     server = StoredLeaders(clock)
     server.evaluator.load([automation({"expect": ["step.*"]})])
     e1, e2, e3 = chain("step.one", "step.two", "step.three")
@@ -119,7 +120,7 @@ def test_every_arrival_order_of_a_chain_is_evaluated_in_causal_order() -> None:
     import itertools
 
     for order in itertools.permutations(range(4)):
-        clock = FakeClock(at(10))
+        clock = ManualClock(at(10))
         server = StoredLeaders(clock)
         server.evaluator.load([automation({"expect": ["step"]})])
         events = chain("step", "step", "step", "step")
@@ -132,7 +133,7 @@ def test_every_arrival_order_of_a_chain_is_evaluated_in_causal_order() -> None:
 def test_an_event_no_trigger_covers_still_holds_back_its_followers() -> None:
     # Prefect passes every event through the causal ordering before it looks for triggers:
     # an uninteresting event whose leader is waiting waits too, and so do its followers.
-    clock = FakeClock(at(10))
+    clock = ManualClock(at(10))
     server = StoredLeaders(clock)
     evaluator = server.evaluator
     evaluator.load([automation({"expect": ["step.*"]})])
@@ -148,7 +149,7 @@ def test_an_event_no_trigger_covers_still_holds_back_its_followers() -> None:
 
 
 def test_a_lost_leader_releases_its_whole_chain_in_order() -> None:
-    clock = FakeClock(at(10))
+    clock = ManualClock(at(10))
     server = StoredLeaders(clock)
     server.evaluator.load([automation({"expect": ["step"]})])
     _never, e2, e3 = chain("step", "step", "step")
@@ -173,7 +174,7 @@ SAME_EVENT = {
 
 def run_proactive(events: list[float], ticks: list[float]) -> list[Firing]:
     """Events delivered on time, ticks as a server's loop would run them (events clock)."""
-    clock = FakeClock(T0)
+    clock = ManualClock(T0)
     evaluator = Evaluator(clock)
     evaluator.load([automation(SAME_EVENT)])
     steps = sorted([(t, "event") for t in events] + [(t, "tick") for t in ticks])
@@ -213,7 +214,7 @@ def test_same_event_in_after_and_expect_reaching_the_threshold_re_arms_at_the_la
 
 
 def test_heartbeat_threshold_1_still_slides_with_every_heartbeat() -> None:
-    clock = FakeClock(T0)
+    clock = ManualClock(T0)
     evaluator = Evaluator(clock)
     evaluator.load([automation({**SAME_EVENT, "threshold": 1, "within": 30})])
     out: list[Firing] = []
@@ -244,7 +245,7 @@ async def runner_on(db: Path) -> AsyncIterator[tuple[AutomationRunner, BatchWrit
     writer = BatchWriter(store, batch_max_events=1000, queue_max_events=10_000)
     writer.start()
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    clock = FakeClock(datetime.now(UTC))
+    clock = ManualClock(datetime.now(UTC))
     runner = AutomationRunner(
         store, writer, AutomationsConfig(), Limits(), clock=clock, http=http, backoff_base=0.0
     )

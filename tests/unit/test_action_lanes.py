@@ -16,15 +16,15 @@ import httpx
 import pytest
 
 from collector.automations.actions import ActionCall, ActionExecutor, StopSignal
-from collector.automations.evaluator import Firing
 from collector.automations.events import Cause
 from collector.automations.journal import RunJournal
 from collector.automations.lanes import ActionLanes, Limit, effective_limit
-from collector.clock import FakeClock
+from collector.clock import ManualClock
 from collector.config import AutomationsConfig
+from collector.domain.automation_records import ActionRun, Firing, NewFiring
 from collector.domain.automations import parse_automation
 from collector.errors import InvalidAutomation
-from collector.store.automations_store import ActionRun, AutomationStore, NewFiring
+from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
 
 A, B = uuid4(), uuid4()
@@ -321,7 +321,7 @@ def test_a_webhook_stops_retrying_when_its_automation_is_paused() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             executor = ActionExecutor(
                 AutomationsConfig(),
-                FakeClock(datetime.now(UTC)),
+                ManualClock(datetime.now(UTC)),
                 http=http,
                 emit=emit,
                 set_enabled=set_enabled,

@@ -13,10 +13,10 @@ from uuid import UUID, uuid4
 import httpx
 
 from collector.automations.actions import ActionCall, ActionExecutor, backoff_delay
-from collector.automations.evaluator import Firing
 from collector.automations.events import CAUSE_ROLE, DEPTH_LABEL, Cause
-from collector.clock import FakeClock
+from collector.clock import ManualClock
 from collector.config import AutomationsConfig
+from collector.domain.automation_records import Firing
 from collector.domain.automations import parse_automation
 from collector.domain.events import ReceivedEvent
 from collector.errors import InvalidEvent, NotFound
@@ -63,7 +63,7 @@ class Harness:
         self.http = httpx.AsyncClient(transport=httpx.MockTransport(record))
         self.executor = ActionExecutor(
             AutomationsConfig(**config),
-            FakeClock(T0),
+            ManualClock(T0),
             http=self.http,
             emit=emit,
             set_enabled=set_enabled,

@@ -1,5 +1,5 @@
 """Events about automations (P§6.5 with `herald.`) and the loop guard's cause chain; and
-backtests over an in-memory store (history replayed in event time on a FakeClock)."""
+backtests over an in-memory store (history replayed in event time on a ManualClock)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from uuid import uuid4
 
 from collector.automations.backtest import backtest, exact_event_names
-from collector.automations.evaluator import Firing
 from collector.automations.events import (
     CHAIN_LABEL,
     DEPTH_LABEL,
@@ -21,6 +20,7 @@ from collector.automations.events import (
     state_event,
 )
 from collector.clock import now_us
+from collector.domain.automation_records import Firing
 from collector.domain.automations import parse_automation
 from collector.domain.events import Limits, ReceivedEvent, format_time
 from collector.domain.ids import uuid7_str

@@ -20,7 +20,7 @@ from collector.automations.templates import (
     validate_automation_templates,
     validate_template,
 )
-from collector.clock import FakeClock
+from collector.clock import ManualClock
 from collector.domain.automations import (
     Automation,
     CompoundTrigger,
@@ -298,7 +298,7 @@ def test_default_trigger_for_event_is_prefects_ui_default() -> None:
 
 def test_default_trigger_fires_on_every_such_event_of_that_resource() -> None:
     automation = Automation(name="x", trigger=default_trigger_for_event(event()), actions=[])
-    evaluator = Evaluator(FakeClock(T0))
+    evaluator = Evaluator(ManualClock(T0))
     evaluator.load([automation])
     assert len(evaluator.on_event(event())) == 1
     assert len(evaluator.on_event(event())) == 1
@@ -375,7 +375,7 @@ def context() -> dict[str, Any]:
         {"expect": ["app.order.shipped"], "for_each": ["prefect.resource.id", "region"]},
         name="ship it",
     ))
-    evaluator = Evaluator(FakeClock(T0))
+    evaluator = Evaluator(ManualClock(T0))
     evaluator.load([automation])
     (firing,) = evaluator.on_event(event())
     return build_context(automation, firing)
@@ -454,7 +454,7 @@ def test_composite_firings_expose_every_firing_and_event() -> None:
         {"type": "compound", "require": "all",
          "triggers": [{"expect": ["app.order.shipped"]}, {"expect": ["app.order.paid"]}]},
     ))
-    evaluator = Evaluator(FakeClock(T0))
+    evaluator = Evaluator(ManualClock(T0))
     evaluator.load([automation])
     evaluator.on_event(event("app.order.paid"))
     (firing,) = evaluator.on_event(event(occurred=T0 + timedelta(seconds=1)))

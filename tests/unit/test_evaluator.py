@@ -1,9 +1,9 @@
-"""Trigger semantics (SPEC §7, Prefect P§5.2–5.10) as tables of scenarios on a FakeClock.
+"""Trigger semantics (SPEC §7, Prefect P§5.2–5.10) as tables of scenarios on a ManualClock.
 
 Each scenario is a list of steps — an event (``E``) delivered at a wall time, or a ``Tick`` —
 and the firings expected, written as ``(kind, seconds after T0 the firing occurred)`` or with
 the triggering event's label. Events are delivered in real time unless a step says
-``delivered=``; the FakeClock is moved to the delivery time before each step.
+``delivered=``; the ManualClock is moved to the delivery time before each step.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from collector.automations.evaluator import Evaluator, Firing
-from collector.clock import FakeClock
+from collector.automations.evaluator import Evaluator
+from collector.clock import ManualClock
+from collector.domain.automation_records import Firing
 from collector.domain.automations import Automation, parse_automation
 from collector.domain.events import ReceivedEvent
 
@@ -70,10 +71,10 @@ def automation(trigger: dict[str, Any], **extra: Any) -> Automation:
 
 
 class Run:
-    """An evaluator with a FakeClock and the firings it produced so far."""
+    """An evaluator with a ManualClock and the firings it produced so far."""
 
     def __init__(self, *automations: Automation, start: datetime = T0) -> None:
-        self.clock = FakeClock(start)
+        self.clock = ManualClock(start)
         self.evaluator = Evaluator(self.clock)
         if automations:  # a restored evaluator loads after restore()
             self.evaluator.load(automations)
@@ -650,7 +651,7 @@ def test_a_lost_leader_releases_its_followers_after_15_minutes() -> None:
 
 def test_leader_processed_answers_for_leaders_no_longer_in_the_cache() -> None:
     processed = {uuid4()}
-    clock = FakeClock(T0)
+    clock = ManualClock(T0)
     evaluator = Evaluator(clock, leader_processed=lambda i: i in processed)
     evaluator.load([automation({"expect": ["*"]})])
     known = E(0, follows=next(iter(processed))).event(received=T0)
@@ -666,7 +667,7 @@ def test_a_stored_leader_still_waiting_for_its_own_leader_holds_its_followers() 
     for prev, nxt in itertools.pairwise(chain):
         nxt.follows = prev.id
     stored: set[UUID] = set()
-    clock = FakeClock(at(10))
+    clock = ManualClock(at(10))
     evaluator = Evaluator(clock, leader_processed=stored.__contains__)
     evaluator.load([automation({"expect": ["*"]})])
     firings: list[Firing] = []
