@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._server import ServerProcess
 from collector._proto import herald_pb2, herald_pb2_grpc
-from collector.automations_client import AutomationsClient
+from collector.client.automations import AutomationsClient
 from collector.domain.events import format_time
 
 SERVICES = ["checkout", "payments", "inventory", "shipping", "search", "auth"]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._server import ServerProcess
 from benchmarks.automations import Receiver, pct
 from collector._proto import herald_pb2, herald_pb2_grpc
-from collector.automations_client import AutomationsClient
+from collector.client.automations import AutomationsClient
 
 HEAVY = "SELECT count(*) FROM range(1000000000000)"
 HUGE_VALUE = "SELECT repeat('x', 1000000000)"

@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._server import ServerProcess
-from collector.automations_client import AutomationsClient
-from collector.client import HeraldClient
+from collector.client.automations import AutomationsClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 
 BOMBS = {

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector.client.interface import SqlBatches
 from collector.errors import InvalidInput
 
 
@@ -45,15 +46,6 @@ _BY_SUFFIX = {
 _PARQUET_GROUP_ROWS = 128 * 1024
 
 
-class BatchStream(Protocol):
-    """What both ``collector.store.sql.SqlStream`` and ``collector.client.RemoteSqlStream``
-    offer."""
-
-    schema: pa.Schema
-
-    def read_next(self) -> pa.RecordBatch | None: ...
-
-
 def export_format(path: Path, fmt: str | None) -> ExportFormat:
     """The format named by ``--format``, else by the file's extension."""
     if fmt is not None:
@@ -72,7 +64,7 @@ def export_format(path: Path, fmt: str | None) -> ExportFormat:
     return kind
 
 
-def _batches(stream: BatchStream, on_rows: Callable[[int], None]) -> Iterator[pa.RecordBatch]:
+def _batches(stream: SqlBatches, on_rows: Callable[[int], None]) -> Iterator[pa.RecordBatch]:
     rows = 0
     while (batch := stream.read_next()) is not None:
         rows += batch.num_rows
@@ -120,11 +112,12 @@ def _embedded_json(column: pa.ExtensionArray) -> list[Any]:
 
 
 def _json_column(column: pa.Array) -> list[Any]:
-    if pa.types.is_timestamp(column.type):
-        return _iso_text(column).to_pylist()
     if isinstance(column.type, pa.JsonType):
         return _embedded_json(column)
-    return column.to_pylist()
+    values: list[Any] = (
+        _iso_text(column) if pa.types.is_timestamp(column.type) else column
+    ).to_pylist()
+    return values
 
 
 def _json_lines(batch: pa.RecordBatch) -> bytes:
@@ -161,7 +154,7 @@ def _csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     )
 
 
-def _write_parquet(stream: BatchStream, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
+def _write_parquet(stream: SqlBatches, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
     import pyarrow.parquet as pq
 
     with pq.ParquetWriter(out, stream.schema) as writer:
@@ -177,7 +170,7 @@ def _write_parquet(stream: BatchStream, out: BinaryIO, on_rows: Callable[[int], 
             writer.write_table(pa.Table.from_batches(pending, schema=stream.schema))
 
 
-def _write_csv(stream: BatchStream, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
+def _write_csv(stream: SqlBatches, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
     import pyarrow.csv as pcsv
 
     writer: Any = None
@@ -192,12 +185,12 @@ def _write_csv(stream: BatchStream, out: BinaryIO, on_rows: Callable[[int], None
     writer.close()
 
 
-def _write_jsonl(stream: BatchStream, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
+def _write_jsonl(stream: SqlBatches, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
     for batch in _batches(stream, on_rows):
         out.write(_json_lines(batch))
 
 
-def _write_json(stream: BatchStream, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
+def _write_json(stream: SqlBatches, out: BinaryIO, on_rows: Callable[[int], None]) -> None:
     # One JSON array, still written batch by batch: "[", rows joined by ",\n", "]".
     out.write(b"[")
     first = True
@@ -239,7 +232,7 @@ def _progress(path: Path) -> Iterator[Callable[[int], None]]:
         yield lambda rows: progress.update(task, completed=rows)
 
 
-def write_export(stream: BatchStream, path: Path, kind: ExportFormat) -> tuple[int, float]:
+def write_export(stream: SqlBatches, path: Path, kind: ExportFormat) -> tuple[int, float]:
     """Write every batch of ``stream`` to ``path``; returns (rows written, seconds)."""
     part = path.with_name(path.name + ".part")
     started = time.monotonic()

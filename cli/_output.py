@@ -1,4 +1,5 @@
-"""Rendering of reading commands' results: ``--format table|json|jsonl|csv``.
+"""Rendering of reading commands' results: ``--format table|json|jsonl|csv``, and the options
+that choose where and how results go (``-f/--format``, ``-o/--output``), defined once here.
 
 Data goes to stdout, notes to stderr. Without ``--format``, a terminal gets a table and a pipe
 gets JSON Lines, so scripts never parse a table by accident.
@@ -14,9 +15,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,6 +30,29 @@ class OutputFormat(StrEnum):
     JSON = "json"
     JSONL = "jsonl"
     CSV = "csv"
+
+
+# A short flag has one meaning in every command (docs/cli.md): -f is always --format, and -o
+# always --output, a file that every row is written to.
+FORMAT_FLAGS = ("--format", "-f")
+OUTPUT_FLAGS = ("--output", "-o")
+
+
+def format_option(help: str, *, metavar: str | None = None) -> Any:
+    """``-f/--format`` for a command whose choices differ from ``FormatOpt``'s."""
+    return typer.Option(*FORMAT_FLAGS, help=help, metavar=metavar)
+
+
+def output_option(help: str) -> Any:
+    """``-o/--output FILE``."""
+    return typer.Option(*OUTPUT_FLAGS, metavar="<file>", help=help)
+
+
+# What reading commands take: how ``render`` writes their records.
+FormatOpt = Annotated[
+    OutputFormat | None,
+    format_option("table (default on a terminal) | json | jsonl | csv"),
+]
 
 
 def resolve_format(fmt: OutputFormat | None) -> OutputFormat:
@@ -87,7 +111,7 @@ def _cell(value: Any) -> str:
 
 
 def render(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[Mapping[str, Any]],
     fmt: OutputFormat | None,
     *,
     columns: Sequence[str] | None = None,

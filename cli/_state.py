@@ -1,10 +1,16 @@
-"""Global CLI options (``--address``, ``--token``), carried on ``ctx.obj``."""
+"""Global CLI options (``--address``, ``--token``), carried on ``ctx.obj``, and the server
+clients built from them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from collector.client.automations import AutomationsClient
+    from collector.client.remote import HeraldClient
 
 
 @dataclass
@@ -12,11 +18,16 @@ class CliState:
     address: str | None = None
     token: str | None = None
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> HeraldClient:
         # Imported lazily: grpc is heavy and `herald --help` should stay fast.
-        from collector.client import HeraldClient
+        from collector.client.remote import HeraldClient
 
         return HeraldClient(self.address, self.token)
+
+    def automations_client(self) -> AutomationsClient:
+        from collector.client.automations import AutomationsClient
+
+        return AutomationsClient(self.address, self.token)
 
 
 def state(ctx: typer.Context) -> CliState:

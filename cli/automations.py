@@ -6,25 +6,24 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli._app import HeraldTyper
 from cli._errors import handle_errors
-from cli._output import OutputFormat, note, render, resolve_format
+from cli._output import FormatOpt, OutputFormat, format_option, note, render, resolve_format
 from cli._state import state
 from collector.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from collector.client.automations import AutomationsClient
 
 app = HeraldTyper(
     help="Automations: triggers that fire on the presence or absence of events, and actions.",
     no_args_is_help=True,
 )
 
-FormatOpt = Annotated[
-    OutputFormat | None,
-    typer.Option("--format", "-f", help="table (default on a terminal) | json | jsonl | csv"),
-]
 NameArg = Annotated[str | None, typer.Argument(help="the automation's name")]
 IdOpt = Annotated[str | None, typer.Option("--id", metavar="<id>", help="the automation's id")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
@@ -46,12 +45,8 @@ _EXTENSIONS = ".yaml, .yml, .json or .toml"
 _EMIT_RESOURCE = "{{ event.resource.id if event else 'herald.automation.' ~ automation.id }}"
 
 
-def _client(ctx: typer.Context) -> Any:
-    # Imported lazily: grpc is heavy and `herald --help` should stay fast.
-    from collector.automations_client import AutomationsClient
-
-    cli = state(ctx)
-    return AutomationsClient(cli.address, cli.token)
+def _client(ctx: typer.Context) -> AutomationsClient:
+    return state(ctx).automations_client()
 
 
 def _yaml() -> Any:
@@ -475,9 +470,7 @@ def inspect(
     ctx: typer.Context,
     name: NameArg = None,
     automation_id: IdOpt = None,
-    output: Annotated[
-        str, typer.Option("--format", "-f", metavar="<json|yaml>", help="json | yaml")
-    ] = "json",
+    output: Annotated[str, format_option("json | yaml", metavar="<json|yaml>")] = "json",
 ) -> None:
     """Show an automation as JSON (or YAML): the shape `create` and `update` take, as Prefect
     writes it (durations in seconds). Several automations of one name: a list.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,17 +21,15 @@ from cli._filters import (
     UntilOpt,
     build_filter,
 )
-from cli._output import OutputFormat, console, note, render, resolve_format, shown
+from cli._output import FormatOpt, OutputFormat, console, note, render, resolve_format, shown
 from cli._progress import waiting
 from cli._readers import DbOpt, reader
 from cli._state import state
 
-app = HeraldTyper(help="Explore events: list, show, tail and count.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from collector.client.interface import CountRow
 
-FormatOpt = Annotated[
-    OutputFormat | None,
-    typer.Option("--format", "-f", help="table (default on a terminal) | json | jsonl | csv"),
-]
+app = HeraldTyper(help="Explore events: list, show, tail and count.", no_args_is_help=True)
 
 
 def local_time(iso: str | None) -> str:
@@ -104,16 +102,8 @@ def ls(
     if order.lower() not in ("asc", "desc"):
         raise typer.BadParameter("must be asc or desc", param_hint="--order")
     filter = build_filter(event, resource, related, label, since, until, text, filter_json, order)
-    events: list[dict[str, Any]] = []
-    total = 0
     with reader(ctx, db) as source, waiting("reading events…"):
-        page = source.query(filter, min(limit, 1000))
-        total = page["total"]
-        events.extend(page["events"])
-        while page["next_page"] and len(events) < limit:
-            page = source.query(None, None, page["next_page"])
-            events.extend(page["events"])
-    events = events[:limit]
+        events, total = source.events(filter, limit)
     fmt = resolve_format(fmt)
     render(
         events,
@@ -239,7 +229,7 @@ def tail(
             pass
 
 
-def _bars(counts: list[dict[str, Any]]) -> None:
+def _bars(counts: list[CountRow]) -> None:
     out = console()
     top = max((c["count"] for c in counts), default=0) or 1
     width = max(10, out.width - 40)

@@ -15,7 +15,7 @@ import typer
 
 from cli._errors import handle_errors
 from cli._export import export_format, write_export
-from cli._output import OutputFormat, note, render
+from cli._output import OutputFormat, format_option, note, output_option, render
 from cli._progress import waiting
 from cli._readers import DbOpt, reader
 from collector.errors import InvalidInput
@@ -37,16 +37,10 @@ def sql(
     ],
     output: Annotated[
         Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="<file>",
-            help="write every row to FILE (.parquet, .csv, .jsonl or .json; or --format)",
-        ),
+        output_option("write every row to FILE (.parquet, .csv, .jsonl or .json; or --format)"),
     ] = None,
     fmt: Annotated[
-        SqlFormat | None,
-        typer.Option("--format", "-f", help="table | json | jsonl | csv (| parquet with -o)"),
+        SqlFormat | None, format_option("table | json | jsonl | csv (| parquet with -o)")
     ] = None,
     db: DbOpt = None,
 ) -> None:

@@ -94,7 +94,7 @@ class EventsWorker:
         return batch
 
     def _run(self) -> None:
-        from collector.client import HeraldClient
+        from collector.client.remote import HeraldClient
 
         client = HeraldClient(self._address, self._token, timeout=10.0)
         while True:

@@ -1,6 +1,7 @@
 """``AutomationsClient``: the typed gRPC client for ``herald.v1.Automations`` (the CLI's
-``herald automations …``). Errors come back as Herald errors through ``error_from_rpc``, the
-same mapping ``HeraldClient`` uses."""
+``herald automations …``), the other half of ``remote.HeraldClient`` on the same kind of
+``Connection``. Errors come back as Herald errors through ``error_from_rpc``, the same mapping
+``HeraldClient`` uses."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import grpc
 import orjson
 
 from collector._proto import automations_pb2, automations_pb2_grpc
-from collector.client import Connection, error_from_rpc
+from collector.client.connection import Connection, error_from_rpc
 
 Progress = Callable[[int, int], None]
+# An automation as the API writes it (Prefect's shape, with id, created, updated), and a list of
+# them; named here because the class's own ``list`` method would shadow the builtin in it.
+AutomationJson = dict[str, Any]
+AutomationList = list[AutomationJson]
+FiringList = list[dict[str, Any]]  # firings with their action runs
 
 
 class AutomationsClient(Connection):
@@ -34,38 +40,45 @@ class AutomationsClient(Connection):
         out: dict[str, Any] = orjson.loads(reply.json)
         return out
 
-    def create(self, automation: dict[str, Any]) -> dict[str, Any]:
+    def _automation(self, method: Any, data: dict[str, Any]) -> AutomationJson:
+        out: AutomationJson = self._call(method, data)["automation"]
+        return out
+
+    def _automations(self, method: Any, data: dict[str, Any]) -> AutomationList:
+        out: AutomationList = self._call(method, data)["automations"]
+        return out
+
+    def create(self, automation: dict[str, Any]) -> AutomationJson:
         """Create one automation; returns it as stored (with id, created, updated)."""
-        return self._call(self._stub.Create, {"automation": automation})["automation"]  # type: ignore[no-any-return]
+        return self._automation(self._stub.Create, {"automation": automation})
 
-    def update(self, automation_id: str, automation: dict[str, Any]) -> dict[str, Any]:
+    def update(self, automation_id: str, automation: dict[str, Any]) -> AutomationJson:
         """Replace an automation as a whole."""
-        reply = self._call(self._stub.Update, {"id": automation_id, "automation": automation})
-        return reply["automation"]  # type: ignore[no-any-return]
+        return self._automation(self._stub.Update, {"id": automation_id, "automation": automation})
 
-    def delete(self, automation_id: str) -> dict[str, Any]:
-        return self._call(self._stub.Delete, {"id": automation_id})["automation"]  # type: ignore[no-any-return]
+    def delete(self, automation_id: str) -> AutomationJson:
+        return self._automation(self._stub.Delete, {"id": automation_id})
 
-    def list(self) -> list[dict[str, Any]]:
-        return self._call(self._stub.List, {})["automations"]  # type: ignore[no-any-return]
+    def list(self) -> AutomationList:
+        return self._automations(self._stub.List, {})
 
-    def read(self, automation_id: str) -> dict[str, Any]:
-        return self._call(self._stub.Read, {"id": automation_id})["automations"][0]  # type: ignore[no-any-return]
+    def read(self, automation_id: str) -> AutomationJson:
+        return self._automations(self._stub.Read, {"id": automation_id})[0]
 
-    def find(self, name: str) -> list[dict[str, Any]]:
+    def find(self, name: str) -> AutomationList:
         """Every automation with this name (``NotFound`` when there is none)."""
-        return self._call(self._stub.Read, {"name": name})["automations"]  # type: ignore[no-any-return]
+        return self._automations(self._stub.Read, {"name": name})
 
-    def set_enabled(self, automation_id: str, enabled: bool) -> dict[str, Any]:
-        reply = self._call(self._stub.SetEnabled, {"id": automation_id, "enabled": enabled})
-        return reply["automation"]  # type: ignore[no-any-return]
+    def set_enabled(self, automation_id: str, enabled: bool) -> AutomationJson:
+        return self._automation(self._stub.SetEnabled, {"id": automation_id, "enabled": enabled})
 
     def history(
         self, automation_id: str | None = None, limit: int = 50, status: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> FiringList:
         """The newest firings (with their action runs), newest first; with ``status``, only
         firings that have an action run in that status."""
-        return self.history_page(automation_id, limit, status)["firings"]  # type: ignore[no-any-return]
+        firings: FiringList = self.history_page(automation_id, limit, status)["firings"]
+        return firings
 
     def history_page(
         self, automation_id: str | None = None, limit: int = 50, status: str | None = None

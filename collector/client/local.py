@@ -1,20 +1,27 @@
-"""``LocalReader``: the CLI's offline mode (``--db PATH``): the reading half of
-``HeraldClient``'s interface over a store opened read-only, for when no server runs."""
+"""``LocalReader``: the CLI's offline mode (``--db PATH``): the ``HeraldReader`` that answers
+from a store file opened read-only, for when no server runs — the same methods and shapes as
+``remote.HeraldClient``, so a reading command is written once for both."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
-import pyarrow as pa
-
+from collector.client.interface import (
+    CountGroups,
+    CountRow,
+    EventJson,
+    EventPage,
+    HeraldReader,
+    SqlAnswer,
+)
 from collector.config import QueryConfig
 from collector.domain.filters import parse_filter
 from collector.store.reader import EventReader
 from collector.store.sql import ANSWER_GRACE_SECONDS, SqlResult, SqlStream, time_limit_error
 
 
-class LocalReader:
+class LocalReader(HeraldReader):
     """Same read methods and return shapes as ``HeraldClient``, answered from a file."""
 
     def __init__(self, path: str, config: QueryConfig | None = None) -> None:
@@ -25,22 +32,13 @@ class LocalReader:
 
     def query(
         self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
-    ) -> dict[str, Any]:
+    ) -> EventPage:
         page = self._reader.query(None if page_token else parse_filter(filter), limit, page_token)
         return {
             "events": [e.to_dict() for e in page.events],
             "total": page.total,
             "next_page": page.next_page,
         }
-
-    def count(
-        self,
-        filter: dict[str, Any] | None,
-        countable: str,
-        time_unit: str = "day",
-        time_interval: float = 1.0,
-    ) -> list[dict[str, Any]]:
-        return self.count_groups(filter, countable, time_unit, time_interval)[0]
 
     def count_groups(
         self,
@@ -49,16 +47,18 @@ class LocalReader:
         time_unit: str = "day",
         time_interval: float = 1.0,
         limit: int | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> CountGroups:
         result = self._reader.count_groups(
             parse_filter(filter), countable, time_unit, time_interval, limit
         )
-        return [c.to_dict() for c in result.counts], result.groups
+        # ``EventCount.to_dict`` is the dict the server sends: a CountRow by construction.
+        counts = cast(list[CountRow], [c.to_dict() for c in result.counts])
+        return CountGroups(counts, result.groups)
 
-    def get(self, event_id: str) -> dict[str, Any]:
+    def get(self, event_id: str) -> EventJson:
         return self._reader.get(event_id).to_dict()
 
-    def sql(self, sql: str) -> tuple[pa.Table, bool]:
+    def sql(self, sql: str) -> SqlAnswer:
         """Collected under the CLI's limits. The statement runs on a thread of its own, so
         the time limit holds even while DuckDB cannot be interrupted (one huge value: see
         ``store/sql.py``): the answer is "time limit" at most ``ANSWER_GRACE_SECONDS`` late.
@@ -81,7 +81,7 @@ class LocalReader:
             raise time_limit_error(limit)
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
-        return outcome[0].table, outcome[0].truncated
+        return SqlAnswer(outcome[0].table, outcome[0].truncated)
 
     def sql_stream(self, sql: str, *, all_rows: bool) -> SqlStream:
         """The result as record batches (``all_rows``: every row, for an export)."""
@@ -92,9 +92,3 @@ class LocalReader:
         # left to the process's exit rather than closed under it.
         if not self._abandoned:
             self._store.close()
-
-    def __enter__(self) -> LocalReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

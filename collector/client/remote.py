@@ -1,11 +1,12 @@
-"""``HeraldClient``: the typed gRPC client the CLI and SDK use. Turns ``grpc.RpcError`` back
-into Herald errors (the reverse of ``server/status.py``) so callers handle one hierarchy."""
+"""``HeraldClient``: the client of a server's ``herald.v1.Herald`` service (ingest, the feed,
+counts, one event, the live tail, SQL) — the online ``HeraldReader`` the CLI and SDK use — and
+``RemoteSqlStream``, a streamed SQL result. Errors come back as Herald errors
+(``connection.error_from_rpc``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import orjson
@@ -13,69 +14,13 @@ import pyarrow as pa
 
 from collector import errors as e
 from collector._proto import herald_pb2, herald_pb2_grpc
-
-DEFAULT_ADDRESS = "127.0.0.1:4317"
-
-_FROM_CODE: dict[grpc.StatusCode, type[e.HeraldError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: e.InvalidInput,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: e.PayloadTooLarge,
-    grpc.StatusCode.UNAUTHENTICATED: e.Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: e.PermissionDenied,
-    grpc.StatusCode.NOT_FOUND: e.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: e.Conflict,
-}
+from collector.client.connection import Connection, error_from_rpc
+from collector.client.interface import CountGroups, EventJson, EventPage, HeraldReader, SqlAnswer
 
 
-def error_from_rpc(exc: grpc.RpcError, address: str) -> e.HeraldError:
-    """The Herald error a failed call stands for."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        if details and ("connect" in details.lower() or "unavailable" == details.lower()):
-            # No "how to set the address" here: the CLI (--address) and the SDK
-            # (HERALD_ADDRESS, EventsWorker(address=…)) each add the hint that fits their user.
-            return e.ServerUnreachable(
-                f"no Herald server at {address} (is `herald serve` running?)"
-            )
-        return e.Busy(details or "server busy", retry_after=1.0)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return e.ServerUnreachable(f"the server at {address} did not answer in time")
-    return _FROM_CODE.get(code, e.HeraldError)(details or str(code))
-
-
-class Connection:
-    """A gRPC channel to a Herald server: address and token from arguments or ``HERALD_*``,
-    the server's 64 MiB message limit, bearer metadata. Clients for each service extend it."""
-
-    def __init__(
-        self, address: str | None = None, token: str | None = None, timeout: float = 30.0
-    ) -> None:
-        self.address = address or os.environ.get("HERALD_ADDRESS") or DEFAULT_ADDRESS
-        self.token = token if token is not None else os.environ.get("HERALD_TOKEN")
-        self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
-
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")] if self.token else []
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class HeraldClient(Connection):
-    """A connection to a Herald server's gRPC port."""
+class HeraldClient(Connection, HeraldReader):
+    """A connection to a Herald server's gRPC port: the ``HeraldReader`` that asks a server,
+    plus what only a server does (``emit``, ``tail``)."""
 
     def __init__(
         self, address: str | None = None, token: str | None = None, timeout: float = 30.0
@@ -100,7 +45,7 @@ class HeraldClient(Connection):
 
     def query(
         self, filter: dict[str, Any] | None, limit: int | None = None, page_token: str | None = None
-    ) -> dict[str, Any]:
+    ) -> EventPage:
         """One feed page: ``{"events": [...], "total": n, "next_page": token | None}``."""
         reply = self._call(
             self._stub.QueryEvents,
@@ -116,15 +61,6 @@ class HeraldClient(Connection):
             "next_page": reply.next_page or None,
         }
 
-    def count(
-        self,
-        filter: dict[str, Any] | None,
-        countable: str,
-        time_unit: str = "day",
-        time_interval: float = 1.0,
-    ) -> list[dict[str, Any]]:
-        return self.count_groups(filter, countable, time_unit, time_interval)[0]
-
     def count_groups(
         self,
         filter: dict[str, Any] | None,
@@ -132,7 +68,7 @@ class HeraldClient(Connection):
         time_unit: str = "day",
         time_interval: float = 1.0,
         limit: int | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> CountGroups:
         """Counts cut to the ``limit`` largest groups (event/resource), and how many groups
         there were in all."""
         reply = self._call(
@@ -145,19 +81,18 @@ class HeraldClient(Connection):
                 limit=limit or 0,
             ),
         )
-        out: list[dict[str, Any]] = orjson.loads(reply.counts_json)
-        return out, reply.groups
+        return CountGroups(orjson.loads(reply.counts_json), reply.groups)
 
-    def get(self, event_id: str) -> dict[str, Any]:
+    def get(self, event_id: str) -> EventJson:
         reply = self._call(self._stub.GetEvent, herald_pb2.GetEventRequest(id=event_id))
-        out: dict[str, Any] = orjson.loads(reply.event_json)
+        out: EventJson = orjson.loads(reply.event_json)
         return out
 
-    def sql(self, sql: str) -> tuple[pa.Table, bool]:
+    def sql(self, sql: str) -> SqlAnswer:
         """Run one read-only statement under the server's row limit (``query.sql_max_rows``);
         returns (Arrow table, truncated). Streamed, so no result is too big for one message."""
         with self.sql_stream(sql, all_rows=False) as stream:
-            return stream.read_all(), stream.truncated
+            return SqlAnswer(stream.read_all(), stream.truncated)
 
     def sql_stream(self, sql: str, *, all_rows: bool) -> RemoteSqlStream:
         """Run one read-only statement and stream its result (``all_rows``: every row, for an
@@ -264,7 +199,8 @@ class RemoteSqlStream:
             self.rows = chunk.rows
             self.truncated = self.truncated or chunk.truncated
             if chunk.arrow_ipc:
-                return chunk.arrow_ipc
+                piece: bytes = chunk.arrow_ipc
+                return piece
         return None
 
     def _raise_failure(self) -> None:

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from collector.app import Herald
-from collector.automations_client import AutomationsClient
-from collector.client import HeraldClient
+from collector.client.automations import AutomationsClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import InvalidInput, NotFound, PermissionDenied

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from collector.app import Herald
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import InvalidFilter, InvalidInput, NotFound

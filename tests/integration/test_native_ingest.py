@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from collector.app import Herald
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.domain.ids import uuid7_str
 from collector.errors import PermissionDenied, Unauthenticated
 from tests.conftest import INGEST_TOKEN, READ_TOKEN

@@ -23,8 +23,8 @@ from cli.main import app
 from collector._proto import automations_pb2, automations_pb2_grpc
 from collector.app import Herald
 from collector.automations.secrets import SecretSource, UnknownSecret
-from collector.automations_client import AutomationsClient
-from collector.client import HeraldClient
+from collector.client.automations import AutomationsClient
+from collector.client.remote import HeraldClient
 from collector.config import load_config
 from collector.domain.automations import parse_automation
 from collector.domain.events import format_time

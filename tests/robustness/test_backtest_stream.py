@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from collector.automations import backtest as backtest_module
-from collector.automations_client import AutomationsClient
-from collector.client import HeraldClient
+from collector.client.automations import AutomationsClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import InvalidInput

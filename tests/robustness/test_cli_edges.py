@@ -37,7 +37,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from collector.app import Herald
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 from collector.domain.filters import parse_filter
 from collector.sdk import EventsWorker, emit_event

@@ -47,7 +47,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import MAX_PAYLOAD_DEPTH
 from collector.domain.ids import uuid7_str
 from collector.testing import running_herald, test_config

@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from collector.app import Herald
 from collector.automations.runner import MAX_CONCURRENT_ACTIONS_PER_AUTOMATION
-from collector.automations_client import AutomationsClient
-from collector.client import HeraldClient
+from collector.client.automations import AutomationsClient
+from collector.client.remote import HeraldClient
 from collector.domain.automations import parse_automation
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str

@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector._proto import herald_pb2, herald_pb2_grpc
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import InvalidSql
-from collector.local import LocalReader
+from collector.client.local import LocalReader
 from collector.store.duckdb_store import EventStore
 from collector.testing import (
     ServedProcess,

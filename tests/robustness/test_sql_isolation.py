@@ -19,10 +19,10 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from collector._proto import herald_pb2, herald_pb2_grpc
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import Busy, InvalidInput, InvalidSql
-from collector.local import LocalReader
+from collector.client.local import LocalReader
 from collector.store.duckdb_store import EventStore
 from collector.store.sql import run_readonly
 from collector.testing import running_herald, test_config, wait_for

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import InvalidInput, InvalidSql
-from collector.local import LocalReader
+from collector.client.local import LocalReader
 from collector.store.duckdb_store import EventStore
 from collector.store.sql import run_readonly
 from collector.testing import running_herald, test_config

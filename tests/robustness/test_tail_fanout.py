@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
-from collector.client import HeraldClient
+from collector.client.remote import HeraldClient
 from collector.domain.columns import EventColumns
 from collector.domain.events import EPOCH, format_time
 from collector.domain.filters import parse_filter

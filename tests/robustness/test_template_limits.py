@@ -17,8 +17,8 @@ import pytest
 
 from collector.app import Herald
 from collector.automations.templates import MAX_OUTPUT_CHARS, TemplateEngine
-from collector.automations_client import AutomationsClient
-from collector.client import HeraldClient
+from collector.client.automations import AutomationsClient
+from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import InvalidAutomation
