@@ -14,7 +14,7 @@ import grpc
 from aiohttp import web
 
 from collector._proto import automations_pb2_grpc, herald_pb2_grpc
-from collector.automations.runner import AutomationRunner
+from collector.automations.evaluation import AutomationRunner
 from collector.clock import Clock, SystemClock
 from collector.config import Config
 from collector.domain.events import Limits

@@ -19,7 +19,7 @@ import orjson
 
 from collector._proto import automations_pb2, automations_pb2_grpc
 from collector.automations.backtest import backtest, firing_summary
-from collector.automations.runner import AutomationRunner, validate_automation
+from collector.automations.evaluation import AutomationRunner, validate_automation
 from collector.config import Scope
 from collector.domain.automations import parse_trigger
 from collector.errors import HeraldError, InvalidInput

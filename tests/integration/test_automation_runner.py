@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from collector.automations.runner import AutomationRunner
+from collector.automations.evaluation import AutomationRunner
 from collector.clock import ManualClock, now_us
 from collector.config import AutomationsConfig
 from collector.domain.events import Limits, format_time

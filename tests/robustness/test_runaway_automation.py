@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from collector.app import Herald
-from collector.automations.runner import MAX_CONCURRENT_ACTIONS_PER_AUTOMATION
+from collector.automations.evaluation import MAX_CONCURRENT_ACTIONS_PER_AUTOMATION
 from collector.client.automations import AutomationsClient
 from collector.client.remote import HeraldClient
 from collector.domain.automations import parse_automation

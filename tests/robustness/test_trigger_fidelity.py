@@ -26,7 +26,7 @@ from uuid import UUID, uuid4
 import httpx
 
 from collector.automations.evaluator import Evaluator
-from collector.automations.runner import AutomationRunner
+from collector.automations.evaluation import AutomationRunner
 from collector.clock import ManualClock, now_us
 from collector.config import AutomationsConfig
 from collector.domain.automation_records import Firing
