@@ -65,3 +65,16 @@ def test_third_party_imports_stay_in_their_layer(path: Path) -> None:
 def test_collector_never_imports_the_cli() -> None:
     for path in ROOT.glob("collector/**/*.py"):
         assert not any(n == "cli" or n.startswith("cli.") for n in imports(path)), path
+
+
+def test_ingest_goes_through_the_event_sink() -> None:
+    """The ingest steps (collector/pipeline/) know only the ``EventSink`` interface, and the
+    receivers (collector/server/) only the ingest steps: neither imports the writer, so a second
+    storage backend is wired in app.py alone."""
+    for path in ROOT.glob("collector/pipeline/*.py"):
+        found = imports(path)
+        assert not any(n == "collector.store" or n.startswith("collector.store.") for n in found), (
+            path
+        )
+    for path in ROOT.glob("collector/server/*.py"):
+        assert "collector.store.writer" not in imports(path), path
