@@ -19,8 +19,11 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff, then mypy over the files that pyproject's [tool.mypy] names (all of the code but the
+# generated collector/_proto).
 lint: $(STAMP)
 	$(BIN)/ruff check collector cli tests benchmarks examples
+	$(BIN)/mypy
 
 # Regenerate collector/_proto from proto/ (generated code is checked in).
 proto: $(STAMP)

@@ -263,6 +263,9 @@ class Event(BaseModel):
 class ReceivedEvent(Event):
     """An event as stored: ``id``, ``occurred`` and ``received`` are always set."""
 
+    # Required here (optional on ``Event``), so readers of a stored event need no None checks.
+    occurred: datetime = Field(description="when it happened; naive = UTC")
+    id: UUID = Field(description="the event's id")
     received: datetime
 
     def to_dict(self) -> dict[str, Any]:

@@ -97,7 +97,8 @@ def test_an_unresolvable_host_is_one_clear_line(tmp_path: Path) -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def can_bind(port: int) -> bool:

@@ -43,6 +43,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import (
     LogRecordExporter,
@@ -64,7 +65,7 @@ from tests.conftest import INGEST_TOKEN, READ_TOKEN
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
 
-SERVICE = {
+SERVICE: dict[str, str | int] = {
     "service.name": "checkout",
     "service.namespace": "shop",
     "service.instance.id": "pod-7f9c",
@@ -105,7 +106,7 @@ class RecordingLogExporter(LogRecordExporter):
         return result
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        self.inner.shutdown()  # type: ignore[no-untyped-call]  # the OTel SDK leaves it unannotated
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -200,7 +201,7 @@ def logs_request(*bodies: str) -> ExportLogsServiceRequest:
     for i, body in enumerate(bodies):
         record = sl.log_records.add()
         record.time_unix_nano = 1_764_000_000_000_000_000 + i
-        record.severity_number = 9
+        record.severity_number = SEVERITY_NUMBER_INFO
         record.body.string_value = body
     return request
 
@@ -718,7 +719,9 @@ def test_malformed_body_is_400_or_invalid_argument(herald: Herald) -> None:
 
     with grpc.insecure_channel(herald.grpc_address) as channel:
         for service in ("trace.v1.TraceService", "logs.v1.LogsService"):
-            export = channel.unary_unary(f"/opentelemetry.proto.collector.{service}/Export")
+            export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/opentelemetry.proto.collector.{service}/Export"
+            )
             with pytest.raises(grpc.RpcError) as info:
                 export(b"\xff\xff\xff", timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -846,7 +849,8 @@ def test_busy_is_unavailable_with_retry_info_or_503_with_retry_after(db_path: Pa
                 with pytest.raises(grpc.RpcError) as info:
                     grpc_export(herald, request)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                details = dict(info.value.trailing_metadata())["grpc-status-details-bin"]
+                trailers = {m.key: m.value for m in info.value.trailing_metadata()}
+                details = trailers["grpc-status-details-bin"]
                 retry = error_details_pb2.RetryInfo()
                 assert status_pb2.Status.FromString(details).details[0].Unpack(retry)
                 assert retry.retry_delay.seconds >= 1

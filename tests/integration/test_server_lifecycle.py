@@ -34,14 +34,15 @@ def test_non_loopback_bind_with_insecure_is_allowed(db_path: Path) -> None:
 
 def test_events_survive_a_restart(db_path: Path) -> None:
     config = test_config(db_path)
-    event = {"event": "a.b", "resource": {"prefect.resource.id": "r"}, "id": uuid7_str()}
+    event_id = uuid7_str()
+    event = {"event": "a.b", "resource": {"prefect.resource.id": "r"}, "id": event_id}
     with running_herald(config) as herald:
         assert (
             httpx.post(f"http://{herald.http_address}/api/events", json=[event]).status_code == 204
         )
     with running_herald(config) as herald:
         assert herald.store is not None
-        assert herald.store.get_event(event["id"]) is not None
+        assert herald.store.get_event(event_id) is not None
 
 
 def _columns(n: int) -> EventColumns:
@@ -81,7 +82,8 @@ def test_busy_is_unavailable_with_retry_info_and_503(db_path: Path) -> None:
                 with pytest.raises(grpc.RpcError) as info:
                     stub.Emit(herald_pb2.EmitRequest(events_json=body))
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-            details = dict(info.value.trailing_metadata())["grpc-status-details-bin"]
+            trailers = {m.key: m.value for m in info.value.trailing_metadata()}
+            details = trailers["grpc-status-details-bin"]
             status = status_pb2.Status.FromString(details)
             retry = error_details_pb2.RetryInfo()
             assert status.details[0].Unpack(retry) and retry.retry_delay.seconds >= 1

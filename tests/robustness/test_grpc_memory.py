@@ -120,13 +120,13 @@ def burst(address: str, calls: list[tuple[bytes, str | None]]) -> list[Any]:
 
 def retry_delay(exc: grpc.RpcError) -> float | None:
     """The RetryInfo delay in the error's grpc-status-details-bin, if any."""
-    for key, value in exc.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
+    for item in exc.trailing_metadata() or ():
+        if item.key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(item.value)
             for detail in status.details:
                 info = error_details_pb2.RetryInfo()
                 if detail.Unpack(info):
-                    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+                    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
     return None
 
 

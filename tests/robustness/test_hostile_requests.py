@@ -233,9 +233,10 @@ def test_grpc_count_events_bad_interval_is_invalid_argument(
                 ),
                 timeout=10,
             )
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
-    assert "interval" in info.value.details()
-    assert not CLASS_NAME.search(info.value.details()), info.value.details()
+    details = info.value.details() or ""
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "interval" in details
+    assert not CLASS_NAME.search(details), details
     assert tracebacks(caplog) == []
 
 

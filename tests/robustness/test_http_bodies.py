@@ -237,7 +237,7 @@ def test_sdk_http_exporter_default_batches_of_large_spans_are_stored_whole(
         for batch in (spans[:512], spans[512:]):
             assert exporter.export(batch) == SpanExportResult.SUCCESS
     finally:
-        exporter.shutdown()
+        exporter.shutdown()  # type: ignore[no-untyped-call]  # the OTel exporter leaves it unannotated
     assert len(encode_spans(spans[:512]).SerializeToString()) > 1_000_000
     assert stored_ids(herald) == span_ids(spans)
 
@@ -305,7 +305,8 @@ def test_chunked_body_over_a_raw_socket_is_read_whole(herald: Herald) -> None:
     body = orjson.dumps(events)
     # Uneven chunk sizes, some of them tiny, several chunks per socket write.
     sizes = [1, 7, 4096, 13, 65536, 100_000]
-    pieces, at = [], 0
+    pieces: list[bytes] = []
+    at = 0
     while at < len(body):
         size = sizes[len(pieces) % len(sizes)]
         pieces.append(body[at : at + size])

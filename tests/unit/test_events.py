@@ -12,6 +12,7 @@ from collector.domain.events import (
     MAX_PAYLOAD_DEPTH,
     Event,
     Limits,
+    check_event_parts,
     datetime_to_us,
     describe_us,
     format_time,
@@ -229,7 +230,7 @@ def test_occurred_with_an_offset_at_the_ends_of_datetimes_range_is_an_error_not_
 def test_an_unexpected_failure_mapping_one_item_is_that_items_error(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = native_mapping.check_event_parts
+    real = check_event_parts
 
     def flaky(name: Any, *args: Any) -> None:
         if name == "boom":

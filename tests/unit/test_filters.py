@@ -197,7 +197,7 @@ def _world(events_by_name: WorldEvents, path: Path) -> World:
         cols.append(ids[name], datetime_to_us(occurred), event, resource, related, payload_json)
         events.append(
             ReceivedEvent(
-                id=ids[name],
+                id=UUID(ids[name]),
                 occurred=occurred,
                 received=NOW,
                 event=event,
@@ -563,7 +563,7 @@ CASES = [
 
 @pytest.mark.parametrize(("data", "expected"), CASES)
 def test_filter_cases_agree_in_memory_and_in_sql(
-    world: World, data: dict, expected: set[str]
+    world: World, data: dict[str, Any], expected: set[str]
 ) -> None:
     world.check(data, expected)
 
@@ -677,7 +677,7 @@ def escapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ),
     ],
 )
-def test_raw_text_tests_are_exact(escapes: World, data: dict, expected: set[str]) -> None:
+def test_raw_text_tests_are_exact(escapes: World, data: dict[str, Any], expected: set[str]) -> None:
     escapes.check(data, expected)
 
 
@@ -782,7 +782,7 @@ def test_accepts_prefect_json_as_is() -> None:
         ),
     ],
 )
-def test_invalid_filters_name_the_field(data: dict, message: str) -> None:
+def test_invalid_filters_name_the_field(data: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidFilter, match=message.replace(".", r"\.")):
         parse_filter(data)
 

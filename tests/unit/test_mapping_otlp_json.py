@@ -12,6 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from collector.domain.events import Limits
 from collector.errors import InvalidInput
@@ -163,7 +164,7 @@ def test_traces_round_trip_through_otlp_json() -> None:
         span.attributes.add(key="bin", value=AnyValue(bytes_value=os.urandom(5)))
         span.links.add(trace_id=os.urandom(16), span_id=os.urandom(8))
         span.events.add(name="e", time_unix_nano=5)
-        span.status.code = 2
+        span.status.code = Status.STATUS_CODE_ERROR
     assert parse_traces_json(body(to_otlp_json(req))) == req
 
 

@@ -20,6 +20,7 @@ from collector.mapping.otlp_common import (
     UNEXPECTED,
     MappingResult,
     any_value,
+    attributes_to_labels,
     derived_id,
     iso_from_us,
 )
@@ -135,7 +136,7 @@ def event(result: MappingResult, i: int) -> dict[str, Any]:
         (7, "otel.span.unset"),  # proto3 enums are open: unknown codes read as unset
     ],
 )
-def test_span_event_name_follows_status_code(code: int, name: str) -> None:
+def test_span_event_name_follows_status_code(code: Status.StatusCode.ValueType, name: str) -> None:
     result = mapped(make_request(make_span(status=Status(code=code, message="m"))))
     assert event(result, 0)["event"] == name
 
@@ -477,7 +478,7 @@ def test_bad_span_event_is_dropped_with_a_warning_and_the_span_kept() -> None:
         ({"parent_span_id": b"\x01"}, "parent_span_id must be empty or 8 bytes"),
     ],
 )
-def test_invalid_span_is_rejected_and_the_rest_mapped(fields: dict, reason: str) -> None:
+def test_invalid_span_is_rejected_and_the_rest_mapped(fields: dict[str, Any], reason: str) -> None:
     bad = make_span(name="bad", events=[{"name": "e"}], **fields)
     result = mapped(make_request(make_span(), bad, make_span(span_id=PARENT)))
     assert result.rejected == 1
@@ -627,7 +628,7 @@ def test_an_unexpected_failure_mapping_one_span_rejects_only_that_span(
 ) -> None:
     from collector.mapping import otlp_traces
 
-    real = otlp_traces.attributes_to_labels
+    real = attributes_to_labels
 
     def flaky(kvs: Any) -> dict[str, str]:
         if any(kv.key == "boom" for kv in kvs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from collector.domain.matching import (
+    ResourceSpecification,
     any_labels_match,
     compile_spec,
     labels_match,
@@ -109,12 +110,14 @@ SPEC_CASES = [
 
 
 @pytest.mark.parametrize(("spec", "labels", "expected"), SPEC_CASES)
-def test_labels_match(spec: dict, labels: dict, expected: bool) -> None:
+def test_labels_match(spec: ResourceSpecification, labels: dict[str, str], expected: bool) -> None:
     assert labels_match(spec, labels) is expected
 
 
 @pytest.mark.parametrize(("spec", "labels", "expected"), SPEC_CASES)
-def test_compiled_spec_agrees_with_labels_match(spec: dict, labels: dict, expected: bool) -> None:
+def test_compiled_spec_agrees_with_labels_match(
+    spec: ResourceSpecification, labels: dict[str, str], expected: bool
+) -> None:
     assert compile_spec(spec)(labels) is expected
 
 
