@@ -9,14 +9,31 @@ import socket
 import ssl
 from collections.abc import Awaitable
 from pathlib import Path
+from uuid import UUID
 
 import grpc
+import httpx
 from aiohttp import web
 
 from collector._proto import automations_pb2_grpc, herald_pb2_grpc
-from collector.automations.evaluation import AutomationRunner
+from collector.automations.actions import ActionExecutor
+from collector.automations.background import BackgroundTasks, WorkerThreads
+from collector.automations.dispatch import FiringDispatcher
+from collector.automations.emitter import EventEmitter, EventIngest
+from collector.automations.evaluation import (
+    MAX_BACKLOG_EVENTS,
+    CommitFeed,
+    EvaluationLoop,
+    LeaderLookup,
+)
+from collector.automations.evaluator import Evaluator
+from collector.automations.events import Cause, guard_skips
+from collector.automations.runtime import AutomationRuntime
+from collector.automations.service import AutomationService
+from collector.automations.templates import TemplateEngine
 from collector.clock import Clock, SystemClock
-from collector.config import Config
+from collector.config import AutomationsConfig, Config
+from collector.domain.automation_records import StoredAutomation
 from collector.domain.events import Limits
 from collector.errors import ConfigError, StoreError
 from collector.pipeline.ingest import NativeIngest
@@ -32,6 +49,7 @@ from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
 from collector.server.otlp_grpc import LogsServicer, MetricsServicer, TraceServicer
 from collector.server.otlp_http import otlp_routes
+from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
 from collector.store.reader import EventReader
 from collector.store.retention import RetentionPlan
@@ -51,6 +69,77 @@ def limits_from(config: Config) -> Limits:
     )
 
 
+def build_automations(
+    store: EventStore,
+    commits: CommitFeed,
+    ingest: EventIngest,
+    config: AutomationsConfig,
+    clock: Clock,
+    *,
+    http: httpx.AsyncClient | None = None,
+    backoff_base: float | None = None,
+    shutdown_grace_seconds: float = 5.0,
+    max_backlog_events: int = MAX_BACKLOG_EVENTS,
+) -> AutomationRuntime:
+    """The automations runtime, its parts built and wired: it evaluates what ``commits``
+    announces and emits its events through ``ingest``. Without ``http`` it makes (and closes)
+    its own client for webhooks. The server and the runtime's tests build it here."""
+    state = AutomationStore(store)
+    client = http or httpx.AsyncClient(follow_redirects=False)
+    templates = TemplateEngine(config.template_timeout_seconds)
+    # The runtime's store work and the API's on threads of their own (see background.py).
+    store_threads = WorkerThreads(2, "herald-automations")
+    api_threads = WorkerThreads(2, "herald-automations-api")
+    tasks = BackgroundTasks()
+    emitter = EventEmitter(ingest, tasks, state, store_threads, clock)
+
+    async def set_enabled(automation_id: UUID, enabled: bool, cause: Cause) -> StoredAutomation:
+        # pause-/resume-automation actions act through the service, which is built last: it
+        # needs the dispatcher, which needs this executor.
+        return await service.set_enabled(automation_id, enabled, cause)
+
+    executor = ActionExecutor(
+        config,
+        clock,
+        http=client,
+        emit=emitter.store,
+        set_enabled=set_enabled,
+        templates=templates,
+        **({"backoff_base": backoff_base} if backoff_base is not None else {}),
+    )
+    dispatcher = FiringDispatcher(config, state, store_threads, executor, emitter, tasks, clock)
+    leaders = LeaderLookup(state)
+    evaluator = Evaluator(clock, leader_processed=leaders.processed, skip=guard_skips)
+    evaluation = EvaluationLoop(
+        config,
+        evaluator,
+        leaders,
+        state,
+        store_threads,
+        dispatcher,
+        clock,
+        max_backlog_events=max_backlog_events,
+    )
+    service = AutomationService(state, api_threads, evaluation, dispatcher, emitter, clock)
+
+    async def close() -> None:
+        templates.close()
+        if http is None:
+            await client.aclose()
+        api_threads.close()
+        store_threads.close()
+
+    return AutomationRuntime(
+        evaluation,
+        dispatcher,
+        service,
+        tasks,
+        commits=commits,
+        close=close,
+        shutdown_grace_seconds=shutdown_grace_seconds,
+    )
+
+
 class Herald:
     """One Herald server process: receivers, store writer, query API and background jobs."""
 
@@ -63,7 +152,7 @@ class Herald:
         self.writer: BatchWriter | None = None
         self.reader: EventReader | None = None
         self.tail: TailHub | None = None
-        self.automations: AutomationRunner | None = None
+        self.automations: AutomationRuntime | None = None
         self._grpc: grpc.aio.Server | None = None
         self._grpc_serving = False
         self.admission: GrpcAdmission | None = None
@@ -128,15 +217,16 @@ class Herald:
             max_subscribers=cfg.query.max_tail_subscribers,
         )
         self.writer.add_listener(self.tail.on_commit)
-        self.automations = AutomationRunner(
+        ingest = NativeIngest(self.writer, self.limits)
+        # Automations emit their events through the same ingest step as every producer.
+        self.automations = build_automations(
             self.store,
             self.writer,
+            ingest,
             cfg.automations,
-            self.limits,
-            clock=self.clock,
+            self.clock,
             shutdown_grace_seconds=cfg.server.shutdown_grace_seconds,
         )
-        ingest = NativeIngest(self.writer, self.limits)
         otlp = OtlpIngest(self.writer, self.limits)
         await self._start_grpc(ingest, otlp)
         await self._start_http(
@@ -205,7 +295,7 @@ class Herald:
         )
         assert self.automations is not None
         automations_pb2_grpc.add_AutomationsServicer_to_server(
-            AutomationsServicer(self.automations, self.auth), server
+            AutomationsServicer(self.automations.service, self.auth), server
         )
         # OTLP on the same server and port as the native API (SPEC §3: both on :4317).
         for otlp_servicer in (TraceServicer, LogsServicer, MetricsServicer):

@@ -1,6 +1,6 @@
 """Herald's automations gRPC service (``herald.v1.Automations``): create, update, delete, list,
 read, pause/resume, history and backtests. Each method is auth → decode JSON → call the
-``AutomationRunner`` → encode JSON; writes need the ``admin`` scope, reads ``read``.
+``AutomationService`` → encode JSON; writes need the ``admin`` scope, reads ``read``.
 
 A backtest runs in a worker thread (``ThreadWork``) and streams every progress report it
 makes, in order, then its result."""
@@ -18,8 +18,8 @@ import grpc
 import orjson
 
 from collector._proto import automations_pb2, automations_pb2_grpc
-from collector.automations.backtest import backtest, firing_summary
-from collector.automations.evaluation import AutomationRunner, validate_automation
+from collector.automations.backtest import firing_summary
+from collector.automations.service import AutomationService, validate_automation
 from collector.config import Scope
 from collector.domain.automations import parse_trigger
 from collector.errors import HeraldError, InvalidInput
@@ -124,8 +124,8 @@ class ThreadWork(Generic[T]):
 
 
 class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
-    def __init__(self, runner: AutomationRunner, auth: Authenticator) -> None:
-        self._runner = runner
+    def __init__(self, service: AutomationService, auth: Authenticator) -> None:
+        self._service = service
         self._auth = auth
 
     async def _unary(
@@ -146,7 +146,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             if "automation" not in data:
                 raise InvalidInput("automation: required")
-            stored = await self._runner.create(data["automation"])
+            stored = await self._service.create(data["automation"])
             return {"automation": stored.to_dict()}
 
         return await self._unary(request, context, Scope.ADMIN, handle)
@@ -155,14 +155,14 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             if "automation" not in data:
                 raise InvalidInput("automation: required")
-            stored = await self._runner.update(_uuid(data), data["automation"])
+            stored = await self._service.update(_uuid(data), data["automation"])
             return {"automation": stored.to_dict()}
 
         return await self._unary(request, context, Scope.ADMIN, handle)
 
     async def Delete(self, request, context):  # type: ignore[no-untyped-def]
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
-            stored = await self._runner.delete(_uuid(data))
+            stored = await self._service.delete(_uuid(data))
             return {"automation": stored.to_dict()}
 
         return await self._unary(request, context, Scope.ADMIN, handle)
@@ -178,7 +178,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
     async def List(self, request, context):  # type: ignore[no-untyped-def]
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             reveal = self._reveal(data, context)
-            return {"automations": [s.to_dict(reveal=reveal) for s in await self._runner.list()]}
+            return {"automations": [s.to_dict(reveal=reveal) for s in await self._service.list()]}
 
         return await self._unary(request, context, Scope.READ, handle)
 
@@ -186,9 +186,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             reveal = self._reveal(data, context)
             if data.get("name") is not None:
-                found = await self._runner.find(str(data["name"]))
+                found = await self._service.find(str(data["name"]))
             else:
-                found = [await self._runner.read(_uuid(data))]
+                found = [await self._service.read(_uuid(data))]
             return {"automations": [s.to_dict(reveal=reveal) for s in found]}
 
         return await self._unary(request, context, Scope.READ, handle)
@@ -198,7 +198,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
             enabled = data.get("enabled")
             if not isinstance(enabled, bool):
                 raise InvalidInput("enabled: required (true or false)")
-            stored = await self._runner.set_enabled(_uuid(data), enabled)
+            stored = await self._service.set_enabled(_uuid(data), enabled)
             return {"automation": stored.to_dict()}
 
         return await self._unary(request, context, Scope.ADMIN, handle)
@@ -213,8 +213,8 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
             if status is not None and status not in RUN_STATUSES:
                 raise InvalidInput(f"status: must be one of {', '.join(RUN_STATUSES)}")
             return {
-                "firings": await self._runner.history(automation_id, limit, status),
-                "run_counts": await self._runner.run_counts(automation_id),
+                "firings": await self._service.history(automation_id, limit, status),
+                "run_counts": await self._service.run_counts(automation_id),
             }
 
         return await self._unary(request, context, Scope.READ, handle)
@@ -232,7 +232,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
                 }
             )
         if data.get("id") is not None:
-            return (await self._runner.read(_uuid(data))).automation
+            return (await self._service.read(_uuid(data))).automation
         raise InvalidInput("give an automation, a trigger or an automation id to backtest")
 
     async def Backtest(
@@ -248,8 +248,8 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
             await abort_grpc(context, exc)
             raise
         running = ThreadWork(
-            lambda report, stop: backtest(
-                self._runner.db, automation, since, until, progress=report, stop=stop
+            lambda report, stop: self._service.backtest(
+                automation, since, until, progress=report, stop=stop
             )
         )
         try:

@@ -1,4 +1,4 @@
-"""The automation runner on a real DuckDB file and writer, driven step by step on a ManualClock:
+"""The automations runtime on a real DuckDB file and writer, driven step by step on a ManualClock:
 firings are stored once with their action runs, proactive windows fire and resolve, state and
 watermark survive restarts (no lost, no repeated firing), the loop guard holds, and a runner
 that fell behind catches up from the store."""
@@ -16,12 +16,14 @@ import httpx
 import orjson
 import pytest
 
-from collector.automations.evaluation import AutomationRunner
+from collector.app import build_automations
+from collector.automations.runtime import AutomationRuntime
 from collector.clock import ManualClock, now_us
 from collector.config import AutomationsConfig
 from collector.domain.events import Limits, format_time
 from collector.domain.ids import uuid7_str
 from collector.mapping.native import json_events_to_columns
+from collector.pipeline.ingest import NativeIngest
 from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
 
@@ -40,26 +42,27 @@ def start_clock() -> StartedClock:
 
 
 class Rig:
-    """A store, its writer and a runner, sharing a ManualClock; webhooks go to a recorder.
-    Times in tests are seconds after ``t0``, the clock's start."""
+    """A store, its writer and the automations runtime, sharing a ManualClock; webhooks go to
+    a recorder. Times in tests are seconds after ``t0``, the clock's start."""
 
     def __init__(
         self,
         store: EventStore,
         writer: BatchWriter,
-        runner: AutomationRunner,
+        runtime: AutomationRuntime,
         clock: ManualClock,
         t0: datetime,
         calls: list[httpx.Request],
     ) -> None:
-        self.store, self.writer, self.runner, self.clock, self.t0, self.calls = (
+        self.store, self.writer, self.runtime, self.clock, self.t0, self.calls = (
             store,
             writer,
-            runner,
+            runtime,
             clock,
             t0,
             calls,
         )
+        self.service = runtime.service
 
     def at(self, seconds: float) -> datetime:
         return self.t0 + timedelta(seconds=seconds)
@@ -83,8 +86,8 @@ class Rig:
             self.clock.set(max(self.clock.now(), self.at(at_seconds)))
         # Commit callbacks run on the writer thread just after the waiters are woken.
         await asyncio.sleep(0.02)
-        fired = await self.runner.step(tick=tick)
-        await self.runner.idle()
+        fired = await self.runtime.evaluation.step(tick=tick)
+        await self.runtime.idle()
         return fired
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -124,21 +127,21 @@ async def rig(
     http = httpx.AsyncClient(
         transport=httpx.MockTransport(lambda r: (calls.append(r), httpx.Response(200))[1])
     )
-    runner = AutomationRunner(
+    runtime = build_automations(
         store,
         writer,
+        NativeIngest(writer, Limits()),
         AutomationsConfig(**config),
-        Limits(),
-        clock=clock,
+        clock,
         http=http,
         backoff_base=0.0,
         max_backlog_events=max_backlog,
     )
-    await runner.start(background=False)
+    await runtime.start(background=False)
     try:
-        yield Rig(store, writer, runner, clock, t0, calls)
+        yield Rig(store, writer, runtime, clock, t0, calls)
     finally:
-        await runner.stop()
+        await runtime.stop()
         await http.aclose()
         await asyncio.to_thread(writer.stop)
         store.close()
@@ -171,7 +174,7 @@ PROACTIVE = {
 def test_reactive_firing_is_stored_with_its_action_runs_and_events(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            stored = await r.runner.create(
+            stored = await r.service.create(
                 {
                     "name": "ship",
                     "trigger": {"expect": ["app.order.shipped"]},
@@ -185,7 +188,7 @@ def test_reactive_firing_is_stored_with_its_action_runs_and_events(tmp_path: Pat
             fired = await r.step()
             assert [f.kind for f in fired] == ["triggered"]
             assert str(r.calls[0].url) == f"http://hooks.test/{shipped['id']}"
-            (firing,) = await r.runner.history(stored.automation.id, 10)
+            (firing,) = await r.service.history(stored.automation.id, 10)
             assert firing["triggering_event_id"] == shipped["id"]
             (run_,) = firing["action_runs"]
             assert (run_["status"], run_["response_status"], run_["phase"]) == (
@@ -193,7 +196,7 @@ def test_reactive_firing_is_stored_with_its_action_runs_and_events(tmp_path: Pat
                 200,
                 "trigger",
             )
-            await r.runner.idle()
+            await r.runtime.idle()
             names = [e["event"] for e in r.events("herald.")]
             assert names == [
                 "herald.automation.created",
@@ -220,7 +223,7 @@ def test_reactive_firing_is_stored_with_its_action_runs_and_events(tmp_path: Pat
 def test_proactive_fires_at_window_end_and_resolves_when_the_event_comes(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            await r.runner.create(PROACTIVE)
+            await r.service.create(PROACTIVE)
             await r.emit(r.event("job.started", 0))
             assert await r.step(0, tick=True) == []  # delivered on time: events clock = wall
             assert await r.step(29, tick=True) == []
@@ -231,7 +234,7 @@ def test_proactive_fires_at_window_end_and_resolves_when_the_event_comes(tmp_pat
             (resolved,) = await r.step(40)
             assert (resolved.kind, resolved.resolves) == ("resolved", fired.id)
             # `actions` run on both, `actions_on_resolve` on the resolution only (Prefect)
-            firings = await r.runner.history(None, 10)
+            firings = await r.service.history(None, 10)
             assert [(f["kind"], [a["action_list"] for a in f["action_runs"]]) for f in firings] == [
                 ("resolved", ["actions", "actions_on_resolve"]),
                 ("triggered", ["actions"]),
@@ -250,7 +253,7 @@ def test_a_restart_mid_window_neither_loses_nor_repeats_the_firing(tmp_path: Pat
 
     async def first() -> None:
         async with rig(db, clock) as r:
-            await r.runner.create(PROACTIVE)
+            await r.service.create(PROACTIVE)
             await r.emit(r.event("job.started", 0))
             await r.step(0, tick=True)
             await r.step(5, tick=True)
@@ -263,7 +266,7 @@ def test_a_restart_mid_window_neither_loses_nor_repeats_the_firing(tmp_path: Pat
     async def third() -> None:
         async with rig(db, clock) as r:
             assert await r.step(70, tick=True) == []
-            assert len(await r.runner.history(None, 10)) == 1
+            assert len(await r.service.history(None, 10)) == 1
             assert len(r.events("herald.automation.triggered")) == 1
 
     run(first)
@@ -277,7 +280,7 @@ def test_events_committed_while_no_runner_ran_are_replayed(tmp_path: Path) -> No
 
     async def create() -> None:
         async with rig(db, clock) as r:
-            await r.runner.create(
+            await r.service.create(
                 {
                     "name": "n",
                     "trigger": {"expect": ["a"], "threshold": 2, "within": 60},
@@ -304,8 +307,8 @@ def test_events_committed_while_no_runner_ran_are_replayed(tmp_path: Path) -> No
 
     async def restart() -> None:
         async with rig(db, clock) as r:  # start() replayed the event: threshold 2 reached
-            await r.runner.idle()
-            firings = await r.runner.history(None, 10)
+            await r.runtime.idle()
+            firings = await r.service.history(None, 10)
             assert [f["kind"] for f in firings] == ["triggered"]
 
     run(create)
@@ -321,10 +324,10 @@ def test_an_unchanged_trigger_keeps_its_count_across_an_update(tmp_path: Path) -
                 "trigger": {"expect": ["a"], "threshold": 2, "within": 60},
                 "actions": [{"type": "do-nothing"}],
             }
-            stored = await r.runner.create(spec)
+            stored = await r.service.create(spec)
             await r.emit(r.event("a", 0))
             await r.step(1)
-            await r.runner.update(stored.automation.id, {**spec, "description": "renamed"})
+            await r.service.update(stored.automation.id, {**spec, "description": "renamed"})
             await r.emit(r.event("a", 2))
             assert len(await r.step(3)) == 1  # divergence 1: the first count was kept
 
@@ -334,13 +337,13 @@ def test_an_unchanged_trigger_keeps_its_count_across_an_update(tmp_path: Path) -
 def test_paused_automations_do_not_fire(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
-            stored = await r.runner.create(
+            stored = await r.service.create(
                 {"name": "n", "trigger": {"expect": ["a"]}, "actions": [{"type": "do-nothing"}]}
             )
-            await r.runner.set_enabled(stored.automation.id, False)
+            await r.service.set_enabled(stored.automation.id, False)
             await r.emit(r.event("a", 0))
             assert await r.step(1) == []
-            await r.runner.set_enabled(stored.automation.id, True)
+            await r.service.set_enabled(stored.automation.id, True)
             await r.emit(r.event("a", 2))
             assert len(await r.step(3)) == 1
 
@@ -355,18 +358,18 @@ def test_loop_guard_an_automation_does_not_trigger_itself(tmp_path: Path) -> Non
                 "event": "app.ping",
                 "resource": {"prefect.resource.id": "app.echo"},
             }
-            await r.runner.create(
+            await r.service.create(
                 {"name": "self", "trigger": {"expect": ["app.ping"]}, "actions": [echo]}
             )
             # ping-pong between two automations: each fires once, then the guard stops it
-            await r.runner.create(
+            await r.service.create(
                 {
                     "name": "ping",
                     "trigger": {"expect": ["app.pong"]},
                     "actions": [{**echo, "event": "app.ping"}],
                 }
             )
-            await r.runner.create(
+            await r.service.create(
                 {
                     "name": "pong",
                     "trigger": {"expect": ["app.ping"]},
@@ -398,14 +401,14 @@ def test_loop_guard_an_automation_does_not_trigger_itself(tmp_path: Path) -> Non
 def test_a_runner_that_falls_behind_catches_up_from_the_store(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb", max_backlog=3) as r:  # overflows at once
-            await r.runner.create(
+            await r.service.create(
                 {"name": "n", "trigger": {"expect": ["a"]}, "actions": [{"type": "do-nothing"}]}
             )
             for i in range(10):
                 await r.emit(r.event("a", i))
             fired = await r.step(20)
-            await r.runner.idle()
-            assert len(await r.runner.history(None, 100)) == 10
+            await r.runtime.idle()
+            assert len(await r.service.history(None, 100)) == 10
             assert len(fired) <= 10
 
     run(scenario)
@@ -421,7 +424,7 @@ def test_templates_are_checked_when_saved(tmp_path: Path, bad: str) -> None:
     async def scenario() -> None:
         async with rig(tmp_path / "h.duckdb") as r:
             with pytest.raises(InvalidAutomation, match=r"^actions\[0\]\.body: "):
-                await r.runner.create(
+                await r.service.create(
                     {
                         "name": "n",
                         "trigger": {"expect": ["a"]},

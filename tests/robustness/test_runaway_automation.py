@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from collector.app import Herald
-from collector.automations.evaluation import MAX_CONCURRENT_ACTIONS_PER_AUTOMATION
+from collector.automations.dispatch import MAX_CONCURRENT_ACTIONS_PER_AUTOMATION
 from collector.client.automations import AutomationsClient
 from collector.client.remote import HeraldClient
 from collector.domain.automations import parse_automation
@@ -269,15 +269,15 @@ def test_a_full_action_queue_skips_the_overflow_and_memory_stays_bounded(
     with server(tmp_path / "h.duckdb", max_queued_actions=queue) as herald:
         with AutomationsClient(herald.grpc_address) as client:
             automation_id = client.create(webhook(f"{receiver.url}/hook", rate_limit="off"))["id"]
-        runner = herald.automations
-        assert runner is not None
+        runtime = herald.automations
+        assert runtime is not None
         peak = 0
         stop = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not stop.is_set():
-                waiting = runner._lanes.waiting(UUID(automation_id))
+                waiting = runtime.dispatcher.waiting(UUID(automation_id))
                 peak = max(peak, waiting)
                 time.sleep(0.002)
 

@@ -25,8 +25,9 @@ from uuid import UUID, uuid4
 
 import httpx
 
+from collector.app import build_automations
 from collector.automations.evaluator import Evaluator
-from collector.automations.evaluation import AutomationRunner
+from collector.automations.runtime import AutomationRuntime
 from collector.clock import ManualClock, now_us
 from collector.config import AutomationsConfig
 from collector.domain.automation_records import Firing
@@ -34,6 +35,7 @@ from collector.domain.automations import Automation, parse_automation
 from collector.domain.events import Limits, ReceivedEvent, format_time
 from collector.domain.ids import uuid7_str
 from collector.mapping.native import json_events_to_columns
+from collector.pipeline.ingest import NativeIngest
 from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
 
@@ -240,14 +242,20 @@ def test_heartbeat_threshold_1_still_slides_with_every_heartbeat() -> None:
 
 
 @asynccontextmanager
-async def runner_on(db: Path) -> AsyncIterator[tuple[AutomationRunner, BatchWriter]]:
+async def runner_on(db: Path) -> AsyncIterator[tuple[AutomationRuntime, BatchWriter]]:
     store = EventStore(db)
     writer = BatchWriter(store, batch_max_events=1000, queue_max_events=10_000)
     writer.start()
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
     clock = ManualClock(datetime.now(UTC))
-    runner = AutomationRunner(
-        store, writer, AutomationsConfig(), Limits(), clock=clock, http=http, backoff_base=0.0
+    runner = build_automations(
+        store,
+        writer,
+        NativeIngest(writer, Limits()),
+        AutomationsConfig(),
+        clock,
+        http=http,
+        backoff_base=0.0,
     )
     await runner.start(background=False)
     try:
@@ -259,15 +267,15 @@ async def runner_on(db: Path) -> AsyncIterator[tuple[AutomationRunner, BatchWrit
         store.close()
 
 
-async def evaluate_through(runner: AutomationRunner, event_id: str) -> list[Firing]:
+async def evaluate_through(runner: AutomationRuntime, event_id: str) -> list[Firing]:
     """Step the runner until it has evaluated ``event_id`` (commit callbacks arrive on the
     writer thread, and the automation's own ``created`` event is queued before the first)."""
     fired: list[Firing] = []
     deadline = asyncio.get_running_loop().time() + 10
     # The watermark is the key (received, occurred, id) of the last event evaluated.
-    while (runner._watermark or (0, 0, ""))[2] != event_id:
+    while (runner.evaluation.watermark or (0, 0, ""))[2] != event_id:
         assert asyncio.get_running_loop().time() < deadline, "the runner never saw the event"
-        fired += await runner.step(tick=False)
+        fired += await runner.evaluation.step(tick=False)
         await asyncio.sleep(0.005)
     await runner.idle()
     return fired
@@ -278,7 +286,7 @@ def test_the_runner_evaluates_a_chain_delivered_out_of_order_in_causal_order(
 ) -> None:
     async def scenario() -> list[list[str]]:
         async with runner_on(tmp_path / "h.duckdb") as (runner, writer):
-            await runner.create(
+            await runner.service.create(
                 {
                     "name": "steps",
                     "trigger": {"expect": ["step.*"]},
