@@ -34,7 +34,8 @@ from collector.automations.events import (
     derived_id,
 )
 from collector.automations.secrets import SecretSource, SecretsView
-from collector.automations.templates import TemplateEngine, build_context
+from collector.automations.template_context import build_context
+from collector.automations.templates import TemplateEngine
 from collector.clock import Clock
 from collector.config import AutomationsConfig
 from collector.domain.automation_records import Firing

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from collector.app import Herald
-from collector.automations.templates import MAX_OUTPUT_CHARS, TemplateEngine
+from collector.automations.template_sandbox import MAX_OUTPUT_CHARS
+from collector.automations.templates import TemplateEngine
 from collector.client.automations import AutomationsClient
 from collector.client.remote import HeraldClient
 from collector.domain.events import format_time

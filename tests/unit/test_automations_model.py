@@ -12,10 +12,9 @@ from uuid import uuid4
 import pytest
 
 from collector.automations.evaluator import Evaluator
+from collector.automations.template_context import LabelDiver, build_context
 from collector.automations.templates import (
-    LabelDiver,
     TemplateEngine,
-    build_context,
     render_template,
     validate_automation_templates,
     validate_template,
