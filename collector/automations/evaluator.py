@@ -1,5 +1,9 @@
 """The trigger-evaluation core (SPEC §7, Prefect P§5.2–5.10): events in, firings out.
 
+(Longer than ~500 lines on purpose: ``Evaluator`` is one algorithm whose steps — arming,
+windows, thresholds, composites, causal holds, ticks — share the same bucket state; cut
+into modules it would read worse. Its persistent form is ``evaluator_state``.)
+
 This module owns the *semantics* of triggers and nothing else — no I/O, no store, no actions,
 no threads. ``Evaluator`` keeps, per loaded event trigger, one bucket per ``for_each`` key
 (``start``, ``end``, ``count``, ``last_event``) and runs Prefect's algorithm on it:
@@ -18,8 +22,9 @@ its ids; (2) a proactive trigger with ``after`` is armed only by ``after`` event
 compound/sequence ``within`` compares the firings' ``occurred`` (event time); (4) a proactive
 trigger that fired *resolves* when an expected event for the same key arrives.
 
-All state is plain data: ``state_snapshot()`` gives a JSON-able dict, ``restore()`` takes it
-back, so the server can persist it with its watermark and resume after a restart. Firing ids
+All state is plain data (``collector.automations.evaluator_state``): ``state_snapshot()`` gives
+a JSON-able dict, ``restore()`` takes it back, so the server can persist it with its watermark
+and resume after a restart. Firing ids
 are derived from what fired (automation, trigger path, key, window, event), so re-deriving a
 firing after a restart gives the same id and the store can drop the duplicate.
 
@@ -34,13 +39,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from collector.automations.evaluator_state import (
+    Bucket,
+    BucketKey,
+    Fired,
+    NodeKey,
+    TriggerState,
+    event_id_of,
+    restored,
+    snapshot,
+)
 from collector.clock import Clock
 from collector.domain.automation_records import Firing, event_time
 from collector.domain.automations import (
@@ -61,21 +75,16 @@ from collector.domain.matching import (
     split_negation,
     value_matches,
 )
-from collector.errors import StoreError
 
 # Prefect's constants (P Appendix A).
 PRECEDING_EVENT_LOOKBACK = timedelta(minutes=15)  # first-window lookback; follower patience
 SEEN_EVENT_TTL = timedelta(minutes=30)
 SEEN_EVENT_MAX = 10_000
 EXPIRED_BUCKET_BUFFER = timedelta(seconds=60)
-SNAPSHOT_VERSION = 1
 # Herald: a proactive firing still resolves when its expected event comes back within this long
 # (the default event retention); after that the record is dropped so that keys that never come
 # back (a zombie process) do not accumulate.
 RESOLVE_HORIZON = timedelta(days=7)
-
-_NodeKey = tuple[str, str]  # (automation id, trigger path)
-_BucketKey = tuple[str, ...]
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,23 +148,6 @@ def trigger_fingerprint(trigger: Trigger) -> str:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    start: datetime
-    end: datetime
-    count: int
-    last_event: ReceivedEvent | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Fired:
-    """A proactive firing awaiting its expected event (divergence 4)."""
-
-    firing_id: UUID
-    start: datetime
-    end: datetime
-
-
-@dataclass(slots=True)
 class _Node:
     automation: Automation
     path: str
@@ -163,17 +155,10 @@ class _Node:
     fingerprint: str
     parent: _Node | None
     index: int  # position among the parent's children
-    key: _NodeKey = ("", "")
+    key: NodeKey = ("", "")
 
     def __post_init__(self) -> None:
         self.key = (str(self.automation.id), self.path)
-
-
-def _event_id(event: ReceivedEvent) -> UUID:
-    # Stored events always carry an id; the model allows None only for client input.
-    if event.id is None:
-        raise ValueError("an event without an id cannot be evaluated")
-    return event.id
 
 
 def _is_pattern(name: str) -> bool:
@@ -181,33 +166,8 @@ def _is_pattern(name: str) -> bool:
     return negated or is_glob(body)
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _parse_event(data: Mapping[str, Any]) -> ReceivedEvent:
-    return ReceivedEvent.model_validate(data)
-
-
 def _firing_id(*parts: object) -> UUID:
     return UUID(derived_uuid(b"herald.firing", *(str(p).encode() for p in parts)))
-
-
-@dataclass(slots=True)
-class _State:
-    """Everything that must survive a restart; ``fingerprints`` says which trigger definition
-    each node's state was built under."""
-
-    buckets: dict[_NodeKey, dict[_BucketKey, _Bucket]] = field(default_factory=dict)
-    child_firings: dict[_NodeKey, dict[int, Firing]] = field(default_factory=dict)
-    fired: dict[_NodeKey, dict[_BucketKey, _Fired]] = field(default_factory=dict)
-    fingerprints: dict[_NodeKey, str] = field(default_factory=dict)
-    held: dict[UUID, ReceivedEvent] = field(default_factory=dict)  # followers by id
-    # leader id -> held follower ids; derived from `held`, not persisted
-    followers: dict[UUID, list[UUID]] = field(default_factory=dict)
-    seen: OrderedDict[UUID, datetime] = field(default_factory=OrderedDict)  # oldest first
-    events_clock: datetime | None = None
-    events_clock_updated: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,23 +203,23 @@ class Evaluator:
         # Snapshot form of `seen` entries, built once per entry: formatting 10k times on every
         # snapshot would cost ~40 ms, and a server snapshots with every firing.
         self._seen_json: dict[UUID, list[str]] = {}
-        self._nodes: dict[_NodeKey, _Node] = {}
+        self._nodes: dict[NodeKey, _Node] = {}
         self._event_nodes: list[_Node] = []
         self._proactive_nodes: list[_Node] = []
         # Which event triggers can care about an event name: exact names index straight to
         # their triggers; globs, negations and empty `expect` are checked on every event.
         self._by_name: dict[str, list[_Node]] = {}
         self._any_name: list[_Node] = []
-        self._order: dict[_NodeKey, int] = {}
+        self._order: dict[NodeKey, int] = {}
         self._loaded = False
-        self._s = _State()
+        self._s = TriggerState()
 
     # -- loading ----------------------------------------------------------------------------
 
     def load(self, automations: Iterable[Automation]) -> None:
         """Replace the loaded set. Disabled automations are not evaluated and lose their state;
         a trigger node whose definition (ids aside) is unchanged keeps its state."""
-        nodes: dict[_NodeKey, _Node] = {}
+        nodes: dict[NodeKey, _Node] = {}
         for automation in automations:
             if not automation.enabled:
                 continue
@@ -311,7 +271,7 @@ class Evaluator:
         ``now`` is when the event counts as seen (default: the clock). A server replaying
         stored events after a restart passes their ``received``, so that the events clock
         measures delivery lag and not the server's own downtime."""
-        event_id = _event_id(event)
+        event_id = event_id_of(event)
         if event_id in self._s.seen or event_id in self._s.held:
             return []
         now = now if now is not None else self._clock.now()
@@ -351,7 +311,7 @@ class Evaluator:
         self._s.events_clock_updated = now
 
     def _hold(self, event: ReceivedEvent) -> None:
-        event_id = _event_id(event)
+        event_id = event_id_of(event)
         self._s.held[event_id] = event
         assert event.follows is not None
         self._s.followers.setdefault(event.follows, []).append(event_id)
@@ -394,14 +354,14 @@ class Evaluator:
             # Followers run right after their leader, earliest first (depth first, as Prefect;
             # iterative, so a long chain cannot exhaust the stack).
             released = [
-                self._unhold(i) for i in list(self._s.followers.get(_event_id(current), ()))
+                self._unhold(i) for i in list(self._s.followers.get(event_id_of(current), ()))
             ]
             stack += sorted((e for e in released if e is not None), key=event_time, reverse=True)
         return out
 
     def _mark_seen(self, event: ReceivedEvent, now: datetime) -> None:
         seen = self._s.seen
-        event_id = _event_id(event)
+        event_id = event_id_of(event)
         seen[event_id] = now
         self._seen_json.pop(event_id, None)
         seen.move_to_end(event_id)
@@ -437,7 +397,7 @@ class Evaluator:
             if is_expected:
                 self._maybe_resolve(node, key, event, out)
             buckets = self._s.buckets.setdefault(node.key, {})
-            bucket: _Bucket | None = None
+            bucket: Bucket | None = None
             if trigger.after and starts_after(trigger, event.event):
                 # An event that arms *and* counts starts at -1 so it leaves the bucket at 0.
                 initial = -1 if is_expected else 0
@@ -482,16 +442,16 @@ class Evaluator:
 
     @staticmethod
     def _ensure(
-        buckets: dict[_BucketKey, _Bucket],
-        key: _BucketKey,
+        buckets: dict[BucketKey, Bucket],
+        key: BucketKey,
         start: datetime,
         end: datetime,
         event: ReceivedEvent | None,
         initial: int,
-    ) -> _Bucket:
+    ) -> Bucket:
         bucket = buckets.get(key)
         if bucket is None:
-            bucket = buckets[key] = _Bucket(start, end, initial, event)
+            bucket = buckets[key] = Bucket(start, end, initial, event)
         elif event is not None:
             bucket.last_event = event
         return bucket
@@ -499,13 +459,13 @@ class Evaluator:
     def _evaluate(
         self,
         node: _Node,
-        buckets: dict[_BucketKey, _Bucket],
-        key: _BucketKey,
-        bucket: _Bucket,
+        buckets: dict[BucketKey, Bucket],
+        key: BucketKey,
+        bucket: Bucket,
         now: datetime,
         event: ReceivedEvent | None,
         out: list[Firing],
-    ) -> _Bucket | None:
+    ) -> Bucket | None:
         """Prefect's ``evaluate`` (P§5.3): spend the event's count, fire when due, and open
         the next window. ``now`` is the event's ``occurred`` or the events-clock time."""
         trigger = node.trigger
@@ -537,7 +497,7 @@ class Evaluator:
                 # threshold it only counts: the window opened by the first event stays
                 # (Prefect's `evaluate`, `not meets_threshold` in triggers.py).
                 occurred = event_time(event)
-                bucket = buckets[key] = _Bucket(occurred, occurred + trigger.within, 0, event)
+                bucket = buckets[key] = Bucket(occurred, occurred + trigger.within, 0, event)
             return bucket
         if trigger.after:
             buckets.pop(key, None)  # wait for the next `after` event
@@ -546,7 +506,7 @@ class Evaluator:
             return None  # immediate triggers open no next window
         start = max(bucket.end, now)
         kept = buckets.get(key)  # still there unless we just fired
-        new = buckets[key] = _Bucket(
+        new = buckets[key] = Bucket(
             start,
             start + trigger.within,
             0 if reactive else count,
@@ -560,8 +520,8 @@ class Evaluator:
     def _fire(
         self,
         node: _Node,
-        key: _BucketKey,
-        bucket: _Bucket,
+        key: BucketKey,
+        bucket: Bucket,
         now: datetime,
         event: ReceivedEvent | None,
         out: list[Firing],
@@ -590,13 +550,11 @@ class Evaluator:
             triggering_event=triggering,
         )
         if proactive and node.parent is None:
-            self._s.fired.setdefault(node.key, {})[key] = _Fired(
-                firing.id, bucket.start, bucket.end
-            )
+            self._s.fired.setdefault(node.key, {})[key] = Fired(firing.id, bucket.start, bucket.end)
         self._propagate(node, firing, out)
 
     def _maybe_resolve(
-        self, node: _Node, key: _BucketKey, event: ReceivedEvent, out: list[Firing]
+        self, node: _Node, key: BucketKey, event: ReceivedEvent, out: list[Firing]
     ) -> None:
         # Divergence 4: the expected event came back for this key after the trigger fired.
         fired_by_key = self._s.fired.get(node.key, {})
@@ -689,7 +647,7 @@ class Evaluator:
             key=event_time,
         )
         for event in lost:
-            if self._unhold(_event_id(event)) is not None:
+            if self._unhold(event_id_of(event)) is not None:
                 out += self._process(event, now)
         as_of = now + self.events_clock_offset()
         for node in self._proactive_nodes:
@@ -754,54 +712,7 @@ class Evaluator:
         """All evaluation state as JSON-able data (see ``restore``). The seen-ids (up to
         ``seen_max`` entries, most of the size) can be left out and saved apart with
         ``seen_snapshot``; ``restore`` takes the two merged again."""
-        s = self._s
-
-        def event(e: ReceivedEvent | None) -> dict[str, Any] | None:
-            return e.to_dict() if e is not None else None
-
-        return {
-            "version": SNAPSHOT_VERSION,
-            "events_clock": format_time(s.events_clock) if s.events_clock else None,
-            "events_clock_updated": (
-                format_time(s.events_clock_updated) if s.events_clock_updated else None
-            ),
-            "fingerprints": [
-                {"automation_id": a, "path": p, "fingerprint": fp}
-                for (a, p), fp in s.fingerprints.items()
-            ],
-            "buckets": [
-                {
-                    "automation_id": a,
-                    "path": p,
-                    "key": list(key),
-                    "start": format_time(b.start),
-                    "end": format_time(b.end),
-                    "count": b.count,
-                    "last_event": event(b.last_event),
-                }
-                for (a, p), buckets in s.buckets.items()
-                for key, b in buckets.items()
-            ],
-            "child_firings": [
-                {"automation_id": a, "path": p, "child": i, "firing": f.to_dict()}
-                for (a, p), store in s.child_firings.items()
-                for i, f in store.items()
-            ],
-            "fired": [
-                {
-                    "automation_id": a,
-                    "path": p,
-                    "key": list(key),
-                    "firing_id": str(r.firing_id),
-                    "start": format_time(r.start),
-                    "end": format_time(r.end),
-                }
-                for (a, p), records in s.fired.items()
-                for key, r in records.items()
-            ],
-            "held": [e.to_dict() for e in s.held.values()],
-            **({"seen": self.seen_snapshot()} if include_seen else {}),
-        }
+        return snapshot(self._s, self.seen_snapshot() if include_seen else None)
 
     def seen_snapshot(self) -> list[list[str]]:
         """The seen-ids part of ``state_snapshot``: ``[[event id, time seen], …]``."""
@@ -819,40 +730,7 @@ class Evaluator:
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Replace all evaluation state with a ``state_snapshot()``. Call before or after
         ``load``: state of triggers that changed or are gone is dropped either way."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise StoreError(
-                f"automation state snapshot has version {snapshot.get('version')!r}; "
-                f"this Herald reads version {SNAPSHOT_VERSION}"
-            )
-        s = _State()
-        clock, updated = snapshot.get("events_clock"), snapshot.get("events_clock_updated")
-        s.events_clock = _parse_time(clock) if clock else None
-        s.events_clock_updated = _parse_time(updated) if updated else None
-        for r in snapshot.get("fingerprints", ()):
-            s.fingerprints[(r["automation_id"], r["path"])] = r["fingerprint"]
-        for r in snapshot.get("buckets", ()):
-            last = r.get("last_event")
-            s.buckets.setdefault((r["automation_id"], r["path"]), {})[tuple(r["key"])] = _Bucket(
-                _parse_time(r["start"]),
-                _parse_time(r["end"]),
-                int(r["count"]),
-                _parse_event(last) if last is not None else None,
-            )
-        for r in snapshot.get("child_firings", ()):
-            store = s.child_firings.setdefault((r["automation_id"], r["path"]), {})
-            store[int(r["child"])] = Firing.from_dict(r["firing"])
-        for r in snapshot.get("fired", ()):
-            s.fired.setdefault((r["automation_id"], r["path"]), {})[tuple(r["key"])] = _Fired(
-                UUID(r["firing_id"]), _parse_time(r["start"]), _parse_time(r["end"])
-            )
-        for data in snapshot.get("held", ()):
-            held = _parse_event(data)
-            s.held[_event_id(held)] = held
-            if held.follows is not None:
-                s.followers.setdefault(held.follows, []).append(_event_id(held))
-        for event_id, at in snapshot.get("seen", ()):
-            s.seen[UUID(event_id)] = _parse_time(at)
-        self._s = s
+        self._s = restored(snapshot)
         self._seen_json = {}
         if self._loaded:
             self._reconcile()
