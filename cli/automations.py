@@ -323,8 +323,8 @@ def _from_flags(
 
     trigger: dict[str, Any] = {"type": "event"}
     if from_event is not None:
-        from collector.domain.automations import default_trigger_for_event
         from collector.domain.events import ReceivedEvent
+        from collector.domain.triggers import default_trigger_for_event
 
         with state(ctx).client() as events:
             event = ReceivedEvent.model_validate(events.get(from_event))
@@ -402,7 +402,7 @@ def ls(ctx: typer.Context, fmt: FormatOpt = None) -> None:
 
     Example: herald automations ls
     """
-    from collector.domain.automations import describe_trigger
+    from collector.domain.triggers import describe_trigger
 
     with _client(ctx) as client:
         automations = client.list()

@@ -19,9 +19,10 @@ from collector.automations.events import guard_skips
 from collector.clock import ManualClock
 from collector.domain.automation_records import Firing
 from collector.domain.automation_state import AutomationStateStore
-from collector.domain.automations import Automation, EventTrigger, iter_triggers
+from collector.domain.automations import Automation
 from collector.domain.events import us_to_datetime
 from collector.domain.matching import is_glob, split_negation
+from collector.domain.triggers import EventTrigger, iter_triggers
 from collector.errors import InvalidInput
 
 CHUNK = 5_000

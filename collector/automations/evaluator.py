@@ -57,15 +57,7 @@ from collector.automations.evaluator_state import (
 )
 from collector.clock import Clock
 from collector.domain.automation_records import Firing, event_time
-from collector.domain.automations import (
-    RELATED_LABEL_PREFIX,
-    Automation,
-    CompoundTrigger,
-    EventTrigger,
-    SequenceTrigger,
-    Trigger,
-    iter_triggers,
-)
+from collector.domain.automations import Automation
 from collector.domain.events import RESOURCE_ROLE, ReceivedEvent, format_time
 from collector.domain.ids import derived_uuid
 from collector.domain.matching import (
@@ -74,6 +66,14 @@ from collector.domain.matching import (
     labels_match,
     split_negation,
     value_matches,
+)
+from collector.domain.triggers import (
+    RELATED_LABEL_PREFIX,
+    CompoundTrigger,
+    EventTrigger,
+    SequenceTrigger,
+    Trigger,
+    iter_triggers,
 )
 
 # Prefect's constants (P Appendix A).

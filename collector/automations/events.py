@@ -32,7 +32,7 @@ from typing import Any
 from uuid import UUID
 
 from collector.domain.automation_records import Firing
-from collector.domain.automations import Automation, EventTrigger
+from collector.domain.automations import Automation
 from collector.domain.events import (
     RESOURCE_ID,
     RESOURCE_NAME,
@@ -41,6 +41,7 @@ from collector.domain.events import (
     format_time,
 )
 from collector.domain.ids import derived_uuid
+from collector.domain.triggers import EventTrigger
 
 AUTOMATION_PREFIX = "herald.automation."
 EVENT_PREFIX = "herald.event."

@@ -20,17 +20,15 @@ from collector.automations.templates import (
     validate_template,
 )
 from collector.clock import ManualClock
-from collector.domain.automations import (
-    Automation,
+from collector.domain.automations import Automation, parse_automation, parse_trigger
+from collector.domain.events import ReceivedEvent
+from collector.domain.triggers import (
     CompoundTrigger,
     EventTrigger,
     SequenceTrigger,
     default_trigger_for_event,
     describe_trigger,
-    parse_automation,
-    parse_trigger,
 )
-from collector.domain.events import ReceivedEvent
 from collector.errors import InvalidAutomation
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
