@@ -291,6 +291,11 @@ class TailHub:
         if thread is not None:
             thread.join(5)
 
+    def _is_closing(self) -> bool:
+        # A call, not the attribute: ``close()`` sets it from another thread while a batch is
+        # fanned out, and a type checker would take the value read under the lock as final.
+        return self._closing
+
     def _run(self) -> None:
         started = time.perf_counter()  # of the current slice of work
         while True:
@@ -321,7 +326,7 @@ class TailHub:
                     n = len(cols)
                     started = min(started, time.perf_counter())
                     for start in range(0, n, SLICE_ROWS):
-                        if self._closing:
+                        if self._is_closing():
                             break
                         end = start + SLICE_ROWS
                         part = cols if n <= SLICE_ROWS else _rows(cols, start, end)

@@ -272,12 +272,12 @@ def precheck(filter: EventFilter) -> Precheck | None:
         include = usable(filter.text.parsed.include)
         required = usable(filter.text.parsed.required)
     anyr = filter.any_resource
-    for part in anyr if isinstance(anyr, list) else [anyr] if anyr else []:
-        spec = dict(part.labels or {})
-        if part.id:
-            spec[RESOURCE_ID] = part.id
-        elif part.id_prefix:
-            spec[RESOURCE_ID] = [p + "*" for p in part.id_prefix]
+    for either in anyr if isinstance(anyr, list) else [anyr] if anyr else []:
+        spec = dict(either.labels or {})
+        if either.id:
+            spec[RESOURCE_ID] = either.id
+        elif either.id_prefix:
+            spec[RESOURCE_ID] = [p + "*" for p in either.id_prefix]
         on_either += _groups(spec)
     name_part = filter.event
     if not (name_part or on_resource or on_related or on_either or include or required):
@@ -329,7 +329,7 @@ class _Lookup(Generic[S]):
     def candidates(self, column: list[str], out: dict[Entry[S], list[int]]) -> None:
         # One lookup per distinct value of the column; the rows are walked only when some
         # value has takers, so subscribers that want nothing in the batch cost nothing.
-        hits = {}
+        hits: dict[str, list[Entry[S]]] = {}
         for value in set(column):
             entries = self.entries_for(value)
             if entries:
@@ -337,9 +337,9 @@ class _Lookup(Generic[S]):
         if not hits:
             return
         for i, value in enumerate(column):
-            entries = hits.get(value)
-            if entries:
-                for entry in entries:
+            takers = hits.get(value)
+            if takers:
+                for entry in takers:
                     rows = out.get(entry)
                     if rows is None:
                         out[entry] = [i]
