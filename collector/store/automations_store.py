@@ -1,11 +1,11 @@
 """``AutomationStore``: the automation tables (SPEC §5, §7) and the event reads the automation
-runtime needs.
+runtime needs — the ``AutomationStateStore`` of ``collector.domain.automation_state``.
 
 It owns the SQL for ``automations``, ``automation_firings``, ``action_runs`` and
-``automation_state`` (schema version 2), plus two event scans: events received since a
-watermark (the evaluator's catch-up after a restart) and events that occurred in a time range
-(backtests). Writes go through ``EventStore.transaction`` so they share the store's one write
-lock with the ingest writer; reads use their own cursors. No evaluation and no actions here.
+``automation_state`` (schema version 2); the event reads (replay, leader lookups, backtests)
+come from ``AutomationEventReads`` (``automation_events.py``). Writes go through
+``EventStore.transaction`` so they share the store's one write lock with the ingest writer;
+reads use their own cursors. No evaluation and no actions here.
 
 Secrets: the ``automations.body`` column holds an automation's *public* form (user SQL reads
 it), with markers in place of secret values; the values live in the ``SecretVault`` beside the
@@ -29,7 +29,6 @@ import pyarrow as pa
 from collector.domain.automation_records import (
     ActionRun,
     EvaluatorState,
-    EventKey,
     Firing,
     NewFiring,
     StoredAutomation,
@@ -37,10 +36,10 @@ from collector.domain.automation_records import (
 )
 from collector.domain.automation_state import AutomationStateStore
 from collector.domain.automations import Automation, parse_automation
-from collector.domain.columns import EventColumns
 from collector.domain.events import format_time, us_to_datetime
 from collector.domain.secret_markers import refs_in, resolve, split
 from collector.errors import Conflict, NotFound, StoreError
+from collector.store.automation_events import AutomationEventReads
 from collector.store.duckdb_store import EventStore
 from collector.store.secret_vault import SecretVault
 
@@ -58,10 +57,6 @@ _AUTOMATION_COLUMNS = "body, created, updated"
 _RUN_COLUMNS = (
     "id, firing_id, automation_id, action_list, action_index, action_type, phase, status, "
     "reason, detail, response_status, created, started, finished"
-)
-_EVENT_COLUMNS = (
-    "id::VARCHAR, epoch_us(occurred), event, resource_id, resource, related, payload, "
-    "follows::VARCHAR, epoch_us(received)"
 )
 
 
@@ -100,16 +95,7 @@ def _run(row: tuple[Any, ...]) -> ActionRun:
     )
 
 
-def _columns(rows: Sequence[tuple[Any, ...]]) -> tuple[EventColumns, list[int]]:
-    cols = EventColumns()
-    received: list[int] = []
-    for id_, occurred, name, rid, resource, related, payload, follows, rec in rows:
-        cols.append_json(id_, occurred, name, rid, resource, related, payload, follows)
-        received.append(rec)
-    return cols, received
-
-
-class AutomationStore(AutomationStateStore):
+class AutomationStore(AutomationEventReads, AutomationStateStore):
     """The automation tables of one ``EventStore`` (the ``AutomationStateStore`` the
     automations runtime uses)."""
 
@@ -120,15 +106,6 @@ class AutomationStore(AutomationStateStore):
         self._writes = threading.Lock()
         if not store.read_only:
             self.protect_stored_secrets()
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self._store.cursor()
-        try:
-            return cur.execute(sql, list(params)).fetchall()
-        except duckdb.Error as exc:
-            raise StoreError(f"read failed: {exc}") from exc
-        finally:
-            cur.close()
 
     # -- automations ------------------------------------------------------------------------
 
@@ -539,66 +516,3 @@ class AutomationStore(AutomationStateStore):
             (int(mark[0]), int(mark[1]), str(mark[2])) if mark else None,
             seen.encode() if seen else None,
         )
-
-    # -- events -----------------------------------------------------------------------------
-
-    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
-        """The first ``limit`` events after the key ``after`` in (received, occurred, id)
-        order — the evaluation order, so a replay continues exactly where evaluation was."""
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE received >= make_timestamptz(?) "
-            "AND (epoch_us(received), epoch_us(occurred), id) > (?, ?, ?::UUID) "
-            "ORDER BY received, occurred, id LIMIT ?"
-        )
-        return _columns(self._read(sql, [after[0], *after, limit]))
-
-    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
-        """The event is stored and was received in ``[received_us - window_us, received_us)``
-        (the window keeps the lookup to recent row groups)."""
-        rows = self._read(
-            "SELECT 1 FROM events WHERE received >= make_timestamptz(?) "
-            "AND received < make_timestamptz(?) AND id = TRY_CAST(? AS UUID) LIMIT 1",
-            [received_us - window_us, received_us, event_id],
-        )
-        return bool(rows)
-
-    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
-        """The name of a stored event received since ``received_since``, or None."""
-        rows = self._read(
-            "SELECT event FROM events WHERE received >= ? AND id = ? LIMIT 1",
-            [received_since, event_id],
-        )
-        return str(rows[0][0]) if rows else None
-
-    @staticmethod
-    def _range(since: datetime, until: datetime, names: list[str] | None) -> tuple[str, list[Any]]:
-        where = "occurred >= ? AND occurred <= ?"
-        params: list[Any] = [since, until]
-        if names is not None:
-            where += " AND list_contains(?, event)"
-            params.append(names)
-        return where, params
-
-    def count_events_between(
-        self, since: datetime, until: datetime, names: list[str] | None = None
-    ) -> int:
-        where, params = self._range(since, until, names)
-        rows = self._read(f"SELECT count(*) FROM events WHERE {where}", params)
-        return int(rows[0][0]) if rows else 0
-
-    def events_between(
-        self,
-        since: datetime,
-        until: datetime,
-        after: tuple[int, str] | None,
-        limit: int,
-        names: list[str] | None = None,
-    ) -> tuple[EventColumns, list[int]]:
-        """Events that occurred in ``[since, until]`` (optionally only these names), in
-        (occurred, id) order after the keyset ``after``."""
-        where, params = self._range(since, until, names)
-        if after is not None:
-            where += " AND (epoch_us(occurred), id) > (?, ?::UUID)"
-            params += list(after)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY occurred, id LIMIT ?"
-        return _columns(self._read(sql, [*params, limit]))
