@@ -13,15 +13,12 @@ neither the store nor the writer.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import fnmatch
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 from uuid import UUID
 
 import httpx
@@ -36,6 +33,12 @@ from collector.automations.events import (
 from collector.automations.secrets import SecretSource, SecretsView
 from collector.automations.template_context import build_context
 from collector.automations.templates import TemplateEngine
+from collector.automations.webhook_rules import (
+    host_port,
+    redact_headers,
+    userinfo_forms,
+    webhook_host_allowed,
+)
 from collector.clock import Clock
 from collector.config import AutomationsConfig
 from collector.domain.automation_records import Firing
@@ -60,7 +63,6 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 # Statuses worth retrying: the server may answer differently next time.
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 
 # Stores events through the normal ingest path; raises HeraldError if they are rejected.
 # The flag says the action is being resumed after a restart: events already stored are skipped.
@@ -153,56 +155,6 @@ def _looks_like_json(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _redact(headers: httpx.Headers) -> dict[str, str]:
-    return {k: ("[redacted]" if k.lower() in _REDACTED_HEADERS else v) for k, v in headers.items()}
-
-
-def _host_port(url: str) -> tuple[str, int | None]:
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return "", None
-    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
-    return parsed.host.lower().strip("[]"), port
-
-
-def _pattern(entry: str) -> tuple[str, str]:
-    """``host``, ``host:port``, ``[v6]:port``, ``*.example.com`` → (host glob, port glob)."""
-    entry = entry.strip().lower()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, rest.removeprefix(":") or "*"
-    if entry.count(":") == 1:
-        host, _, port = entry.partition(":")
-        return host, port or "*"
-    return entry, "*"
-
-
-def _userinfo_forms(url: str) -> list[str]:
-    """URL credentials as they may come back in a response: plain and as Basic auth."""
-    try:
-        userinfo = unquote(httpx.URL(url).userinfo.decode())
-    except (httpx.InvalidURL, TypeError, ValueError, UnicodeDecodeError):
-        return []
-    if not userinfo:
-        return []
-    return [userinfo, base64.b64encode(userinfo.encode()).decode()]
-
-
-def webhook_host_allowed(url: str, allowed: list[str]) -> bool:
-    """Whether a rendered webhook URL's host (and port) matches ``allowed`` (empty: any)."""
-    if not allowed:
-        return True
-    host, port = _host_port(url)
-    if not host:
-        return False
-    for entry in allowed:
-        host_glob, port_glob = _pattern(entry)
-        if fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(str(port), port_glob):
-            return True
-    return False
 
 
 def infer_automation(event: ReceivedEvent | None) -> UUID | None:
@@ -335,10 +287,10 @@ class ActionExecutor:
         url, headers, rendered_body = await self._templates.offload(
             render_all, where, (t for _, t in action.templates())
         )
-        used += _userinfo_forms(url)
+        used += userinfo_forms(url)
         shown_url = redact_url(url)
         if not webhook_host_allowed(url, self._config.webhook_allow_hosts):
-            host, port = _host_port(url)
+            host, port = host_port(url)
             raise ActionFailed(
                 f"the webhook host {host or url!r} (port {port}) is not in "
                 "automations.webhook_allow_hosts; the request was not sent",
@@ -379,7 +331,7 @@ class ActionExecutor:
                     "status_code": status,
                     "attempts": attempts,
                     "response_body": response.text[:RESPONSE_BODY_LIMIT],
-                    "response_headers": _redact(response.headers),
+                    "response_headers": redact_headers(response.headers),
                 }
                 if response.is_success:
                     return Outcome("executed", detail=detail, response_status=status)
