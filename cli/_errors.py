@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import typer
 
 from collector import errors as e
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _EXIT: list[tuple[type[e.HeraldError], int, str]] = [
     (e.ConfigError, 2, "config error"),
@@ -35,11 +36,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def handle_errors(fn: F) -> F:
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn Herald errors raised by a command into one stderr line and an exit code."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except e.HeraldError as exc:
@@ -51,4 +52,4 @@ def handle_errors(fn: F) -> F:
                     raise fail(f"{prefix}: {exc}{hint}", code) from None
             raise
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -159,9 +159,9 @@ class Precheck:
                 return []
         if self._has_raw and not self._batch_may_match(batch):
             return []
-        indices = range(len(names))
+        indices: Sequence[int] = range(len(names))
         if wanted is not None and len(wanted) < len(batch.distinct_names):
-            indices = [i for i in indices if names[i] in wanted]  # type: ignore[assignment]
+            indices = [i for i in indices if names[i] in wanted]
         if not self._has_raw:
             return list(indices)
         return [i for i in indices if self._row_may_match(batch, i)]
