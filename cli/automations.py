@@ -1,16 +1,30 @@
 """`herald automations create|ls|inspect|pause|resume|delete|update|history|backtest`:
-automations from the terminal, with Prefect's `prefect automation` messages (P§7.4)."""
+automations from the terminal, with Prefect's `prefect automation` messages (P§7.4). What the
+commands take from the user is read in ``_automation_input``; history and backtest live in
+``automation_history``."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli import automation_history
 from cli._app import HeraldTyper
+from cli._automation_input import (
+    FileOpt,
+    IdOpt,
+    JsonOpt,
+    NameArg,
+    YesOpt,
+    from_flags,
+    load_yaml,
+    parse_json_automations,
+    read_automations,
+    resolve,
+)
 from cli._errors import handle_errors
 from cli._output import FormatOpt, OutputFormat, format_option, note, render, resolve_format
 from cli._state import state
@@ -24,125 +38,9 @@ app = HeraldTyper(
     no_args_is_help=True,
 )
 
-NameArg = Annotated[str | None, typer.Argument(help="the automation's name")]
-IdOpt = Annotated[str | None, typer.Option("--id", metavar="<id>", help="the automation's id")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
-# No short flag: `-f` is --format in every herald command (docs/cli.md).
-FileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--from-file",
-        metavar="<file>",
-        help="automation(s) in a .json, .yaml/.yml or .toml file",
-    ),
-]
-JsonOpt = Annotated[
-    str | None,
-    typer.Option("--json", "-j", metavar="<json>", help="automation(s) as a JSON string"),
-]
-
-_EXTENSIONS = ".yaml, .yml, .json or .toml"
-_EMIT_RESOURCE = "{{ event.resource.id if event else 'herald.automation.' ~ automation.id }}"
-
 
 def _client(ctx: typer.Context) -> AutomationsClient:
     return state(ctx).automations_client()
-
-
-def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError:  # PyYAML is optional: only YAML files need it
-        raise InvalidInput(
-            "YAML needs the PyYAML package (pip install pyyaml); or use .json or .toml"
-        ) from None
-    return yaml
-
-
-def _items(data: Any, source: str) -> list[dict[str, Any]]:
-    """A single automation, a list, or ``{"automations": [...]}`` (Prefect's three forms)."""
-    if isinstance(data, dict) and "automations" in data and "trigger" not in data:
-        data = data["automations"]
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise InvalidInput(
-            f'{source}: expected an automation, a list of automations, or {{"automations": [...]}}'
-        )
-    return data
-
-
-def read_automations(path: Path) -> list[dict[str, Any]]:
-    """Automations from a JSON, YAML or TOML file."""
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".yaml", ".yml", ".toml"):
-        raise InvalidInput(f"File extension not recognized. Please use {_EXTENSIONS}")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InvalidInput(f"File not found: {path}") from None
-    except OSError as exc:
-        raise InvalidInput(f"Cannot read {path}: {exc.strerror}") from None
-    if suffix == ".json":
-        return parse_json_automations(text)
-    if suffix == ".toml":
-        import tomllib
-
-        try:
-            return _items(tomllib.loads(text), str(path))
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidInput(f"Invalid TOML: {exc}") from None
-    yaml = _yaml()
-    try:
-        return _items(yaml.safe_load(text), str(path))
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"Invalid YAML: {exc}") from None
-
-
-def parse_json_automations(text: str) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InvalidInput(f"Invalid JSON: {exc}") from None
-    return _items(data, "--json")
-
-
-def parse_within(text: str) -> Any:
-    """``5m``/``30s``/``1h``, a number of seconds, or anything the model takes (PT30S)."""
-    from cli._parsing import parse_duration
-
-    delta = parse_duration(text)
-    if delta is not None:
-        return delta.total_seconds()
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _posture(text: str) -> str:
-    for posture in ("Reactive", "Proactive"):
-        if text.lower() == posture.lower():
-            return posture
-    raise InvalidInput(f"--posture: expected Reactive or Proactive, got {text!r}")
-
-
-def _actions(webhook: str | None, emit: str | None) -> list[dict[str, Any]]:
-    actions: list[dict[str, Any]] = []
-    if webhook:
-        actions.append({"type": "call-webhook", "url": webhook})
-    if emit:
-        actions.append(
-            {
-                "type": "emit-event",
-                "event": emit,
-                # About the triggering event's resource; the automation itself when there is none
-                # (a proactive firing with no event).
-                "resource": {"prefect.resource.id": _EMIT_RESOURCE},
-                "payload": {"triggering_event": "{{ event.id if event else '' }}"},
-            }
-        )
-    return actions or [{"type": "do-nothing"}]
 
 
 def _describe_actions(automation: Any) -> str:
@@ -263,7 +161,7 @@ def create(
         if len(sources) > 1:
             raise InvalidInput("--from-event cannot be combined with --from-file or --json")
         items = [
-            _from_flags(
+            from_flags(
                 ctx,
                 from_event,
                 name,
@@ -300,67 +198,6 @@ def create(
         for item_name, reason in failed:
             typer.echo(f" - '{item_name}': {reason}", err=True)
         raise typer.Exit(1)
-
-
-def _from_flags(
-    ctx: typer.Context,
-    from_event: str | None,
-    name: str | None,
-    description: str,
-    tags: list[str],
-    expect: list[str] | None,
-    after: list[str] | None,
-    match: list[str] | None,
-    match_related: list[str] | None,
-    for_each: list[str] | None,
-    posture: str | None,
-    threshold: int | None,
-    within: str | None,
-    webhook: str | None,
-    emit: str | None,
-) -> dict[str, Any]:
-    from cli._parsing import parse_labels
-
-    trigger: dict[str, Any] = {"type": "event"}
-    if from_event is not None:
-        from collector.domain.events import ReceivedEvent
-        from collector.domain.triggers import default_trigger_for_event
-
-        with state(ctx).client() as events:
-            event = ReceivedEvent.model_validate(events.get(from_event))
-        trigger = default_trigger_for_event(event).model_dump(mode="json", exclude={"id"})
-        name = name or f"{event.event} on {event.resource['prefect.resource.id']}"
-    elif not (expect or after or match or match_related):
-        raise InvalidInput(
-            "give --from-file, --json or --from-event, or describe the trigger with at least "
-            "one of --expect, --after, --match or --match-related (an empty trigger matches "
-            "every event)"
-        )
-    if not name:
-        raise InvalidInput("--name: required when the automation is described by flags")
-    if expect:
-        trigger["expect"] = expect
-    if after:
-        trigger["after"] = after
-    if match:
-        trigger["match"] = parse_labels(match, "--match")
-    if match_related:
-        trigger["match_related"] = parse_labels(match_related, "--match-related")
-    if for_each:
-        trigger["for_each"] = for_each
-    if posture:
-        trigger["posture"] = _posture(posture)
-    if threshold is not None:
-        trigger["threshold"] = threshold
-    if within is not None:
-        trigger["within"] = parse_within(within)
-    return {
-        "name": name,
-        "description": description,
-        "tags": tags,
-        "trigger": trigger,
-        "actions": _actions(webhook, emit),
-    }
 
 
 @app.command("update")
@@ -447,23 +284,6 @@ def ls(ctx: typer.Context, fmt: FormatOpt = None) -> None:
     render(automations, fmt)
 
 
-def _resolve(client: Any, name: str | None, automation_id: str | None) -> list[dict[str, Any]]:
-    """The automations a NAME or --id designates (a name may be shared)."""
-    if automation_id:
-        if name:
-            raise InvalidInput("give a name or --id, not both")
-        return [client.read(automation_id)]
-    if not name:
-        raise InvalidInput("give the automation's name, or --id")
-    try:
-        return list(client.find(name))
-    except NotFound:
-        raise NotFound(
-            f"Automation with name '{name}' not found. You can also specify an id with the "
-            "`--id` flag."
-        ) from None
-
-
 @app.command("inspect")
 @handle_errors
 def inspect(
@@ -496,7 +316,7 @@ def inspect(
     if output.lower() == "json":
         typer.echo(json.dumps(data, indent=2))
     else:
-        typer.echo(_yaml().safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+        typer.echo(load_yaml().safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +328,7 @@ def _set_enabled(
 ) -> None:
     verb = "Resumed" if enabled else "Paused"
     with _client(ctx) as client:
-        targets = _resolve(client, name, automation_id)
+        targets = resolve(client, name, automation_id)
         if len(targets) > 1 and not yes and _interactive():
             typer.confirm(
                 f"Found {len(targets)} automations named '{name}'. "
@@ -583,7 +403,7 @@ def delete(
                 client.delete(a["id"])
             typer.echo(f"Deleted {len(automations)} automations.")
             return
-        targets = _resolve(client, name, automation_id)
+        targets = resolve(client, name, automation_id)
         if len(targets) > 1:
             raise InvalidInput(
                 f"Multiple automations found with name '{name}'. Please specify an id with "
@@ -599,212 +419,5 @@ def delete(
 # --------------------------------------------------------------------------------------------
 # history / backtest
 
-
-def _local(iso: str | None) -> str:
-    from cli.events import local_time
-
-    return local_time(iso)[:23] if iso else ""
-
-
-def _key(labels: dict[str, str], key: list[str]) -> str:
-    if labels:
-        return ", ".join(f"{k}={v}" for k, v in labels.items())
-    return ", ".join(key)
-
-
-def _runs(runs: list[dict[str, Any]]) -> str:
-    lines = []
-    for r in runs:
-        text = f"{r['action_type']}: {r['status']}"
-        if r.get("response_status") is not None:
-            text += f" ({r['response_status']})"
-        if r.get("reason"):
-            text += f" — {r['reason']}"
-        lines.append(text)
-    return "\n".join(lines)
-
-
-@app.command("history")
-@handle_errors
-def history(
-    ctx: typer.Context,
-    name: NameArg = None,
-    automation_id: IdOpt = None,
-    limit: Annotated[
-        int, typer.Option("--limit", "-n", help="firings to show", min=1, max=1000)
-    ] = 20,
-    status: Annotated[
-        str | None,
-        typer.Option(
-            "--status",
-            help="only firings with an action run in this status: triggered (waiting or "
-            "running), executed, failed, cancelled (paused or deleted before it ran), skipped "
-            "(rate limit or full queue)",
-            metavar="STATUS",
-        ),
-    ] = None,
-    fmt: FormatOpt = None,
-) -> None:
-    """Show recent firings (triggered and resolved) and what their actions did, with how
-    many action runs ended in each status.
-
-    Example: herald automations history late-orders --status skipped --limit 50
-    """
-    counts: dict[str, int] = {}
-    with _client(ctx) as client:
-        names = {a["id"]: a["name"] for a in client.list()}
-        if name or automation_id:
-            targets = _resolve(client, name, automation_id)
-            firings: list[dict[str, Any]] = []
-            for t in targets:
-                page = client.history_page(t["id"], limit, status)
-                firings += page["firings"]
-                for key, n in page.get("run_counts", {}).items():
-                    counts[key] = counts.get(key, 0) + n
-            firings.sort(key=lambda f: f["occurred"], reverse=True)
-            firings = firings[:limit]
-        else:
-            page = client.history_page(None, limit, status)
-            firings, counts = page["firings"], page.get("run_counts", {})
-    fmt = resolve_format(fmt)
-    if fmt is not OutputFormat.TABLE:
-        render(firings, fmt)
-        return
-    if not firings:
-        note(f"No firings with a {status} action run." if status else "No firings yet.")
-        _note_counts(counts)
-        return
-    rows = [
-        [
-            _local(f["occurred"]),
-            names.get(f["automation_id"], f["automation_id"]),
-            f["kind"],
-            _key(f["triggering_labels"], f["bucket_key"]),
-            (
-                f"{f['triggering_event_name']}\n{f['triggering_event_id']}"
-                if f["triggering_event_id"]
-                else ""
-            ),
-            _runs(f["action_runs"]),
-        ]
-        for f in firings
-    ]
-    render(
-        firings,
-        fmt,
-        columns=["occurred", "automation", "kind", "key", "triggering event", "actions"],
-        table_rows=rows,
-        title="Firings",
-    )
-    _note_counts(counts)
-
-
-def _note_counts(counts: dict[str, int]) -> None:
-    # A runaway shows here: thousands cancelled or skipped, beyond the firings listed.
-    if counts:
-        note("Action runs: " + ", ".join(f"{n:,} {key}" for key, n in sorted(counts.items())))
-
-
-@app.command("backtest")
-@handle_errors
-def backtest(
-    ctx: typer.Context,
-    since: Annotated[str, typer.Option("--since", help="from: 7d ago, or an ISO time")],
-    name: NameArg = None,
-    automation_id: IdOpt = None,
-    from_file: FileOpt = None,
-    from_json: JsonOpt = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="to: 1h ago or an ISO time (default now)")
-    ] = None,
-    fmt: FormatOpt = None,
-) -> None:
-    """List the firings an automation would have had over stored events (no actions run).
-
-    The automation is a saved one (NAME or --id), or comes from a file or JSON string (an
-    automation, or a bare trigger).
-
-    Example: herald automations backtest late-orders --since 7d
-    """
-    from cli._parsing import parse_time
-    from collector.domain.events import format_time
-
-    kwargs: dict[str, Any] = {"since": format_time(parse_time(since, "--since"))}
-    if until:
-        kwargs["until"] = format_time(parse_time(until, "--until"))
-    chosen = [x for x in (name, automation_id, from_file, from_json) if x is not None]
-    if len(chosen) != 1:
-        raise InvalidInput("give exactly one of: a name, --id, --from-file or --json")
-    with _client(ctx) as client:
-        if from_file is not None or from_json is not None:
-            items = (
-                read_automations(from_file)
-                if from_file is not None
-                else parse_json_automations(from_json or "")
-            )
-            if len(items) != 1:
-                raise InvalidInput(f"backtest takes one automation or trigger; found {len(items)}")
-            key = "automation" if "trigger" in items[0] else "trigger"
-            kwargs[key] = items[0]
-        else:
-            targets = _resolve(client, name, automation_id)
-            if len(targets) > 1:
-                raise InvalidInput(
-                    f"Multiple automations found with name '{name}'. Please specify an id "
-                    "with the `--id` flag instead."
-                )
-            kwargs["automation_id"] = targets[0]["id"]
-        result = _with_progress(lambda progress: client.backtest(progress=progress, **kwargs))
-    firings = result.get("firings", [])
-    fmt = resolve_format(fmt)
-    note(
-        f"{len(firings)} firing(s) over {result.get('events', 0)} events"
-        + (" (truncated)" if result.get("truncated") else "")
-    )
-    if fmt is not OutputFormat.TABLE:
-        render(firings, fmt)
-        return
-    rows = [
-        [
-            _local(f["occurred"]),
-            f["kind"],
-            _key(f.get("triggering_labels", {}), f.get("bucket_key", [])),
-            (
-                f"{f['triggering_event']['event']}\n{f['triggering_event']['id']}"
-                if f.get("triggering_event")
-                else ""
-            ),
-            f["trigger_path"],
-        ]
-        for f in firings
-    ]
-    if rows:
-        render(
-            firings,
-            fmt,
-            columns=["occurred", "kind", "key", "triggering event", "trigger"],
-            table_rows=rows,
-            title=f"Backtest: {result['automation']['name']}",
-        )
-
-
-def _with_progress(run: Any) -> Any:
-    """Run ``run(progress)`` with a progress bar on stderr."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("backtest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("backtest", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        return run(progress)
+app.command("history")(automation_history.history)
+app.command("backtest")(automation_history.backtest)
