@@ -16,7 +16,7 @@ import httpx
 from aiohttp import web
 
 from collector._proto import automations_pb2_grpc, herald_pb2_grpc
-from collector.automations.actions import ActionExecutor
+from collector.automations.actions import BACKOFF_BASE_SECONDS, ActionExecutor
 from collector.automations.background import BackgroundTasks, WorkerThreads
 from collector.automations.dispatch import FiringDispatcher
 from collector.automations.emitter import EventEmitter, EventIngest
@@ -105,7 +105,7 @@ def build_automations(
         emit=emitter.store,
         set_enabled=set_enabled,
         templates=templates,
-        **({"backoff_base": backoff_base} if backoff_base is not None else {}),
+        backoff_base=BACKOFF_BASE_SECONDS if backoff_base is None else backoff_base,
     )
     dispatcher = FiringDispatcher(config, state, store_threads, executor, emitter, tasks, clock)
     leaders = LeaderLookup(state)
@@ -192,6 +192,7 @@ class Herald:
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if cfg.automations.enabled:
+            assert self.automations is not None
             await self.automations.start()
 
     async def _open(self, http_sockets: list[socket.socket]) -> None:

@@ -286,7 +286,7 @@ class FiringDispatcher:
                     event_id=triggered_id,
                     occurred=created,
                     payload=base,
-                    state_event_id=announced.id,  # type: ignore[arg-type]
+                    state_event_id=announced.id,
                     follows=follows_if_close(firing.triggering_event, created),
                 )
             ]
@@ -346,7 +346,7 @@ class FiringDispatcher:
                     event_id=finished_id,
                     occurred=run.finished,
                     payload=payload,
-                    state_event_id=announced.id,  # type: ignore[arg-type]
+                    state_event_id=announced.id,
                     targets=outcome.targets,
                     follows=triggered_id,
                 )

@@ -71,22 +71,25 @@ class EventEmitter:
         return self._tasks.spawn(self._commit(events, refused))
 
     async def _commit(self, events: list[dict[str, Any]], refused: Refused | None) -> None:
+        errors = await self._emit_retrying(events)
+        if errors and refused is None:
+            raise InvalidEvent(errors[0][1])
+        for index, reason in errors:
+            if refused is not None:
+                refused(index, reason)
+
+    async def _emit_retrying(self, events: list[dict[str, Any]]) -> list[tuple[int, str]]:
         waited = 0.0
         while True:
             try:
                 _, errors = await self._ingest.emit_items(events)
-                break
+                return errors
             except Busy as exc:
                 if waited >= EMIT_RETRY_SECONDS:
                     raise
                 pause = max(0.05, min(exc.retry_after, 1.0))
                 await asyncio.sleep(pause)
                 waited += pause
-        if errors and refused is None:
-            raise InvalidEvent(errors[0][1])
-        for index, reason in errors:
-            if refused is not None:
-                refused(index, reason)
 
     async def store(self, events: list[dict[str, Any]], resumed: bool = False) -> None:
         """Store events and wait until they are committed (an action's events). For a

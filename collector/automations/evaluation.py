@@ -231,7 +231,7 @@ class EvaluationLoop:
                     await asyncio.wait_for(self._wakeup.wait(), max(delay, 0.005))
                 except TimeoutError:
                     pass
-                if self._stopping:
+                if self.stop_requested():  # set while we waited
                     break
             now = loop.time()
             due = self._next_due is not None and self._next_due <= self._clock.now()
@@ -265,6 +265,9 @@ class EvaluationLoop:
         """Ask the loop to end (``run`` returns after the step in progress)."""
         self._stopping = True
         self._wakeup.set()
+
+    def stop_requested(self) -> bool:
+        return self._stopping
 
     async def save(self) -> None:
         """After ``run`` ended: store the last state, seen-ids included."""

@@ -56,7 +56,7 @@ from collector.automations.evaluator_state import (
     snapshot,
 )
 from collector.clock import Clock
-from collector.domain.automation_records import Firing, event_time
+from collector.domain.automation_records import Firing
 from collector.domain.automations import Automation
 from collector.domain.events import RESOURCE_ROLE, ReceivedEvent, format_time
 from collector.domain.ids import derived_uuid
@@ -164,6 +164,10 @@ class _Node:
 def _is_pattern(name: str) -> bool:
     negated, body = split_negation(name)
     return negated or is_glob(body)
+
+
+def _occurred(event: ReceivedEvent) -> datetime:
+    return event.occurred
 
 
 def _firing_id(*parts: object) -> UUID:
@@ -356,7 +360,7 @@ class Evaluator:
             released = [
                 self._unhold(i) for i in list(self._s.followers.get(event_id_of(current), ()))
             ]
-            stack += sorted((e for e in released if e is not None), key=event_time, reverse=True)
+            stack += sorted((e for e in released if e is not None), key=_occurred, reverse=True)
         return out
 
     def _mark_seen(self, event: ReceivedEvent, now: datetime) -> None:
@@ -370,7 +374,7 @@ class Evaluator:
 
     def _update_events_clock(self, event: ReceivedEvent, now: datetime) -> None:
         # P§5.8: never backwards, never into the future.
-        stamp = min(event_time(event), now)
+        stamp = min(event.occurred, now)
         if self._s.events_clock is None or stamp >= self._s.events_clock:
             self._s.events_clock = stamp
         self._s.events_clock_updated = now
@@ -384,7 +388,7 @@ class Evaluator:
     def _react(self, event: ReceivedEvent) -> list[Firing]:
         """Reactive evaluation of one event (P§5.3) against every covering trigger."""
         out: list[Firing] = []
-        occurred = event_time(event)
+        occurred = event.occurred
         for node in self._candidates(event.event):
             trigger = node.trigger
             assert isinstance(trigger, EventTrigger)
@@ -496,7 +500,7 @@ class Evaluator:
                 # itself, so the trigger fires `within` after the *last* one. Below the
                 # threshold it only counts: the window opened by the first event stays
                 # (Prefect's `evaluate`, `not meets_threshold` in triggers.py).
-                occurred = event_time(event)
+                occurred = event.occurred
                 bucket = buckets[key] = Bucket(occurred, occurred + trigger.within, 0, event)
             return bucket
         if trigger.after:
@@ -559,7 +563,7 @@ class Evaluator:
         # Divergence 4: the expected event came back for this key after the trigger fired.
         fired_by_key = self._s.fired.get(node.key, {})
         fired = fired_by_key.get(key)
-        if fired is None or event_time(event) < fired.start:
+        if fired is None or event.occurred < fired.start:
             return
         del fired_by_key[key]
         trigger = node.trigger
@@ -571,7 +575,7 @@ class Evaluator:
                 trigger_id=trigger.id,
                 trigger_path=node.path,
                 kind="resolved",
-                occurred=event_time(event),
+                occurred=event.occurred,
                 bucket_key=key,
                 triggering_labels=dict(zip(sorted(trigger.for_each), key, strict=True)),
                 triggering_event=event,
@@ -644,7 +648,7 @@ class Evaluator:
         out: list[Firing] = []
         lost = sorted(
             (e for e in self._s.held.values() if now - e.received >= PRECEDING_EVENT_LOOKBACK),
-            key=event_time,
+            key=_occurred,
         )
         for event in lost:
             if self._unhold(event_id_of(event)) is not None:

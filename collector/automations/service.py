@@ -198,7 +198,7 @@ class AutomationService:
             raise NotFound(f"Automation '{name}' not found.")
         return found
 
-    async def list(self) -> list[StoredAutomation]:
+    async def list_automations(self) -> list[StoredAutomation]:
         return await self._threads.run(self._store.list_automations)
 
     async def history(

@@ -190,7 +190,7 @@ def build_context(
         event = firing.triggering_event
     firings = list(firing.walk()) if firing is not None else []
     events = firing.events if firing is not None else []
-    context = {
+    context: dict[str, Any] = {
         "automation": dict(public) if public is not None else automation.model_dump(mode="json"),
         "event": TemplateEvent(event) if event is not None else None,
         "labels": LabelDiver(dict(firing.triggering_labels) if firing else {}),

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from jinja2 import ChainableUndefined, nodes
@@ -83,7 +83,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _tojson(value: Any, indent: int | None = None) -> str:
+def _tojson(value: Any, indent: Any = None) -> str:
     # Jinja's own tojson HTML-escapes; webhook bodies want plain JSON (Prefect replaces it too).
     if indent is not None and (not isinstance(indent, int) or indent > MAX_JSON_INDENT):
         raise RenderLimit(f"tojson(indent) is limited to {MAX_JSON_INDENT} in templates")
@@ -179,7 +179,14 @@ def _replace_size(s: Any, old: Any, new: Any, count: Any = -1) -> int:
     text = str(s) if not isinstance(s, str | bytes) else s
     old_len = _int(old)
     new_len = _int(new)
-    hits = len(text) + 1 if old_len == 0 else text.count(old) if isinstance(old, type(text)) else 0
+    # `text` is str or bytes (a str subclass such as Markup counts only its own kind).
+    hits = (
+        len(text) + 1
+        if old_len == 0
+        else cast(Any, text).count(old)
+        if isinstance(old, type(text))
+        else 0
+    )
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     return len(text) + hits * max(0, new_len - old_len)
@@ -234,7 +241,7 @@ def _method_estimate(name: str, owner: Any, args: tuple[Any, ...], kw: dict[str,
         return max(base, _int(args[0] if args else kw.get("width", 0)))
     if name == "expandtabs":
         size = args[0] if args else kw.get("tabsize", 8)
-        return base + owner.count("\t" if isinstance(owner, str) else b"\t") * _int(size)
+        return base + int(owner.count("\t" if isinstance(owner, str) else b"\t")) * _int(size)
     if name == "join":
         return _join_size(owner, args[0]) if args else 0
     if name == "replace":

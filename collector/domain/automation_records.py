@@ -24,11 +24,6 @@ FiringKind = Literal["triggered", "resolved"]
 EventKey = tuple[int, int, str]
 
 
-def event_time(event: ReceivedEvent) -> datetime:
-    """When an event happened: its ``occurred``, else when it was received."""
-    return event.occurred if event.occurred is not None else event.received
-
-
 def _time(value: datetime | None) -> str | None:
     return format_time(value) if value is not None else None
 
@@ -72,7 +67,7 @@ class Firing:
         for f in self.walk():
             if f.triggering_event is not None:
                 seen.setdefault(f.triggering_event.id, f.triggering_event)
-        return sorted(seen.values(), key=event_time)
+        return sorted(seen.values(), key=lambda e: e.occurred)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (templates' ``firing``, snapshots, the store)."""

@@ -131,7 +131,7 @@ def _webhooks(body: Mapping[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
 
 
 def _map_secrets(body: Mapping[str, Any], protect: Callable[[str], str]) -> dict[str, Any]:
-    public = json.loads(json.dumps(body))
+    public: dict[str, Any] = json.loads(json.dumps(body))
     for _, action in _webhooks(public):
         action["url"] = map_url_secrets(str(action.get("url", "")), protect)
         headers = action.get("headers") or {}
@@ -183,7 +183,7 @@ def resolve(body: Mapping[str, Any], vault: Vault, *, strict: bool = False) -> d
     """Put the real values back in place of the markers of an automation's webhook actions.
     ``strict``: a marker whose value is not stored is an ``InvalidAutomation`` naming the
     field (a request that sends a marker back); otherwise it is left as it is."""
-    real = json.loads(json.dumps(body))
+    real: dict[str, Any] = json.loads(json.dumps(body))
 
     def put_back(where: str) -> Callable[[re.Match[str]], str]:
         def sub(m: re.Match[str]) -> str:

@@ -178,7 +178,8 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
     async def List(self, request, context):  # type: ignore[no-untyped-def]
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             reveal = self._reveal(data, context)
-            return {"automations": [s.to_dict(reveal=reveal) for s in await self._service.list()]}
+            found = await self._service.list_automations()
+            return {"automations": [s.to_dict(reveal=reveal) for s in found]}
 
         return await self._unary(request, context, Scope.READ, handle)
 
