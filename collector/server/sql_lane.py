@@ -13,9 +13,9 @@ a feed page to 9.5 s, queued behind them.
   DuckDB while the interpreter shuts down aborts the process ("terminate called without an
   active exception", measured), so at exit the process waits instead for a statement DuckDB
   could not interrupt (one huge ``repeat()``) to end.
-- Those threads run at a lower CPU priority (``nice`` +10, Linux: niceness is per thread), so
-  the event loop, the writer and the automations runner get the cores first when both want
-  them. (DuckDB's own worker threads, shared by every query and the writer, keep theirs.)
+- Those threads run at a lower CPU priority (``nice`` +10; so do DuckDB's workers, see
+  ``collector/niceness.py``), so the event loop, the writer and the automations runner get the
+  cores first when both want them.
 - A caller that stops waiting (the time limit, a client gone) does not free the slot: it is
   freed when the last thread of the statement has returned from DuckDB, so abandoned
   statements cannot pile up past the limit.
@@ -24,18 +24,15 @@ a feed page to 9.5 s, queued behind them.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from collector.errors import Busy
+from collector.niceness import SQL_NICENESS, lower_priority
 
 T = TypeVar("T")
 
-# How much lower than the server's own threads SQL threads run (Linux nice, 0–19).
-SQL_NICENESS = 10
 # The retry hint of a busy answer: a slot frees when a statement ends, typically well within.
 BUSY_RETRY_SECONDS = 1.0
 
@@ -71,13 +68,7 @@ class SqlLane:
             self._held -= 1
 
     def _lower_priority(self) -> None:
-        # On Linux setpriority(PRIO_PROCESS, tid) renices one thread; elsewhere it would renice
-        # the whole process, so it is skipped there.
-        if sys.platform == "linux" and self._niceness:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._niceness)
-            except OSError:
-                pass
+        lower_priority(niceness=self._niceness)
 
 
 class SqlTicket:

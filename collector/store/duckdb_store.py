@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from collector.domain.columns import EventColumns
 from collector.domain.events import ReceivedEvent
 from collector.errors import InvalidEvent, StoreError
+from collector.niceness import lower_new_native_threads, native_threads
 from collector.store.schema import migrate
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -219,7 +220,12 @@ class EventStore:
                 config["memory_limit"] = f"{max(1, memory_limit // 1024)}KiB"
             if spill_limit is not None:
                 config["max_temp_directory_size"] = f"{spill_limit // 1024}KiB"
+            started = native_threads()
             self._conn = duckdb.connect(self.path, read_only=read_only, config=config)
+            # DuckDB's worker threads (started by connect) run the parallel part of every
+            # query — user SQL's above all: they yield the cores to ingest, the feed and
+            # automations when those want them (collector/niceness.py).
+            lower_new_native_threads(started)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreError(
