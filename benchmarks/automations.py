@@ -311,6 +311,7 @@ def main() -> None:
     finally:
         server.cleanup()
         hook.server.shutdown()
+        hook.server.server_close()
 
 
 if __name__ == "__main__":

@@ -129,17 +129,19 @@ def serve_process(
         env={**os.environ, **(env or {})},
     )
     assert proc.stderr is not None
+    stderr = proc.stderr
     log: list[str] = []
-    for line in proc.stderr:  # the readiness line, not a sleep
+    for line in stderr:  # the readiness line, not a sleep
         log.append(line)
         if m := READY.search(line):
             break
     else:
         proc.wait()
+        stderr.close()
         raise AssertionError(f"herald serve exited before it was ready:\n{''.join(log)}")
-    stderr = proc.stderr
     # Keep draining stderr so the child never blocks on a full pipe.
-    threading.Thread(target=lambda: log.extend(stderr), daemon=True).start()
+    drain = threading.Thread(target=lambda: log.extend(stderr), daemon=True)
+    drain.start()
     try:
         yield ServedProcess(proc, m.group(1), m.group(2), log)
     finally:
@@ -150,6 +152,11 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # The pipe ends with the child (a grandchild holding it would only delay the close);
+        # closed here rather than left to the garbage collector's ResourceWarning.
+        drain.join(timeout=5)
+        if not drain.is_alive():
+            stderr.close()
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -59,6 +59,7 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.server.shutdown()
+        r.server.server_close()
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,8 +91,13 @@ class Client:
                 self.failures.append("refused")
 
 
-def _http_sender(herald: Herald, failures: list[str]) -> Callable[[list[dict[str, object]]], bool]:
-    client = httpx.Client(base_url=f"http://{herald.http_address}", timeout=30)
+Sender = Callable[[list[dict[str, object]]], bool]
+
+
+def _http_sender(herald: Herald, failures: list[str], closing: ExitStack) -> Sender:
+    client = closing.enter_context(
+        httpx.Client(base_url=f"http://{herald.http_address}", timeout=30)
+    )
 
     def send(batch: list[dict[str, object]]) -> bool:
         resp = client.post("/api/events", content=orjson.dumps(batch))
@@ -102,8 +108,9 @@ def _http_sender(herald: Herald, failures: list[str]) -> Callable[[list[dict[str
     return send
 
 
-def _grpc_sender(herald: Herald, failures: list[str]) -> Callable[[list[dict[str, object]]], bool]:
-    stub = herald_pb2_grpc.HeraldStub(grpc.insecure_channel(herald.grpc_address))
+def _grpc_sender(herald: Herald, failures: list[str], closing: ExitStack) -> Sender:
+    channel = closing.enter_context(grpc.insecure_channel(herald.grpc_address))
+    stub = herald_pb2_grpc.HeraldStub(channel)
 
     def send(batch: list[dict[str, object]]) -> bool:
         try:
@@ -125,13 +132,18 @@ def served(tmp_path: Path) -> Iterator[Herald]:
         yield herald
 
 
-def _good_clients(herald: Herald) -> list[Client]:
-    clients: list[Client] = []
-    for i in range(4):
-        c = Client(name=f"c{i}", send=lambda b: True)
-        c.send = (_http_sender if i % 2 == 0 else _grpc_sender)(herald, c.failures)
-        clients.append(c)
-    return clients
+@pytest.fixture
+def good_clients(served: Herald) -> Iterator[list[Client]]:
+    """Four good clients, two over HTTP and two over gRPC; their connections closed after."""
+    with ExitStack() as closing:
+        clients: list[Client] = []
+        for i in range(4):
+            c = Client(name=f"c{i}", send=lambda b: True)
+            c.send = (_http_sender if i % 2 == 0 else _grpc_sender)(
+                herald=served, failures=c.failures, closing=closing
+            )
+            clients.append(c)
+        yield clients
 
 
 def _stored_ids(herald: Herald) -> set[str]:
@@ -192,10 +204,12 @@ def _event_columns(name: str) -> EventColumns:
     return cols
 
 
-def test_four_good_clients_never_fail_next_to_a_writer_level_poisoner(served: Herald) -> None:
+def test_four_good_clients_never_fail_next_to_a_writer_level_poisoner(
+    served: Herald, good_clients: list[Client]
+) -> None:
     writer = served.writer
     assert writer is not None
-    clients = _good_clients(served)
+    clients = good_clients
     stop = threading.Event()
     threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
     for t in threads:
@@ -228,14 +242,19 @@ def _far_future_uuid7() -> str:
     return str(uuid.UUID(int=raw))
 
 
-def test_far_future_uuid7_through_the_api_is_a_4xx_for_its_sender_only(served: Herald) -> None:
-    clients = _good_clients(served)
+def test_far_future_uuid7_through_the_api_is_a_4xx_for_its_sender_only(
+    served: Herald, good_clients: list[Client]
+) -> None:
+    clients = good_clients
     stop = threading.Event()
     threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
     for t in threads:
         t.start()
-    http = httpx.Client(base_url=f"http://{served.http_address}", timeout=30)
-    stub = herald_pb2_grpc.HeraldStub(grpc.insecure_channel(served.grpc_address))
+    closing = ExitStack()
+    http = closing.enter_context(httpx.Client(base_url=f"http://{served.http_address}", timeout=30))
+    stub = herald_pb2_grpc.HeraldStub(
+        closing.enter_context(grpc.insecure_channel(served.grpc_address))
+    )
     statuses: list[int] = []
     codes: list[grpc.StatusCode | str] = []
     deadline = time.monotonic() + GOOD_SECONDS
@@ -258,6 +277,7 @@ def test_far_future_uuid7_through_the_api_is_a_4xx_for_its_sender_only(served: H
         stop.set()
         for t in threads:
             t.join(timeout=60)
+        closing.close()
     for c in clients:
         assert c.failures == [], f"{c.name}: {c.failures[:3]}"
     assert statuses and all(400 <= s < 500 for s in statuses), sorted(set(statuses))
