@@ -153,10 +153,12 @@ def test_automations_end_to_end(tmp_path: Path) -> None:
             (call,) = wait_for(lambda: hook.on("/shipped"), 10, "the reactive webhook")
             assert json.loads(call[1]) == {"order": "app.order.8812", "carrier": "DHL"}
 
+            beats = []
             for _ in range(3):
-                beat = heartbeat("app.worker.1")
-                post_events(served, beat)
-            last = datetime.fromisoformat(beat["occurred"])
+                beats.append(heartbeat("app.worker.1"))
+                post_events(served, beats[-1])
+            last_beat = beats[-1]
+            last = datetime.fromisoformat(last_beat["occurred"])
             window_end = last + timedelta(seconds=10)
             # The window is open and its bucket is in the stored state: now kill the server.
             wait_for(
@@ -181,7 +183,7 @@ def test_automations_end_to_end(tmp_path: Path) -> None:
             body = json.loads(call[1])
             assert body["firing"]["kind"] == "triggered"
             assert body["firing"]["triggering_labels"] == {"prefect.resource.id": "app.worker.1"}
-            assert body["event"]["id"] == beat["id"]  # the last heartbeat
+            assert body["event"]["id"] == last_beat["id"]
             late = (call[2] - window_end).total_seconds()
             assert 0 <= late < 3, f"fired {late:.2f} s after the window ended"
 
