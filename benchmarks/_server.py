@@ -23,8 +23,11 @@ class ServerProcess:
     def __init__(
         self, *extra: str, db: Path | None = None, env: dict[str, str] | None = None
     ) -> None:
-        self._tmp = None if db else tempfile.TemporaryDirectory(prefix="herald-bench-")
-        self.db = db or Path(self._tmp.name) / "bench.duckdb"  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if db is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="herald-bench-")
+            db = Path(self._tmp.name) / "bench.duckdb"
+        self.db = db
         self.proc = subprocess.Popen(
             [
                 sys.executable,

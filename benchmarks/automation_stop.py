@@ -65,7 +65,7 @@ class Receiver:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
     def count(self, path: str, after: float = 0.0) -> int:

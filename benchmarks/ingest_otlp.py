@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,7 @@ class ClientResult:
     errors: int = 0
     warmup_items: int = 0
     first_error: str = ""
-    latencies: list[float] | None = None
+    latencies: list[float] = field(default_factory=list)
 
 
 def client(
@@ -301,7 +301,7 @@ def client(
         if outcome == "ok":
             result.acked_items += ITEMS - rejected
             result.rejected_items += rejected
-            result.latencies.append(elapsed)  # type: ignore[union-attr]
+            result.latencies.append(elapsed)
         elif outcome == "busy":
             result.busy += 1
             time.sleep(0.05)

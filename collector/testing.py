@@ -213,7 +213,7 @@ def webhook_receiver(echo: bool = False, delay: float = 0.0) -> Iterator[Webhook
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        found.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        found.port = runner.addresses[0][1]
         found.url = f"http://127.0.0.1:{found.port}"
         return runner
 

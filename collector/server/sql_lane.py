@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from collector.errors import Busy
@@ -92,28 +93,30 @@ class SqlTicket:
         with self._lock:
             self._running += 1
 
-        def deliver(outcome: T | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
+        def succeed(outcome: T) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        def fail(error: BaseException) -> None:
+            if not future.done():
                 future.set_exception(error)
-            else:
-                future.set_result(outcome)  # type: ignore[arg-type]
+
+        def post(deliver: Callable[[], None]) -> None:
+            try:
+                loop.call_soon_threadsafe(deliver)
+            except RuntimeError:
+                pass  # the loop is closed: the server is gone, nobody waits
 
         def call() -> None:
             self._lane._lower_priority()
-            outcome: T | None = None
-            error: BaseException | None = None
             try:
                 outcome = fn(*args, **kwargs)
             except BaseException as exc:  # handed to the awaiting coroutine
-                error = exc
-            finally:
                 self._call_done()
-            try:
-                loop.call_soon_threadsafe(deliver, outcome, error)
-            except RuntimeError:
-                pass  # the loop is closed: the server is gone, nobody waits
+                post(partial(fail, exc))
+            else:
+                self._call_done()
+                post(partial(succeed, outcome))
 
         threading.Thread(target=call, name="herald-sql").start()
         return future
