@@ -2,7 +2,7 @@
 text an event is searched in.
 
 Owns parsing (``parse_text_query``) and the search space of one event in memory
-(``searchable_text``); its SQL twin is ``SEARCHABLE_SQL`` in ``collector.domain.filters``,
+(``searchable_text``); its SQL twin is ``SEARCHABLE_SQL`` in ``collector.store.filter_sql``,
 and the filter tests check that the two agree. No pydantic, no
 DuckDB.
 
@@ -119,7 +119,7 @@ def searchable_text(
     related: Iterable[Mapping[str, str]],
     payload_json: str,
 ) -> str:
-    """The text one event is searched in (not lowercased), as ``filters.SEARCHABLE_SQL``:
+    """The text one event is searched in (not lowercased), as ``filter_sql.SEARCHABLE_SQL``:
     the name, the resource's label values, the related resources' label values and the
     payload JSON, each group space-joined, the four joined by single spaces."""
     related_values = " ".join(v for item in related for v in item.values())

@@ -92,9 +92,10 @@ from collector.domain.events import (
     to_utc,
     us_to_datetime,
 )
-from collector.domain.filters import EventFilter, EventOrder, label_sql
+from collector.domain.filters import EventFilter, EventOrder
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import row_to_event
+from collector.store.filter_sql import filter_sql, label_sql
 
 # --------------------------------------------------------------------------- paging
 
@@ -219,7 +220,7 @@ def _page_keys(
 ) -> list[tuple[datetime, str]]:
     """The (occurred, id) of the next ``want`` rows, in feed order."""
     flt = state.filter
-    where, params = flt.to_sql()
+    where, params = filter_sql(flt)
     keyset, keyset_params = _keyset_sql(flt.order, state.cursor)
     direction = "DESC" if flt.order is EventOrder.DESC else "ASC"
     order_by = f"ORDER BY e.occurred {direction}, e.id {direction}"
@@ -288,7 +289,7 @@ def _fetch_events(
     """
     if not keys:
         return []
-    where, params = state.filter.to_sql()
+    where, params = filter_sql(state.filter)
     lo = min(k[0] for k in keys)
     hi = max(k[0] for k in keys)
     sql = (
@@ -394,7 +395,7 @@ def _count_total(
 ) -> tuple[int, tuple[int, int] | None]:
     """The page's ``total`` and the (min, max) ``occurred`` µs of the matching rows (None if
     there are none), which size the probe windows; the range costs nothing extra here."""
-    where, params = flt.to_sql()
+    where, params = filter_sql(flt)
     what = "count(DISTINCT e.resource_id)" if flt.distinct else "count(*)"
     sql = (
         f"SELECT {what}, min(e.occurred), max(e.occurred) FROM events e "
@@ -610,7 +611,7 @@ def count_groups(
     if limit is not None and limit < 0:
         raise InvalidFilter(f"limit: must be 0 (no limit) or more, got {limit}")
     resolved = (filter or EventFilter()).resolve(now)
-    where, params = resolved.to_sql()
+    where, params = filter_sql(resolved)
     if countable in (Countable.DAY, Countable.TIME):
         if countable is Countable.DAY:
             unit, interval = TimeUnit.DAY, 1.0

@@ -1,5 +1,5 @@
 """``EventFilter`` (P§4.1–4.4): every case runs through ``includes()`` — on the stored
-``ReceivedEvent`` and on its Prefect JSON dict — and through ``to_sql()`` against a real DuckDB
+``ReceivedEvent`` and on its Prefect JSON dict — and through ``filter_sql()`` against a real DuckDB
 store. All three must give the expected events."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collector.domain.filters import EventFilter, parse_filter
 from collector.domain.text_search import parse_text_query
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import EventStore, columns_to_arrow
+from collector.store.filter_sql import filter_sql
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -169,7 +170,7 @@ class World:
     names: dict[str, str]  # id → name
 
     def ids(self, flt: EventFilter) -> set[str]:
-        where, params = flt.to_sql()
+        where, params = filter_sql(flt)
         sql = f"SELECT e.id::VARCHAR FROM events e WHERE {where}"
         return {self.names[r[0]] for r in self.cur.execute(sql, params).fetchall()}
 
@@ -184,7 +185,7 @@ class World:
         flt = parse_filter(data).resolve(NOW)
         assert self.by_includes(flt) == expected, "includes(ReceivedEvent)"
         assert self.by_dict_includes(flt) == expected, "includes(dict)"
-        assert self.ids(flt) == expected, "to_sql() on the store"
+        assert self.ids(flt) == expected, "filter_sql() on the store"
 
 
 def _world(events_by_name: WorldEvents, path: Path) -> World:
@@ -692,7 +693,7 @@ def test_stored_labels_are_compact_json(world: World) -> None:
 
 def _hints(data: dict[str, Any]) -> list[str]:
     """The member texts the SQL looks for in the raw label JSON."""
-    _, params = parse_filter(data).to_sql()
+    _, params = filter_sql(parse_filter(data))
     return [p for p in params if isinstance(p, str) and '":"' in p]
 
 
@@ -802,13 +803,13 @@ def test_sql_never_contains_user_values() -> None:
             "text": {"query": evil},
         }
     )
-    sql, params = flt.to_sql()
+    sql, params = filter_sql(flt)
     assert "DROP" not in sql
     assert sql.count("?") == len(params)
 
 
 def test_empty_filter_compiles_to_true() -> None:
-    assert EventFilter().to_sql() == ("TRUE", [])
+    assert filter_sql(EventFilter()) == ("TRUE", [])
 
 
 @pytest.mark.parametrize(
