@@ -2,7 +2,7 @@
 while heavy SQL queries run; how far past its time limit a query is answered; server RSS for
 a query that builds one huge value.
 
-    .venv/bin/python benchmarks/sql_isolation.py [--heavy 8] [--concurrency N] [--seconds 20]
+    .venv/bin/python benchmarks/sql_isolation.py [--concurrency N] [--rounds 3] [--seconds 10]
 
 Setup: `herald serve` as a subprocess (`--sql-timeout` s time limit, `--concurrency` sets
 `query.sql_concurrency` when given), 20,000 stored events, one reactive automation
@@ -11,17 +11,19 @@ through its own gRPC `Emit` every `--probe-interval` s; its latency is the webho
 minus the moment `Emit` returned. A feed page is one `QueryEvents` (50 events, a name filter)
 every `--probe-interval` s.
 
-Phases, alternating `--rounds` times: idle (nothing else runs), then `--heavy` client threads
-each running
+Phases, alternating `--rounds` times: idle (nothing else runs); `--burners` processes
+spinning at `nice -n 19` with no SQL at all (the reference: what any CPU-bound neighbour
+costs on this machine, whatever its priority); `--heavy` client threads each running
 `SELECT count(*) FROM range(1000000000000)` over the unary `Sql` RPC back to back (each one
-runs until the time limit stops it; a busy answer is retried after its hint). Then, alone:
-the time from sending to the answer for `range(1e12)` and `repeat('x', 1e9)` against the time
+runs until the time limit stops it; a busy answer is retried after its hint). Then, alone: the
+time from sending to the answer for `range(1e12)` and `repeat('x', 1e9)` against the time
 limit, and the server's peak RSS during the `repeat` query.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import threading
 import time
@@ -135,7 +137,7 @@ def timed_sql(stub: herald_pb2_grpc.HeraldStub, sql: str) -> tuple[float, str]:
 
 def line(label: str, values: list[float]) -> str:
     return (
-        f"{label:<34} p50 {pct(values, 0.5):7.1f} ms   p99 {pct(values, 0.99):7.1f} ms   "
+        f"{label:<42} p50 {pct(values, 0.5):7.1f} ms   p99 {pct(values, 0.99):7.1f} ms   "
         f"max {max(values, default=float('nan')):7.1f} ms   (n={len(values)})"
     )
 
@@ -149,6 +151,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="idle + heavy phase pairs")
     ap.add_argument("--probe-interval", type=float, default=0.1)
     ap.add_argument("--skip-huge", action="store_true", help="skip the repeat('x', 1e9) query")
+    ap.add_argument(
+        "--burners",
+        type=int,
+        default=2,
+        help="reference phase: this many `nice -n 19` CPU-spinning processes, no SQL (0: skip)",
+    )
     args = ap.parse_args()
 
     env = {
@@ -185,12 +193,30 @@ def main() -> None:
         measure(stub, hook, 2, args.probe_interval)  # warm-up
         # Idle and heavy phases alternate, so load from outside (a shared machine) falls on
         # both alike.
-        results: dict[str, tuple[list[float], list[float]]] = {"idle": ([], []), "heavy": ([], [])}
+        results: dict[str, tuple[list[float], list[float]]] = {
+            "idle": ([], []),
+            "heavy": ([], []),
+            "burn": ([], []),
+        }
         outcomes: dict[str, int] = {}
         for _ in range(args.rounds):
             reactive, feed = measure(stub, hook, args.seconds, args.probe_interval)
             results["idle"][0].extend(reactive)
             results["idle"][1].extend(feed)
+            if args.burners:
+                # The reference: processes spinning at the lowest CPU priority, no SQL at all.
+                burners = [
+                    subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+                    for _ in range(args.burners)
+                ]
+                try:
+                    reactive, feed = measure(stub, hook, args.seconds, args.probe_interval)
+                finally:
+                    for b in burners:
+                        b.kill()
+                        b.wait()
+                results["burn"][0].extend(reactive)
+                results["burn"][1].extend(feed)
             heavy = Heavy(server.grpc, args.heavy)
             time.sleep(2)  # every heavy thread has sent its first query
             reactive, feed = measure(stub, hook, args.seconds, args.probe_interval)
@@ -217,25 +243,30 @@ def main() -> None:
             f"{args.concurrency or 'default'}; {args.heavy} client threads running `{HEAVY}`; "
             f"{args.rounds} rounds of {args.seconds:g} s idle + {args.seconds:g} s heavy"
         )
+        burn = f"{args.burners} nice-19 burners"
         print(line("reactive ack → webhook, idle", results["idle"][0]))
         print(line("reactive ack → webhook, heavy SQL", results["heavy"][0]))
+        if args.burners:
+            print(line(f"reactive ack → webhook, {burn}", results["burn"][0]))
         print(line("feed page (QueryEvents), idle", results["idle"][1]))
         print(line("feed page (QueryEvents), heavy SQL", results["heavy"][1]))
-        print(f"heavy SQL outcomes                 {dict(sorted(outcomes.items()))}")
+        if args.burners:
+            print(line(f"feed page (QueryEvents), {burn}", results["burn"][1]))
+        print(f"heavy SQL outcomes                         {dict(sorted(outcomes.items()))}")
         print(
-            f"range(1e12) alone                  answered after {overshoot[0]:.2f} s "
+            f"range(1e12) alone                          answered after {overshoot[0]:.2f} s "
             f"({overshoot[0] - args.sql_timeout:+.2f} s past the limit): {overshoot[1][:90]}"
         )
         if huge is not None:
             print(
-                f"repeat('x', 1e9) alone             answered after {huge[0]:.2f} s "
+                f"repeat('x', 1e9) alone                     answered after {huge[0]:.2f} s "
                 f"({huge[0] - args.sql_timeout:+.2f} s past the limit): {huge[1][:90]}"
             )
             print(
-                f"server RSS                         {rss_before:.0f} MB before, peak "
+                f"server RSS                                 {rss_before:.0f} MB before, peak "
                 f"{peak:.0f} MB during/after repeat('x', 1e9)"
             )
-        print(f"server exit code                   {server.stop()}")
+        print(f"server exit code                           {server.stop()}")
     finally:
         server.cleanup()
         hook.server.shutdown()

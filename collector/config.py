@@ -129,11 +129,11 @@ class QueryConfig(_Section):
         100, gt=0, description="live-tail streams open at once; one more is answered 'busy'"
     )
     sql_concurrency: int = Field(
-        4,
-        gt=0,
+        0,
+        ge=0,
         le=256,
         description="user SQL statements (and exports) running at once, on threads of their "
-        "own; one more is answered 'busy' (retry later)",
+        "own; one more is answered 'busy' (retry later). 0 = half the CPU cores, at least 1",
     )
     sql_max_result_bytes: int = Field(
         32 * 1024 * 1024,

@@ -24,6 +24,7 @@ a feed page to 9.5 s, queued behind them.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -42,7 +43,7 @@ class SqlLane:
     """At most ``concurrency`` user SQL statements at once, each on threads of its own."""
 
     def __init__(self, concurrency: int, *, niceness: int = SQL_NICENESS) -> None:
-        self.concurrency = concurrency
+        self.concurrency = concurrency or default_concurrency()
         self._niceness = niceness
         self._lock = threading.Lock()
         self._held = 0
@@ -70,6 +71,21 @@ class SqlLane:
 
     def _lower_priority(self) -> None:
         lower_priority(niceness=self._niceness)
+
+
+def default_concurrency() -> int:
+    """``query.sql_concurrency = 0``: half the CPU cores this process may use, at least 1.
+
+    Each statement running costs the rest of the server latency through the GIL: DuckDB's
+    Python client takes it after every task of a query to check for signals, and a SQL thread
+    that is descheduled while holding it (niced, and with more busy threads than cores) holds
+    up every other Python thread. Measured on 2 cores, 8 heavy queries queued: feed page p50
+    ×1.1 of idle with 1 running, ×1.5 with 2, ×2.3 with 4 (docs/benchmarks.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return max(1, cores // 2)
 
 
 class SqlTicket:
