@@ -11,10 +11,10 @@ import orjson
 from aiohttp import web
 
 from collector.config import Scope
+from collector.domain.feed import Page
 from collector.domain.filters import parse_filter
 from collector.errors import HeraldError, InvalidFilter
 from collector.server.http_server import Route, json_error, read_body
-from collector.store.queries import Page
 from collector.store.reader import EventReader
 
 MAX_LIMIT = 1000

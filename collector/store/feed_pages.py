@@ -1,8 +1,9 @@
-"""The event feed's reads (SPEC §6, P§4.5–4.7): filtered pages with keyset paging, and counts
-by event, resource or time bucket.
+"""The event feed's pages over the DuckDB store (SPEC §6, P§4.5–4.6): filtered pages with
+keyset paging. Counts are ``feed_counts.py``; the answer records and counting rules are
+``collector.domain.feed``.
 
-Owns the SQL of the feed, the page-token format and the counting rules. Takes a DuckDB cursor
-and an ``EventFilter``; never parses wire data and never reads the clock (``now`` is passed in).
+Owns the SQL of the feed and the page-token format. Takes a DuckDB cursor and an
+``EventFilter``; never parses wire data and never reads the clock (``now`` is passed in).
 
 Paging (Herald's divergence from Prefect's offsets, P§4.5): pages are keyset pages on
 ``(occurred, id)``. The first page freezes the result set — the filter with its resolved
@@ -73,10 +74,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -84,20 +83,12 @@ import duckdb
 import orjson
 from pydantic import ValidationError
 
-from collector.domain.events import (
-    RESOURCE_NAME,
-    ReceivedEvent,
-    datetime_to_us,
-    format_time,
-    to_utc,
-    us_to_datetime,
-)
+from collector.domain.events import ReceivedEvent, datetime_to_us, us_to_datetime
+from collector.domain.feed import Page
 from collector.domain.filters import EventFilter, EventOrder
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import row_to_event
-from collector.store.filter_sql import filter_sql, label_sql
-
-# --------------------------------------------------------------------------- paging
+from collector.store.filter_sql import filter_sql
 
 TOKEN_VERSION = 1
 # How far back from ``now`` the newest ``received`` is looked for before a full scan.
@@ -111,15 +102,6 @@ _PROBE_GROWTH = 16
 _EVENT_COLUMNS = (
     "e.id, e.occurred, e.received, e.event, e.resource, e.related, e.payload, e.follows"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of the feed: Prefect's ``EventPage`` with an opaque token for the next one."""
-
-    events: list[ReceivedEvent]
-    total: int
-    next_page: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,340 +389,4 @@ def _count_total(
     return int(row[0]), (datetime_to_us(row[1]), datetime_to_us(row[2]))
 
 
-# --------------------------------------------------------------------------- counting
-
-# Prefect's PIVOT_DATETIME: a Monday, so week buckets start on Mondays (P§4.7).
-PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
-PIVOT_US = datetime_to_us(PIVOT)
-MAX_BUCKETS = 1000
-MIN_INTERVAL = 0.01
-
-
-class Countable(StrEnum):
-    """What ``count_events`` groups by (``day`` is the legacy ``time`` with day × 1)."""
-
-    DAY = "day"
-    TIME = "time"
-    EVENT = "event"
-    RESOURCE = "resource"
-
-
-class TimeUnit(StrEnum):
-    WEEK = "week"
-    DAY = "day"
-    HOUR = "hour"
-    MINUTE = "minute"
-    SECOND = "second"
-
-    def as_seconds(self, interval: float) -> float:
-        seconds = {"week": 604_800, "day": 86_400, "hour": 3_600, "minute": 60, "second": 1}
-        return seconds[self.value] * interval
-
-    def as_timedelta(self, interval: float) -> timedelta:
-        return timedelta(seconds=self.as_seconds(interval))
-
-
-# The calendar every bucket must fit in: Python's datetime range, in UTC.
-_MIN_US = datetime_to_us(datetime.min.replace(tzinfo=UTC))
-_MAX_US = datetime_to_us(datetime.max.replace(tzinfo=UTC))
-_CALENDAR_US = _MAX_US - _MIN_US
-
-
-def interval_value(value: object) -> float:
-    """A request's ``time_interval`` as a float: a finite number of at least 0.01.
-
-    A number in a string (``"2"``) is taken, as Prefect's model takes it. Anything else —
-    text, ``NaN``, infinities, null, lists — raises ``InvalidFilter`` naming the field, so it
-    is a 400 / INVALID_ARGUMENT and never an arithmetic error further down.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidFilter(f"time_interval: must be a number, got {_json_kind(value)}")
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):  # text that is no number; an int beyond float's range
-        raise InvalidFilter(f"time_interval: must be a number, got {_shown(value)}") from None
-    if not math.isfinite(number):
-        raise InvalidFilter(f"time_interval: must be a finite number, got {_shown(value)}")
-    if number < MIN_INTERVAL:
-        raise InvalidFilter("The minimum interval is 0.01 (time_interval)")
-    return number
-
-
-def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "a value that is not a number"
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _beyond_calendar(interval: float, unit: TimeUnit) -> str:
-    return (
-        f"time_interval: buckets of {interval:g} {unit.value}(s) would start or end outside "
-        "the years 1-9999; use a smaller interval"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class EventCount:
-    """Prefect's ``EventCount``: one row of a count-by response."""
-
-    value: str
-    label: str
-    count: int
-    start_time: datetime
-    end_time: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "label": self.label,
-            "count": self.count,
-            "start_time": format_time(self.start_time),
-            "end_time": format_time(self.end_time),
-        }
-
-
-def _parse_enum(kind: type[StrEnum], value: str | StrEnum, what: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)
-        raise InvalidFilter(f"{what} must be one of {allowed}, got {value!r}") from None
-
-
-def time_buckets(
-    since: datetime,
-    until: datetime,
-    time_unit: TimeUnit | str,
-    time_interval: object,
-    now: datetime,
-) -> tuple[int, timedelta, int]:
-    """Prefect's bucket rules: ``(first bucket index since the pivot, bucket size, count)``.
-
-    Raises ``InvalidFilter`` for an interval that is not a finite number of at least 0.01
-    (``interval_value``), for more than 1000 buckets (Prefect's check,
-    ``ceil((until − since) / Δ)``) and for buckets reaching outside the years 1–9999.
-    Buckets run from the one containing ``since`` to the one containing ``min(until, now)``:
-    no bucket starts in the future.
-    """
-    interval = interval_value(time_interval)
-    unit = _parse_enum(TimeUnit, time_unit, "time_unit")
-    # Checked before building the timedelta, which overflows past ~2.7M years: a bucket
-    # longer than the whole calendar can have no representable start or end anyway.
-    if unit.as_seconds(interval) * 1e6 > _CALENDAR_US:
-        raise InvalidFilter(_beyond_calendar(interval, unit))
-    delta = unit.as_timedelta(interval)
-    delta_us = delta // timedelta(microseconds=1)
-    if delta_us <= 0:
-        raise InvalidFilter("The minimum interval is 0.01")
-    since_us, until_us = datetime_to_us(since), datetime_to_us(until)
-    wanted = math.ceil(max(0, until_us - since_us) / delta_us)
-    if wanted > MAX_BUCKETS:
-        raise InvalidFilter(
-            f"The given interval would create {wanted} buckets, which is too many. Please "
-            f"increase the interval or reduce the time range to produce {MAX_BUCKETS} "
-            "buckets or fewer."
-        )
-    first = (since_us - PIVOT_US) // delta_us
-    last = (min(until_us, datetime_to_us(now)) - PIVOT_US) // delta_us
-    n = max(0, last - first + 1)
-    # Buckets align to the pivot, so a long one may start before year 1 or end after 9999.
-    if n and (
-        PIVOT_US + first * delta_us < _MIN_US or PIVOT_US + (first + n) * delta_us - 1 > _MAX_US
-    ):
-        raise InvalidFilter(_beyond_calendar(interval, unit))
-    return first, delta, n
-
-
-def count_events(
-    cur: duckdb.DuckDBPyConnection,
-    filter: EventFilter | None,
-    countable: Countable | str,
-    time_unit: TimeUnit | str = TimeUnit.DAY,
-    time_interval: object = 1.0,
-    *,
-    now: datetime,
-) -> list[EventCount]:
-    """Prefect's ``POST /events/count-by/{countable}`` (P§4.7).
-
-    * ``event``: one row per event name; ``resource``: one per primary resource id, labelled
-      with its most recent ``prefect.resource.name`` (then ``prefect.name``, then the id).
-      Both ordered by count desc, then label; ``start_time``/``end_time`` = first/last occurred.
-    * ``time`` (``day`` = day × 1): zero-filled buckets aligned to 2024-04-01T00:00:00Z, ordered
-      by time; ``value`` is the bucket's index in the response, ``label`` its ISO start.
-    """
-    return count_groups(cur, filter, countable, time_unit, time_interval, now=now).counts
-
-
-@dataclass(frozen=True, slots=True)
-class CountResult:
-    """A count-by answer cut to its top rows: ``groups`` is how many rows there were in all."""
-
-    counts: list[EventCount]
-    groups: int
-
-
-def count_groups(
-    cur: duckdb.DuckDBPyConnection,
-    filter: EventFilter | None,
-    countable: Countable | str,
-    time_unit: TimeUnit | str = TimeUnit.DAY,
-    time_interval: object = 1.0,
-    *,
-    now: datetime,
-    limit: int | None = None,
-) -> CountResult:
-    """``count_events``, keeping only the first ``limit`` rows of an ``event`` or ``resource``
-    count (the largest counts; the same rows, in the same order, as the head of the whole
-    answer). Time buckets are a series and are never cut. ``limit`` None or 0: every row.
-    """
-    countable = _parse_enum(Countable, countable, "countable")
-    unit = _parse_enum(TimeUnit, time_unit, "time_unit")
-    # Validated for every countable, as Prefect validates the body field whatever it counts.
-    interval = interval_value(time_interval)
-    if limit is not None and limit < 0:
-        raise InvalidFilter(f"limit: must be 0 (no limit) or more, got {limit}")
-    resolved = (filter or EventFilter()).resolve(now)
-    where, params = filter_sql(resolved)
-    if countable in (Countable.DAY, Countable.TIME):
-        if countable is Countable.DAY:
-            unit, interval = TimeUnit.DAY, 1.0
-        buckets = _count_by_time(cur, resolved, where, params, unit, interval, now)
-        return CountResult(buckets, len(buckets))
-    if countable is Countable.EVENT:
-        sql = (
-            "SELECT e.event AS value, e.event AS label, count(*) AS n, min(e.occurred), "
-            "max(e.occurred), count(*) OVER () AS groups "
-            f"FROM events e WHERE {where} GROUP BY e.event "
-            "ORDER BY n DESC, label ASC, value ASC"
-        )
-        if limit:
-            sql += " LIMIT ?"
-            params = [*params, limit]
-    elif limit:
-        sql, params = _top_resources_sql(where, params, limit)
-    else:
-        # The label is the resource's most recent display name (Prefect's coalesce). Measured
-        # on 1M events / 1,000 resources: keeping the latest label set per resource and
-        # reading the name from it once is 3x faster than reading it on every row (26 vs 88 ms).
-        name, name_params = label_sql("latest", RESOURCE_NAME)
-        alt, alt_params = label_sql("latest", "prefect.name")
-        sql = (
-            f"SELECT value, coalesce({name}, {alt}, value) AS label, n, first_at, last_at, "
-            "count(*) OVER () AS groups FROM ("
-            f"SELECT e.resource_id AS value, arg_max(e.resource, e.occurred) AS latest, "
-            f"count(*) AS n, "
-            f"min(e.occurred) AS first_at, max(e.occurred) AS last_at "
-            f"FROM events e WHERE {where} GROUP BY e.resource_id"
-            f") ORDER BY n DESC, label ASC, value ASC"
-        )
-        # The name lookups come before the filter's placeholders in the text.
-        params = [*name_params, *alt_params, *params]
-    rows = cur.execute(sql, params).fetchall()
-    counts = [
-        EventCount(
-            value=row[0],
-            label=row[1],
-            count=int(row[2]),
-            start_time=to_utc(row[3]),
-            end_time=to_utc(row[4]),
-        )
-        for row in rows
-    ]
-    return CountResult(counts, int(rows[0][5]) if rows else 0)
-
-
-def _top_resources_sql(where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
-    """The top ``limit`` resources by count, labelled as in the full answer.
-
-    Reading the latest label set (``arg_max`` of the JSON) is most of a resource count's cost
-    and the whole answer needs it for every resource; the top needs it only for the resources
-    whose count reaches the ``limit``-th largest (ties included, as the label breaks them), so
-    it is read in a second pass over those alone.
-    """
-    name, name_params = label_sql("latest", RESOURCE_NAME)
-    alt, alt_params = label_sql("latest", "prefect.name")
-    sql = (
-        "WITH g AS ("
-        "SELECT e.resource_id AS value, count(*) AS n, min(e.occurred) AS first_at, "
-        f"max(e.occurred) AS last_at FROM events e WHERE {where} GROUP BY e.resource_id), "
-        "cut AS (SELECT coalesce(min(n), 0) AS n FROM "
-        "(SELECT n FROM g ORDER BY n DESC LIMIT ?)), "
-        "top AS (SELECT g.* FROM g, cut WHERE g.n >= cut.n), "
-        "latest AS ("
-        "SELECT e.resource_id AS value, arg_max(e.resource, e.occurred) AS latest "
-        f"FROM events e WHERE ({where}) AND e.resource_id IN (SELECT value FROM top) "
-        "GROUP BY e.resource_id) "
-        f"SELECT top.value, coalesce({name}, {alt}, top.value) AS label, top.n, top.first_at, "
-        "top.last_at, (SELECT count(*) FROM g) AS groups "
-        "FROM top JOIN latest ON latest.value = top.value "
-        "ORDER BY top.n DESC, label ASC, top.value ASC LIMIT ?"
-    )
-    # Placeholders in text order: the first filter, the cut, the second filter, the names.
-    return sql, [*params, limit, *params, *name_params, *alt_params, limit]
-
-
-def _count_by_time(
-    cur: duckdb.DuckDBPyConnection,
-    resolved: EventFilter,
-    where: str,
-    params: list[Any],
-    unit: TimeUnit,
-    interval: float,
-    now: datetime,
-) -> list[EventCount]:
-    since, until = resolved.occurred.since, resolved.occurred.until
-    assert since is not None and until is not None
-    first, delta, n = time_buckets(since, until, unit, interval, now)
-    delta_us = delta // timedelta(microseconds=1)
-    base_us = PIVOT_US + first * delta_us
-    counts = [0] * n
-    if n:
-        # Indexes relative to the first bucket are never negative (occurred >= since >= its
-        # start), so DuckDB's truncating integer division is a floor here.
-        sql = (
-            f"SELECT (epoch_us(e.occurred) - ?) // ? AS k, count(*) FROM events e "
-            f"WHERE {where} GROUP BY k"
-        )
-        for k, c in cur.execute(sql, [base_us, delta_us, *params]).fetchall():
-            # Events after `now` (allowed by a future `until`) fall in cut future buckets.
-            if 0 <= k < n:
-                counts[int(k)] = int(c)
-    out = []
-    for i in range(n):
-        start = PIVOT + (first + i) * delta
-        out.append(
-            EventCount(
-                value=str(i),
-                label=start.isoformat(),
-                count=counts[i],
-                start_time=start,
-                end_time=start + delta - timedelta(microseconds=1),
-            )
-        )
-    return out
-
-
-__all__ = [
-    "MAX_BUCKETS",
-    "PIVOT",
-    "CountResult",
-    "Countable",
-    "EventCount",
-    "Page",
-    "TimeUnit",
-    "count_events",
-    "count_groups",
-    "query_events",
-    "time_buckets",
-]
+__all__ = ["query_events"]

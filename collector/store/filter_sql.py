@@ -253,7 +253,7 @@ def _text_sql(term: str, *, negated: bool = False) -> Sql:
 
 
 def _exists_related(condition: Sql, hints: list[list[str]]) -> Sql:
-    # Measured on 1M events × 3 related (numbers in collector/store/queries.py): lambdas over
+    # Measured on 1M events × 3 related (numbers in collector/store/feed_pages.py): lambdas over
     # the list run >10x faster than `EXISTS (SELECT 1 FROM unnest(e.related) …)`, which DuckDB
     # plans as a correlated join; list_filter, list_bool_or(list_transform) and
     # list_contains(list_transform, true) are within noise of each other.

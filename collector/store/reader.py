@@ -17,17 +17,12 @@ import duckdb
 from collector.clock import Clock, SystemClock
 from collector.config import QueryConfig
 from collector.domain.events import ReceivedEvent
+from collector.domain.feed import CountResult, EventCount, Page
 from collector.domain.filters import EventFilter, EventOrder
 from collector.errors import NotFound, StoreError
 from collector.store.duckdb_store import EventStore
-from collector.store.queries import (
-    CountResult,
-    EventCount,
-    Page,
-    count_events,
-    count_groups,
-    query_events,
-)
+from collector.store.feed_counts import count_events, count_groups
+from collector.store.feed_pages import query_events
 from collector.store.schema import MIGRATIONS
 from collector.store.sql import SqlResult, SqlStream, run_readonly
 

@@ -42,7 +42,7 @@ from collector.domain.events import format_time
 from collector.domain.filters import parse_filter
 from collector.sdk import EventsWorker, emit_event
 from collector.store.duckdb_store import EventStore
-from collector.store.queries import count_groups
+from collector.store.feed_counts import count_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIL_NAME = "app.evil\x1b[31mred\x00[bold]x"

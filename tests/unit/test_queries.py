@@ -1,5 +1,6 @@
-"""The feed's reads (``collector.store.queries``): keyset paging that stays correct while events
-arrive, signed page tokens, and Prefect's counts (P§4.5–4.7) against a real DuckDB store."""
+"""The feed's reads (``collector.store.feed_pages`` and ``feed_counts``): keyset paging that
+stays correct while events arrive, signed page tokens, and Prefect's counts (P§4.5–4.7) against
+a real DuckDB store."""
 
 from __future__ import annotations
 
@@ -15,16 +16,12 @@ import pytest
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import datetime_to_us
+from collector.domain.feed import PIVOT, Page, time_buckets
 from collector.domain.filters import EventFilter, parse_filter
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import EventStore, columns_to_arrow
-from collector.store.queries import (
-    PIVOT,
-    Page,
-    count_events,
-    query_events,
-    time_buckets,
-)
+from collector.store.feed_counts import count_events
+from collector.store.feed_pages import query_events
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 KEY = b"test-key-0123456789"
@@ -183,9 +180,7 @@ def test_dense_recent_matches_are_exact(feed: Feed) -> None:
 
 
 @pytest.mark.parametrize("received_days_ago", [0, 3, 30])
-def test_first_page_whenever_events_were_last_received(
-    feed: Feed, received_days_ago: int
-) -> None:
+def test_first_page_whenever_events_were_last_received(feed: Feed, received_days_ago: int) -> None:
     # The newest `received` is looked for in the last hour, then week, then everywhere.
     received = NOW - timedelta(days=received_days_ago)
     for m in range(8):
