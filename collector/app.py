@@ -182,12 +182,7 @@ class Herald:
         except BaseException:
             for sock in http_sockets:  # not yet handed to aiohttp (closing twice is harmless)
                 sock.close()
-            if self._grpc is not None and not self._grpc_serving:
-                # A gRPC server that was bound but never started keeps its port until the
-                # process exits; starting and stopping it at once releases it.
-                await self._grpc.start()
-                await self._grpc.stop(None)
-                self._grpc = None
+            await self._release_unserved_grpc()
             await self.stop()
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
@@ -256,6 +251,14 @@ class Herald:
                 f"tls: cannot read {exc.filename} (tls.cert_file, tls.key_file): {exc.strerror}"
             ) from None
         return pair
+
+    async def _release_unserved_grpc(self) -> None:
+        """A gRPC server that was bound but never started keeps its port until the process
+        exits; starting and stopping it at once releases it."""
+        if self._grpc is not None and not self._grpc_serving:
+            await self._grpc.start()
+            await self._grpc.stop(None)
+            self._grpc = None
 
     def _bind_grpc(self, tls: tuple[bytes, bytes] | None) -> grpc.aio.Server:
         """The gRPC server, its port bound, not yet serving (``_start_grpc`` adds the services)."""
@@ -350,7 +353,7 @@ class Herald:
         plan = RetentionPlan.at(self.config.storage, self.clock.now())
         deleted = 0
         while True:
-            n = await asyncio.wrap_future(writer.call(lambda: plan.delete_slice(store)))
+            n: int = await asyncio.wrap_future(writer.call(lambda: plan.delete_slice(store)))
             deleted += n
             if n < plan.slice_rows:
                 break

@@ -131,7 +131,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
     async def _unary(
         self,
         request: automations_pb2.JsonRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[automations_pb2.JsonRequest, automations_pb2.JsonReply],
         scope: Scope,
         handler: Any,
     ) -> automations_pb2.JsonReply:
@@ -167,7 +167,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.ADMIN, handle)
 
-    def _reveal(self, data: dict[str, Any], context: grpc.aio.ServicerContext) -> bool:
+    def _reveal(self, data: dict[str, Any], context: grpc.aio.ServicerContext[Any, Any]) -> bool:
         """Reads show secrets as markers; ``"reveal_secrets": true`` shows the values to an
         admin token (and is refused for any other)."""
         if not data.get("reveal_secrets"):
@@ -237,7 +237,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         raise InvalidInput("give an automation, a trigger or an automation id to backtest")
 
     async def Backtest(
-        self, request: automations_pb2.JsonRequest, context: grpc.aio.ServicerContext
+        self,
+        request: automations_pb2.JsonRequest,
+        context: grpc.aio.ServicerContext[automations_pb2.JsonRequest, automations_pb2.JsonReply],
     ) -> AsyncIterator[automations_pb2.JsonReply]:
         try:
             self._auth.check(authorization(context), Scope.READ)

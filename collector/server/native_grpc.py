@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from time import monotonic
+from typing import Any
 
 import grpc
 import orjson
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.config import Scope
+from collector.domain.event_store import EventReads, SqlRowStream
 from collector.domain.filters import parse_filter
 from collector.errors import HeraldError, PayloadTooLarge
 from collector.pipeline.ingest import NativeIngest
@@ -21,13 +23,12 @@ from collector.pipeline.tail import TailHub
 from collector.server.auth import Authenticator, authorization_metadata
 from collector.server.sql_lane import SqlLane, SqlTicket, within
 from collector.server.status import abort_grpc
-from collector.store.reader import EventReader
-from collector.store.sql import ANSWER_GRACE_SECONDS, SqlStream, time_limit_error
+from collector.store.sql import ANSWER_GRACE_SECONDS, time_limit_error
 
 TAIL_BACKFILL_DEFAULT = 100
 
 
-def authorization(context: grpc.aio.ServicerContext) -> str | None:
+def authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     """The ``authorization`` metadata value of the call, if any."""
     return authorization_metadata(context.invocation_metadata())
 
@@ -36,7 +37,7 @@ def arrow_ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return bytes(sink.getvalue())  # pyarrow has no hints: bytes() names the type it gives
 
 
 # Largest result the unary ``Sql`` sends: the clients' 64 MiB message limit, less room for the
@@ -81,17 +82,19 @@ class _IpcPieces:
 
 class HeraldServicer(herald_pb2_grpc.HeraldServicer):
     def __init__(
-        self, ingest: NativeIngest, reader: EventReader, tail: TailHub, auth: Authenticator
+        self, ingest: NativeIngest, reader: EventReads, tail: TailHub, auth: Authenticator
     ) -> None:
         self._ingest = ingest
         self._reader = reader
         self._tail = tail
         self._auth = auth
         # User SQL runs on its own bounded threads, never asyncio's default pool (sql_lane.py).
-        self._sql_lane = SqlLane(reader.config.sql_concurrency)
+        self._sql_lane = SqlLane(reader.sql_concurrency)
 
     async def Emit(
-        self, request: herald_pb2.EmitRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.EmitRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.EmitRequest, herald_pb2.EmitResponse],
     ) -> herald_pb2.EmitResponse:
         try:
             self._auth.check(authorization(context), Scope.INGEST)
@@ -105,7 +108,9 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         )
 
     async def QueryEvents(
-        self, request: herald_pb2.QueryRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.QueryRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.QueryRequest, herald_pb2.QueryResponse],
     ) -> herald_pb2.QueryResponse:
         try:
             self._auth.check(authorization(context), Scope.READ)
@@ -123,7 +128,9 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         )
 
     async def CountEvents(
-        self, request: herald_pb2.CountRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.CountRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.CountRequest, herald_pb2.CountResponse],
     ) -> herald_pb2.CountResponse:
         try:
             self._auth.check(authorization(context), Scope.READ)
@@ -144,7 +151,9 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         )
 
     async def GetEvent(
-        self, request: herald_pb2.GetEventRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.GetEventRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.GetEventRequest, herald_pb2.EventResponse],
     ) -> herald_pb2.EventResponse:
         try:
             self._auth.check(authorization(context), Scope.READ)
@@ -155,7 +164,9 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         return herald_pb2.EventResponse(event_json=orjson.dumps(event.to_dict()))
 
     async def Tail(
-        self, request: herald_pb2.TailRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.TailRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.TailRequest, herald_pb2.TailMessage],
     ) -> AsyncIterator[herald_pb2.TailMessage]:
         try:
             self._auth.check(authorization(context), Scope.READ)
@@ -184,7 +195,9 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             self._tail.unsubscribe(sub)
 
     async def Sql(
-        self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.SqlRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.SqlRequest, herald_pb2.SqlResponse],
     ) -> herald_pb2.SqlResponse:
         try:
             self._auth.check(authorization(context), Scope.READ)
@@ -214,7 +227,9 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
         return herald_pb2.SqlResponse(arrow_ipc=data, truncated=result.truncated)
 
     async def SqlStream(
-        self, request: herald_pb2.SqlRequest, context: grpc.aio.ServicerContext
+        self,
+        request: herald_pb2.SqlRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.SqlRequest, herald_pb2.SqlChunk],
     ) -> AsyncIterator[herald_pb2.SqlChunk]:
         # One record batch at a time from DuckDB (on the SQL lane's threads), each written out
         # before the next is read: with gRPC's flow control on every write, the server holds
@@ -281,7 +296,7 @@ def _answer_by(limit: float | None) -> float | None:
     return None if limit is None else limit + ANSWER_GRACE_SECONDS
 
 
-def _close_opened(opening: asyncio.Future[SqlStream], ticket: SqlTicket) -> None:
+def _close_opened(opening: asyncio.Future[SqlRowStream], ticket: SqlTicket) -> None:
     # ``opening`` is done: close the stream if it opened (on the lane: DuckDB calls), then let
     # the slot go. The close needs no loop to run on, so it also works while the server stops.
     if not opening.cancelled() and opening.exception() is None:

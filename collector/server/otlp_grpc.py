@@ -56,7 +56,7 @@ class _OtlpServicer:
         raise NotImplementedError
 
     async def Export(  # the gRPC method name
-        self, body: bytes, context: grpc.aio.ServicerContext
+        self, body: bytes, context: grpc.aio.ServicerContext[bytes, Message]
     ) -> Message:
         try:
             self._auth.check(authorization(context), Scope.INGEST)
@@ -74,7 +74,7 @@ class _OtlpServicer:
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register ``Export`` under the OTLP service name, taking the raw request bytes."""
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[bytes, Message]] = {
             "Export": grpc.unary_unary_rpc_method_handler(
                 self.Export,
                 request_deserializer=None,  # bytes: decoded in Export (see the class doc)
