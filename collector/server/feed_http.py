@@ -11,11 +11,11 @@ import orjson
 from aiohttp import web
 
 from collector.config import Scope
+from collector.domain.event_store import EventReads
 from collector.domain.feed import Page
 from collector.domain.filters import parse_filter
 from collector.errors import HeraldError, InvalidFilter
 from collector.server.http_server import Route, json_error, read_body
-from collector.store.reader import EventReader
 
 MAX_LIMIT = 1000
 
@@ -46,7 +46,7 @@ def _page_json(request: web.Request, page: Page) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def feed_routes(reader: EventReader) -> list[Route]:
+def feed_routes(reader: EventReads) -> list[Route]:
     async def filter_events(request: web.Request) -> web.StreamResponse:
         try:
             data = await _json_body(request)

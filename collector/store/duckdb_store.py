@@ -21,7 +21,7 @@ waiting.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -390,7 +390,7 @@ class EventStore:
         return int(row[0]) if row else 0
 
     def delete_expired(
-        self, default_cutoff: datetime, overrides: dict[str, datetime], max_rows: int
+        self, default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int
     ) -> int:
         """Retention, one bounded slice: delete at most ``max_rows`` events older than their
         cutoff (``overrides`` per event name, ``default_cutoff`` for the rest) in one short

@@ -82,7 +82,8 @@ def _read_errors() -> Iterator[None]:
 
 
 class EventReader:
-    """Read operations over one ``EventStore``; each call uses its own cursor."""
+    """Read operations over one ``EventStore``; each call uses its own cursor. The DuckDB
+    implementation of ``collector.domain.event_store.EventReads``."""
 
     def __init__(
         self,
@@ -98,6 +99,10 @@ class EventReader:
         # Page tokens are signed with a per-process key: a token outlives neither a restart
         # nor a tampering attempt (documented in docs/feed.md).
         self._token_key = token_key or os.urandom(32)
+
+    @property
+    def sql_concurrency(self) -> int:
+        return self.config.sql_concurrency
 
     @classmethod
     def open_file(cls, path: str | Path, config: QueryConfig) -> EventReader:

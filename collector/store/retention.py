@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from collector.config import StorageConfig
-from collector.store.duckdb_store import EventStore
+from collector.domain.event_store import EventLog
 
 # Measured (DuckDB 1.4.4, 1M events, half expired): a 50k-row slice takes under 0.1 s.
 SLICE_ROWS = 50_000
@@ -39,12 +39,12 @@ class RetentionPlan:
             slice_rows=slice_rows,
         )
 
-    def delete_slice(self, store: EventStore) -> int:
+    def delete_slice(self, store: EventLog) -> int:
         """Delete one slice; fewer than ``slice_rows`` deleted means the pass is done."""
         return store.delete_expired(self.default_cutoff, self.overrides, self.slice_rows)
 
 
-def apply_retention(store: EventStore, config: StorageConfig, now: datetime) -> int:
+def apply_retention(store: EventLog, config: StorageConfig, now: datetime) -> int:
     """Delete every expired event, slice by slice, then checkpoint (offline use and tests; the
     server runs the slices through its writer). Resource rows go with their events
     (``event_resources`` is a view)."""
