@@ -205,3 +205,14 @@ def test_internal_imports_point_down(path: Path) -> None:
         if layer_of(name) not in allowed
     )
     assert not wrong, "imports point the wrong way:\n" + "\n".join(wrong)
+
+
+def test_the_server_reads_through_the_store_interface() -> None:
+    """The receivers and the feed take the store's protocols (``collector.domain.event_store``),
+    never its DuckDB classes, so a second storage backend is wired in app.py alone. The one store
+    module they may name is ``store.sql``, for the time-limit rule of user SQL."""
+    allowed = {"collector.store.sql"}
+    for path in ROOT.glob("collector/server/*.py"):
+        found = imports(path)
+        wrong = {n for n in found if n.startswith("collector.store")} - allowed
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
