@@ -20,7 +20,7 @@ from collector.automations.events import (
     state_event,
 )
 from collector.clock import now_us
-from collector.domain.automation_records import Firing
+from collector.domain.automation_records import Firing, FiringKind
 from collector.domain.automations import parse_automation
 from collector.domain.events import Limits, ReceivedEvent, format_time
 from collector.domain.ids import uuid7_str
@@ -85,7 +85,7 @@ def test_the_guard_skips_the_automations_in_the_chain_and_deep_events() -> None:
     assert guard_skips(deep, b)
 
 
-def firing_of(a: Any, event: ReceivedEvent | None, kind: str = "triggered") -> Firing:
+def firing_of(a: Any, event: ReceivedEvent | None, kind: FiringKind = "triggered") -> Firing:
     return Firing(
         id=uuid4(),
         automation_id=a.id,
@@ -93,7 +93,7 @@ def firing_of(a: Any, event: ReceivedEvent | None, kind: str = "triggered") -> F
         trigger_path="trigger",
         kind=kind,
         occurred=T0,
-        triggering_labels={"region": "eu"},  # type: ignore[arg-type]
+        triggering_labels={"region": "eu"},
         triggering_event=event,
     )
 

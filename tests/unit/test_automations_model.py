@@ -20,7 +20,12 @@ from collector.automations.templates import (
     validate_template,
 )
 from collector.clock import ManualClock
-from collector.domain.automations import Automation, parse_automation, parse_trigger
+from collector.domain.automations import (
+    Automation,
+    CallWebhook,
+    parse_automation,
+    parse_trigger,
+)
 from collector.domain.events import ReceivedEvent
 from collector.domain.triggers import (
     CompoundTrigger,
@@ -114,13 +119,13 @@ def test_trigger_type_is_inferred_like_prefect_client(data: dict[str, Any], kind
 )
 def test_within_accepts_prefect_timedelta_forms(within: Any, seconds: float) -> None:
     trigger = parse_trigger({"within": within})
-    assert trigger.within == timedelta(seconds=seconds)  # type: ignore[union-attr]
+    assert trigger.within == timedelta(seconds=seconds)
     assert trigger.model_dump(mode="json")["within"] == seconds
 
 
 def test_proactive_within_defaults_to_10_seconds() -> None:
     for data in ({"posture": "Proactive"}, {"posture": "Proactive", "within": 0}):
-        assert parse_trigger(data).within == timedelta(seconds=10)  # type: ignore[union-attr]
+        assert parse_trigger(data).within == timedelta(seconds=10)
 
 
 def test_reactive_defaults() -> None:
@@ -246,8 +251,10 @@ def test_every_action_type_validates() -> None:
         {"type": "run-command", "argv": ["notify-send", "{{ event.event }}"]},
     ]))
     webhook = automation.actions[1]
-    assert webhook.method == "PUT"  # type: ignore[union-attr]
-    assert json.loads(webhook.body) == {"order": "{{ event.resource.id }}"}  # type: ignore[union-attr]
+    assert isinstance(webhook, CallWebhook)
+    assert webhook.method == "PUT"
+    assert webhook.body is not None
+    assert json.loads(webhook.body) == {"order": "{{ event.resource.id }}"}
     assert [where for where, _ in automation.templates()] == [
         "actions[1].url",
         "actions[1].headers.X-Order",

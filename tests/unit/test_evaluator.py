@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,7 +95,7 @@ class Run:
         self.firings += out
         return out
 
-    def steps(self, steps: list[E | Tick]) -> list[Firing]:
+    def steps(self, steps: Sequence[E | Tick]) -> list[Firing]:
         for s in steps:
             self.step(s)
         return self.firings
