@@ -1,4 +1,5 @@
-"""``EventStore``: the only code that talks to DuckDB.
+"""``EventStore``: the DuckDB file, its connection and its reader cursors. The ``EventLog`` of
+``collector/domain/event_store.py``; its cursors never leave ``collector/store/``.
 
 One read-write connection per process (DuckDB allows one writing process per file). Writes come
 only from the ``BatchWriter`` thread; reads use their own cursors. Inserts go through Arrow

@@ -15,6 +15,9 @@ The thread also runs the store's maintenance, so that there is one writer and no
 get wrong: bounded jobs handed to ``call`` (retention slices) run between group commits, one per
 commit, and checkpoints run between commits when the WAL is large or when ingest is idle —
 always through ``EventStore.checkpoint``, which never waits for a reader.
+
+The DuckDB backend's ``EventSink`` (``collector/pipeline/sink.py``) and ``CommitNotices``
+(``collector/domain/event_store.py``): the receivers and the live tail know only those.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow as pa
 
 from collector.clock import now_us
 from collector.domain.columns import EventColumns
+from collector.domain.event_store import CommitListener
 from collector.errors import Busy, HeraldError, InvalidInput, StoreError
 from collector.store.duckdb_store import EventStore, columns_to_arrow
 
@@ -41,10 +45,6 @@ log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0
 IDLE_CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
 CHECKPOINT_RETRY_SECONDS = 5.0
-
-# Called on the writer thread after each commit with the committed columns and received stamps.
-CommitListener = Callable[[EventColumns, list[int]], None]
-
 
 @dataclass(slots=True)
 class _Pending:
