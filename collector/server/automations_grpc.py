@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -91,7 +91,7 @@ class ThreadWork(Generic[T]):
         self._stop = threading.Event()
         self._task: asyncio.Future[T] | None = None
 
-    async def progress(self) -> AsyncIterator[tuple[int, int]]:
+    async def progress(self) -> AsyncGenerator[tuple[int, int]]:
         loop = asyncio.get_running_loop()
         # Unbounded, but small: a backtest reports once per chunk of events read.
         queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()

@@ -124,9 +124,12 @@ async def rig(
     store = EventStore(db)
     writer = BatchWriter(store, batch_max_events=1000, queue_max_events=10_000)
     writer.start()
-    http = httpx.AsyncClient(
-        transport=httpx.MockTransport(lambda r: (calls.append(r), httpx.Response(200))[1])
-    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
     runtime = build_automations(
         store,
         writer,

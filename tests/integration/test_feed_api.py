@@ -76,6 +76,7 @@ def test_tampered_page_token_is_rejected(loaded: Herald) -> None:
     with HeraldClient(loaded.grpc_address) as client:
         page = client.query(None, limit=5)
         token = page["next_page"]
+        assert token is not None
         with pytest.raises(Exception, match="page token"):
             client.query(None, None, token[:-3] + "AAA")
     reply = httpx.get(
@@ -192,7 +193,7 @@ def test_tail_honours_related_filters_and_reports_lag(db_path: Path) -> None:
         import asyncio
 
         async def drain() -> list[tuple[str, Any]]:
-            out = []
+            out: list[tuple[str, Any]] = []
             while len(out) < 3:
                 out.append(await sub.next())
             return out

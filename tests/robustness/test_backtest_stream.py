@@ -65,7 +65,7 @@ def test_progress_reported_while_the_reader_is_busy_is_not_lost() -> None:
 
     async def scenario() -> list[Any]:
         running = ThreadWork(work)
-        seen = []
+        seen: list[Any] = []
         async for item in running.progress():
             if not seen:
                 await asyncio.to_thread(finished.wait, 10)  # the work is over by now
@@ -148,11 +148,15 @@ def test_a_backtest_over_several_chunks_reports_its_final_progress(
     trigger = {"expect": ["app.order.shipped"], "threshold": 3, "within": 60}
     for _ in range(10):
         seen: list[tuple[int, int]] = []
+
+        def record(done: int, n: int, into: list[tuple[int, int]] = seen) -> None:
+            into.append((done, n))
+
         result = automations.backtest(
             since=format_time(now - timedelta(hours=1)),
             until=format_time(now),
             trigger=trigger,
-            progress=lambda done, n, into=seen: into.append((done, n)),
+            progress=record,
         )
         assert result["events"] == total
         assert seen == [(0, total), *((d, total) for d in range(64, total, 64)), (total, total)]

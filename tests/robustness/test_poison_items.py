@@ -309,7 +309,9 @@ def test_mixed_batch_rejects_only_the_bad_items(herald: Herald, transport: str) 
     assert "bytes of JSON" in reply.errors[6] and "bytes of JSON" in reply.errors[7]
     for message in reply.errors.values():
         assert "Error" not in message and "Traceback" not in message  # no class names leaked
-    good_ids = [items[0]["id"], control["id"], duplicate_id, items[17]["id"]]  # type: ignore[index]
+    first, last = items[0], items[17]
+    assert isinstance(first, dict) and isinstance(last, dict)
+    good_ids = [first["id"], control["id"], duplicate_id, last["id"]]
     assert stored_ids(herald) == set(good_ids)
     assert herald.store is not None
     stored = herald.store.get_event(control["id"])
@@ -453,16 +455,19 @@ class OtlpReply:
 
 
 OTLP_TRANSPORTS = ["grpc", "http-protobuf", "http-json"]
+OtlpResponse = ExportTraceServiceResponse | ExportLogsServiceResponse
 
 
 def export(herald: Herald, transport: str, signal: str, body: bytes) -> OtlpReply:
     """Send serialized OTLP ``body`` (protobuf; converted for http-json) as it is."""
     traces = signal == "traces"
-    response_type = ExportTraceServiceResponse if traces else ExportLogsServiceResponse
+    response_type: type[OtlpResponse] = (
+        ExportTraceServiceResponse if traces else ExportLogsServiceResponse
+    )
     if transport == "grpc":
         service = "trace.v1.TraceService" if traces else "logs.v1.LogsService"
         with grpc.insecure_channel(herald.grpc_address) as channel:
-            call = channel.unary_unary(
+            call: grpc.UnaryUnaryMultiCallable[bytes, OtlpResponse] = channel.unary_unary(
                 f"/opentelemetry.proto.collector.{service}/Export",
                 request_serializer=None,
                 response_deserializer=response_type.FromString,
@@ -472,9 +477,7 @@ def export(herald: Herald, transport: str, signal: str, body: bytes) -> OtlpRepl
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
                 return OtlpReply(0, "", refused=exc.details())
-        ps = response.partial_success
-        rejected = ps.rejected_spans if traces else ps.rejected_log_records
-        return OtlpReply(rejected, ps.error_message)
+        return partial_success(response)
     content_type = "application/json" if transport == "http-json" else "application/x-protobuf"
     reply = httpx.post(
         f"http://{herald.http_address}/v1/{signal}",
@@ -493,9 +496,16 @@ def export(herald: Herald, transport: str, signal: str, body: bytes) -> OtlpRepl
         ps = reply.json().get("partialSuccess", {})
         key = "rejectedSpans" if traces else "rejectedLogRecords"
         return OtlpReply(int(ps.get(key, 0)), ps.get("errorMessage", ""))
-    response = response_type.FromString(reply.content)
-    ps = response.partial_success
-    return OtlpReply(ps.rejected_spans if traces else ps.rejected_log_records, ps.error_message)
+    return partial_success(response_type.FromString(reply.content))
+
+
+def partial_success(response: OtlpResponse) -> OtlpReply:
+    """What an OTLP export response says it rejected (spans or log records)."""
+    if isinstance(response, ExportTraceServiceResponse):
+        ps_traces = response.partial_success
+        return OtlpReply(ps_traces.rejected_spans, ps_traces.error_message)
+    ps_logs = response.partial_success
+    return OtlpReply(ps_logs.rejected_log_records, ps_logs.error_message)
 
 
 def send(herald: Herald, transport: str, request: Any) -> OtlpReply:

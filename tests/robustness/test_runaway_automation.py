@@ -158,7 +158,8 @@ def runs(herald: Herald, automation_id: str, status: str) -> list[dict[str, Any]
             "SELECT status, reason, started, finished FROM action_runs "
             f"WHERE automation_id = '{automation_id}' AND status = '{status}'"
         )
-    return table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()  # pyarrow has no hints
+    return rows
 
 
 def backlog(herald: Herald, receiver: Receiver, n: int) -> str:

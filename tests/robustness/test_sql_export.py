@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector._proto import herald_pb2, herald_pb2_grpc
+from collector.client.local import LocalReader
 from collector.client.remote import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import InvalidSql
-from collector.client.local import LocalReader
 from collector.store.duckdb_store import EventStore
 from collector.testing import (
     ServedProcess,
@@ -149,7 +149,7 @@ def rows_in(path: Path, fmt: str) -> int:
         assert pc.count_distinct(table.column("id")).as_py() == table.num_rows
         payload = pq.ParquetFile(path).schema.column(7)  # keeps its JSON type
         assert payload.name == "payload" and "logical_type: JSON" in str(payload)
-        return table.num_rows
+        return int(table.num_rows)  # pyarrow has no hints
     with path.open("rb") as f:
         first = f.readline()
         second = f.readline()

@@ -19,10 +19,10 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from collector._proto import herald_pb2, herald_pb2_grpc
+from collector.client.local import LocalReader
 from collector.client.remote import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import Busy, InvalidInput, InvalidSql
-from collector.client.local import LocalReader
 from collector.store.duckdb_store import EventStore
 from collector.store.sql import run_readonly
 from collector.testing import running_herald, test_config, wait_for
@@ -70,7 +70,7 @@ def test_heavy_sql_leaves_the_feed_alone_and_past_the_cap_is_busy(tmp_path: Path
             heavy = threading.Thread(target=lambda: outcome.update(r=_calls(address, HEAVY, 8)))
             heavy.start()
             time.sleep(0.5)  # they are all in (a busy answer comes at once)
-            pages = []
+            pages: list[float] = []
             while heavy.is_alive() and len(pages) < 10:
                 t = time.monotonic()
                 client.query({"event": {"name": ["a.b"]}})
@@ -86,14 +86,14 @@ def test_heavy_sql_leaves_the_feed_alone_and_past_the_cap_is_busy(tmp_path: Path
     for e, s in zip(errors, seconds, strict=True):
         assert e is not None
         if e.code() == grpc.StatusCode.UNAVAILABLE:
-            assert s < 1.0 and "query.sql_concurrency" in e.details()
+            assert s < 1.0 and "query.sql_concurrency" in (e.details() or "")
             status = status_pb2.Status.FromString(
-                dict(e.trailing_metadata())["grpc-status-details-bin"]
+                {m.key: m.value for m in e.trailing_metadata()}["grpc-status-details-bin"]
             )
             retry = error_details_pb2.RetryInfo()
             assert status.details[0].Unpack(retry) and retry.retry_delay.seconds >= 1
         else:
-            assert "time limit" in e.details()
+            assert "time limit" in (e.details() or "")
             assert limit - 0.5 < s < limit + 1.0, seconds
 
 
@@ -128,7 +128,7 @@ def test_the_time_limit_holds_when_duckdb_cannot_be_interrupted(tmp_path: Path) 
         errors, seconds = _calls(herald.grpc_address, UNINTERRUPTIBLE, 1)
         other.join(30)
         assert errors[0] is not None and errors[0].code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "time limit" in errors[0].details()
+        assert "time limit" in (errors[0].details() or "")
         assert seconds[0] < limit + 1.0, f"answered {seconds[0]:.1f} s after a {limit} s limit"
         assert streamed and streamed[0] < limit + 1.0, streamed
 
@@ -139,7 +139,7 @@ def test_the_time_limit_holds_when_duckdb_cannot_be_interrupted(tmp_path: Path) 
         # … until DuckDB lets go of them; then SQL answers again.
         def runs() -> bool:
             try:
-                return client.sql("SELECT 42 AS n")[0].to_pylist() == [{"n": 42}]
+                return bool(client.sql("SELECT 42 AS n")[0].to_pylist() == [{"n": 42}])
             except Busy:
                 return False
 

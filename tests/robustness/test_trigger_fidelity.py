@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,10 +58,7 @@ class Ev:
     name: str
     tag: str
     follows: UUID | None = None
-    id: UUID | None = None
-
-    def __post_init__(self) -> None:
-        self.id = self.id or uuid4()
+    id: UUID = field(default_factory=uuid4)
 
     def received_at(self, received: datetime) -> ReceivedEvent:
         return ReceivedEvent(
