@@ -46,6 +46,7 @@ IDLE_SECONDS = 1.0
 IDLE_CHECKPOINT_WAL_BYTES = 16 * 1024 * 1024
 CHECKPOINT_RETRY_SECONDS = 5.0
 
+
 @dataclass(slots=True)
 class _Pending:
     columns: EventColumns
