@@ -34,6 +34,7 @@ from collector.automations.templates import TemplateEngine
 from collector.clock import Clock, SystemClock
 from collector.config import AutomationsConfig, Config
 from collector.domain.automation_records import StoredAutomation
+from collector.domain.event_store import EventReads
 from collector.domain.events import Limits
 from collector.errors import ConfigError, StoreError
 from collector.pipeline.ingest import NativeIngest
@@ -150,7 +151,7 @@ class Herald:
         self.auth = Authenticator(config.auth)
         self.store: EventStore | None = None
         self.writer: BatchWriter | None = None
-        self.reader: EventReader | None = None
+        self.reader: EventReads | None = None  # the DuckDB EventReader, seen through its interface
         self.tail: TailHub | None = None
         self.automations: AutomationRuntime | None = None
         self._grpc: grpc.aio.Server | None = None
