@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -159,7 +159,10 @@ def serve_process(
             stderr.close()
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy and return that; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

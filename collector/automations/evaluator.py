@@ -213,7 +213,7 @@ class Evaluator:
         # Which event triggers can care about an event name: exact names index straight to
         # their triggers; globs, negations and empty `expect` are checked on every event.
         self._by_name: dict[str, list[_Node]] = {}
-        self._any_name: list[_Node] = []
+        self._any_name: list[tuple[_Node, EventTrigger]] = []  # with its trigger, narrowed
         self._order: dict[NodeKey, int] = {}
         self._loaded = False
         self._s = TriggerState()
@@ -248,7 +248,7 @@ class Evaluator:
             assert isinstance(node.trigger, EventTrigger)
             names = [*node.trigger.expect, *node.trigger.after]
             if not node.trigger.expect or any(_is_pattern(n) for n in names):
-                self._any_name.append(node)
+                self._any_name.append((node, node.trigger))
             else:
                 for name in dict.fromkeys(names):
                     self._by_name.setdefault(name, []).append(node)
@@ -435,8 +435,8 @@ class Evaluator:
             exact = self._by_name.get(name, [])
             wide = [
                 n
-                for n in self._any_name
-                if expects(n.trigger, name) or starts_after(n.trigger, name)  # type: ignore[arg-type]
+                for n, trigger in self._any_name
+                if expects(trigger, name) or starts_after(trigger, name)
             ]
             found = sorted([*exact, *wide], key=lambda n: self._order[n.key]) if wide else exact
             if len(self._candidate_cache) >= 10_000:  # names are few in practice; bound it

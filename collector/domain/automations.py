@@ -384,9 +384,8 @@ def parse_automation(data: Any) -> Automation:
         raise InvalidAutomation(_error_message(exc.errors()[0], "")) from None
 
 
-# Built once: building a TypeAdapter compiles a validator. The ignore: pydantic types the
-# argument as a TypeForm (PEP 747), which mypy does not support yet for an Annotated union.
-_TRIGGER = TypeAdapter[Trigger](TriggerTypes)  # type: ignore[arg-type]
+# Built once: building a TypeAdapter compiles a validator.
+_TRIGGER = TypeAdapter[Trigger](TriggerTypes)  # type: ignore[arg-type]  # pydantic takes a TypeForm (PEP 747), which mypy does not support yet for an Annotated union
 
 
 def parse_trigger(data: Any, where: str = "trigger") -> Trigger:

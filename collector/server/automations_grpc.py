@@ -30,6 +30,8 @@ from collector.server.status import abort_grpc
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 1000
 RUN_STATUSES = ("triggered", "executed", "failed", "cancelled", "skipped")
+# Every method of the service takes and answers JSON in one message type.
+JsonContext = grpc.aio.ServicerContext[automations_pb2.JsonRequest, automations_pb2.JsonReply]
 
 
 def _request(request: automations_pb2.JsonRequest) -> dict[str, Any]:
@@ -131,7 +133,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
     async def _unary(
         self,
         request: automations_pb2.JsonRequest,
-        context: grpc.aio.ServicerContext[automations_pb2.JsonRequest, automations_pb2.JsonReply],
+        context: JsonContext,
         scope: Scope,
         handler: Any,
     ) -> automations_pb2.JsonReply:
@@ -142,7 +144,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
             await abort_grpc(context, exc)
             raise  # unreachable: abort raises
 
-    async def Create(self, request, context):  # type: ignore[no-untyped-def]
+    async def Create(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             if "automation" not in data:
                 raise InvalidInput("automation: required")
@@ -151,7 +155,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.ADMIN, handle)
 
-    async def Update(self, request, context):  # type: ignore[no-untyped-def]
+    async def Update(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             if "automation" not in data:
                 raise InvalidInput("automation: required")
@@ -160,7 +166,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.ADMIN, handle)
 
-    async def Delete(self, request, context):  # type: ignore[no-untyped-def]
+    async def Delete(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             stored = await self._service.delete(_uuid(data))
             return {"automation": stored.to_dict()}
@@ -175,7 +183,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
         self._auth.check(authorization(context), Scope.ADMIN)
         return True
 
-    async def List(self, request, context):  # type: ignore[no-untyped-def]
+    async def List(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             reveal = self._reveal(data, context)
             found = await self._service.list_automations()
@@ -183,7 +193,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.READ, handle)
 
-    async def Read(self, request, context):  # type: ignore[no-untyped-def]
+    async def Read(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             reveal = self._reveal(data, context)
             if data.get("name") is not None:
@@ -194,7 +206,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.READ, handle)
 
-    async def SetEnabled(self, request, context):  # type: ignore[no-untyped-def]
+    async def SetEnabled(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             enabled = data.get("enabled")
             if not isinstance(enabled, bool):
@@ -204,7 +218,9 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
 
         return await self._unary(request, context, Scope.ADMIN, handle)
 
-    async def History(self, request, context):  # type: ignore[no-untyped-def]
+    async def History(
+        self, request: automations_pb2.JsonRequest, context: JsonContext
+    ) -> automations_pb2.JsonReply:
         async def handle(data: dict[str, Any]) -> dict[str, Any]:
             automation_id = _uuid(data, "automation_id") if data.get("automation_id") else None
             limit = data.get("limit") or HISTORY_DEFAULT
@@ -239,7 +255,7 @@ class AutomationsServicer(automations_pb2_grpc.AutomationsServicer):
     async def Backtest(
         self,
         request: automations_pb2.JsonRequest,
-        context: grpc.aio.ServicerContext[automations_pb2.JsonRequest, automations_pb2.JsonReply],
+        context: JsonContext,
     ) -> AsyncIterator[automations_pb2.JsonReply]:
         try:
             self._auth.check(authorization(context), Scope.READ)

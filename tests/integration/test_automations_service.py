@@ -257,7 +257,9 @@ def test_backtest_from_the_cli(herald: Herald, tmp_path: Path) -> None:
     trigger = tmp_path / "trigger.json"
     trigger.write_text(json.dumps(HISTORY_TRIGGER))
     result = cli(
-        herald, "automations", "backtest", "--from-file", str(trigger), "--since", "1h", "--format", "json"
+        herald,
+        *("automations", "backtest", "--from-file", str(trigger)),
+        *("--since", "1h", "--format", "json"),
     )
     assert len(json.loads(result.stdout)) == 1
 
@@ -357,9 +359,10 @@ def test_cli_create_from_files_in_every_form(herald: Herald, tmp_path: Path) -> 
     assert cli(
         herald, "automations", "create", "--from-file", str(tmp_path / "x.txt"), code=1
     ).output.endswith("File extension not recognized. Please use .yaml, .yml, .json or .toml\n")
+    missing = str(tmp_path / "missing.json")
     assert (
         "File not found:"
-        in cli(herald, "automations", "create", "--from-file", str(tmp_path / "missing.json"), code=1).output
+        in cli(herald, "automations", "create", "--from-file", missing, code=1).output
     )
     assert "Invalid JSON:" in cli(herald, "automations", "create", "--json", "{nope", code=1).output
     names = sorted(

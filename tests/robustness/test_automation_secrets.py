@@ -169,7 +169,7 @@ def executed_events(herald: Herald, count: int) -> list[dict[str, Any]]:
             events = list(page["events"])
             return events if len(events) >= count else []
 
-        return wait_for(found)  # type: ignore[no-any-return]
+        return wait_for(found)
 
 
 def test_read_token_never_sees_webhook_secrets_while_the_webhook_gets_them(
@@ -310,9 +310,10 @@ def test_an_unknown_secret_fails_the_action_with_a_clear_reason(
 
         def failed_run() -> dict[str, Any] | None:
             for firing in reader.history(aid):
-                for run in firing["action_runs"]:
+                runs: list[dict[str, Any]] = firing["action_runs"]
+                for run in runs:
                     if run["status"] == "failed":
-                        return run  # type: ignore[no-any-return]
+                        return run
             return None
 
         run = wait_for(failed_run)

@@ -195,7 +195,8 @@ def test_the_memory_limit_is_the_stores_and_a_query_past_it_fails_clearly(
         query={"sql_memory_limit": "128MiB", "sql_spill_limit": 0},
     )
     with running_herald(config) as herald:
-        cur = herald.store.cursor()  # type: ignore[union-attr]
+        assert herald.store is not None
+        cur = herald.store.cursor()
         try:
             settings = cur.execute(
                 "SELECT current_setting('memory_limit'), current_setting('max_temp_directory_size')"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from collector.client.local import LocalReader
 from collector.client.remote import HeraldClient
 from collector.config import QueryConfig
 from collector.errors import InvalidInput, InvalidSql
-from collector.client.local import LocalReader
 from collector.store.duckdb_store import EventStore
-from collector.store.sql import run_readonly
+from collector.store.sql import SqlResult, run_readonly
 from collector.testing import running_herald, test_config
 
 
@@ -35,7 +35,7 @@ def store(tmp_path: Path) -> Iterator[EventStore]:
     store.close()
 
 
-def run(store: EventStore, sql: str):  # type: ignore[no-untyped-def]
+def run(store: EventStore, sql: str) -> SqlResult:
     return run_readonly(store.cursor(), sql, timeout=5.0, max_rows=100)
 
 

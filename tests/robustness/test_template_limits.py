@@ -205,7 +205,7 @@ def finished_run(client: AutomationsClient, aid: str) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         return next((r for r in runs(client, aid) if r["status"] != "triggered"), None)
 
-    return wait_for(done)  # type: ignore[no-any-return]
+    return wait_for(done)
 
 
 @pytest.fixture

@@ -137,8 +137,9 @@ def test_reactive_defaults() -> None:
 
 def test_sets_are_deduplicated_and_sorted() -> None:
     trigger = parse_trigger({"expect": ["b", "a", "b"], "for_each": ["z", "a"]})
-    assert trigger.expect == ["a", "b"]  # type: ignore[union-attr]
-    assert trigger.for_each == ["a", "z"]  # type: ignore[union-attr]
+    assert isinstance(trigger, EventTrigger)
+    assert trigger.expect == ["a", "b"]
+    assert trigger.for_each == ["a", "z"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from collector.errors import InvalidSql
 from collector.store.duckdb_store import EventStore
-from collector.store.sql import run_readonly
+from collector.store.sql import SqlResult, run_readonly
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def store(tmp_path: Path) -> EventStore:
     return EventStore(tmp_path / "sql.duckdb")
 
 
-def run(store: EventStore, sql: str, timeout: float = 5.0, max_rows: int = 100):  # type: ignore[no-untyped-def]
+def run(store: EventStore, sql: str, timeout: float = 5.0, max_rows: int = 100) -> SqlResult:
     return run_readonly(store.cursor(), sql, timeout=timeout, max_rows=max_rows)
 
 
