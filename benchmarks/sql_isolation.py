@@ -137,8 +137,9 @@ def timed_sql(stub: herald_pb2_grpc.HeraldStub, sql: str) -> tuple[float, str]:
 
 def line(label: str, values: list[float]) -> str:
     return (
-        f"{label:<42} p50 {pct(values, 0.5):7.1f} ms   p99 {pct(values, 0.99):7.1f} ms   "
-        f"max {max(values, default=float('nan')):7.1f} ms   (n={len(values)})"
+        f"{label:<42} p50 {pct(values, 0.5):6.1f} ms  p95 {pct(values, 0.95):6.1f} ms  "
+        f"p99 {pct(values, 0.99):6.1f} ms  "
+        f"max {max(values, default=float('nan')):6.1f} ms  (n={len(values)})"
     )
 
 
