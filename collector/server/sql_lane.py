@@ -79,8 +79,8 @@ def default_concurrency() -> int:
     Each statement running costs the rest of the server latency through the GIL: DuckDB's
     Python client takes it after every task of a query to check for signals, and a SQL thread
     that is descheduled while holding it (niced, and with more busy threads than cores) holds
-    up every other Python thread. Measured on 2 cores, 8 heavy queries queued: feed page p50
-    ×1.1 of idle with 1 running, ×1.5 with 2, ×2.3 with 4 (docs/benchmarks.md)."""
+    up every other Python thread. Measured on 2 cores, 8 heavy queries sent: reactive webhook
+    p50 ×1.3 of idle with 1 or 2 running, ×2.0 with 4 (docs/benchmarks.md)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
