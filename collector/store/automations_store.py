@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 from uuid import UUID
 
 import duckdb
@@ -48,6 +48,10 @@ SEEN_KEY = "evaluator.seen"
 _dumps = orjson.dumps
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: datetime | None) -> datetime | None:
     # DuckDB hands back pytz-aware datetimes; normalise to the stdlib's UTC.
     return value.astimezone(UTC) if value is not None else None
@@ -113,7 +117,7 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         body, created, updated = row
         public = orjson.loads(body)
         real = resolve(public, self._vault.snapshot())
-        return StoredAutomation(parse_automation(real), _utc(created), _utc(updated), public)  # type: ignore[arg-type]
+        return StoredAutomation(parse_automation(real), _utc(created), _utc(updated), public)
 
     def list_automations(self) -> list[StoredAutomation]:
         """Every automation, by name then creation (Prefect's default sort is NAME_ASC)."""
@@ -221,7 +225,7 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
                     [*self._values(automation, public), now, automation.id],
                 )
             self._forget_unused_secrets()
-        return StoredAutomation(automation, _utc(row[0]), now, public)  # type: ignore[arg-type]
+        return StoredAutomation(automation, _utc(row[0]), now, public)
 
     def delete_automation(self, automation_id: UUID) -> StoredAutomation:
         """Delete an automation (its firings and action runs stay, as history; its secrets

@@ -174,11 +174,14 @@ class SqlStream:
     def read_next(self) -> pa.RecordBatch | None:
         """The next batch of rows, or ``None`` at the end (or at a limit)."""
         with self._state:
-            if self._closed:
-                raise InvalidSql("the query was closed")
-            if self._reading:
-                raise RuntimeError("SqlStream.read_next called while a read is running")
-            self._reading = True
+            # (Read into locals: ``close()`` on another thread may change them during the read.)
+            closed, reading = self._closed, self._reading
+            if not closed and not reading:
+                self._reading = True
+        if closed:
+            raise InvalidSql("the query was closed")
+        if reading:
+            raise RuntimeError("SqlStream.read_next called while a read is running")
         try:
             return self._read_next()
         finally:
