@@ -385,7 +385,7 @@ def parse_automation(data: Any) -> Automation:
 
 
 # Built once: building a TypeAdapter compiles a validator.
-_TRIGGER = TypeAdapter[Trigger](TriggerTypes)  # type: ignore[arg-type]  # pydantic takes a TypeForm (PEP 747), which mypy does not support yet for an Annotated union
+_TRIGGER = TypeAdapter[Trigger](TriggerTypes)
 
 
 def parse_trigger(data: Any, where: str = "trigger") -> Trigger:
