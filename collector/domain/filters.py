@@ -16,6 +16,9 @@ Decisions where Prefect's two paths disagree (Herald's two paths must not):
   role never match it (Prefect's SQL treats its role as ``''``).
 * Empty lists in ``id``/``id_prefix``/``prefix``/``name``/… add no constraint (Prefect's
   truthiness checks); an empty *label value list* matches nothing (P§4.2).
+* A related ``id`` that is a bare OTel trace id (32 hex) or span id (16 hex) also matches the
+  stored ``otel.trace.<hex>`` / ``otel.span.<hex>`` (``domain/otel_ids.py``): a superset of
+  Prefect's exact match, so ``--related trace=<hex>`` finds the trace.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from collector.domain.events import RESOURCE_ID, RESOURCE_ROLE, ReceivedEvent, to_utc
 from collector.domain.matching import compile_spec
+from collector.domain.otel_ids import related_id_forms
 from collector.domain.text_search import (
     MAX_QUERY_LENGTH,
     TextQuery,
@@ -197,6 +201,40 @@ class EventRelatedFilter(FilterPart):
         None, description="(id, role) pairs; any pair matches"
     )
     labels: LabelSpec | None = Field(None, description="a ResourceSpecification (P§4.2)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _otel_hex_ids(cls, data: Any) -> Any:
+        """A bare trace/span id in hex also means the OTel resource id (``otel_ids``).
+
+        Applied to the filter itself, so the SQL, the in-memory check (live tail) and every
+        caller (CLI ``--related trace=<hex>``, the HTTP feed, the web UI) agree; what is stored
+        is unchanged. Malformed input is left for the field validation to report."""
+        if not isinstance(data, dict):
+            return data
+        roles = data.get("role")
+        if roles is not None and not (
+            isinstance(roles, list) and all(isinstance(r, str) for r in roles)
+        ):
+            return data
+        out = dict(data)
+        ids = data.get("id")
+        if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+            out["id"] = list(dict.fromkeys(f for i in ids for f in related_id_forms(i, roles)))
+        pairs = data.get("resources_in_roles")
+        if isinstance(pairs, list):
+            widened: list[Any] = []
+            for pair in pairs:
+                widened.append(pair)
+                if (
+                    isinstance(pair, list | tuple)
+                    and len(pair) == 2
+                    and isinstance(pair[0], str)
+                    and isinstance(pair[1], str)
+                ):
+                    widened += [(f, pair[1]) for f in related_id_forms(pair[0], [pair[1]])[1:]]
+            out["resources_in_roles"] = widened
+        return out
 
     @cached_property
     def _labels_match(self) -> Callable[[Mapping[str, str]], bool]:
