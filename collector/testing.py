@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -230,3 +234,173 @@ def webhook_receiver(echo: bool = False, delay: float = 0.0) -> Iterator[Webhook
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+# Where Debian's `postgresql` package puts the server binaries (newest version first);
+# HERALD_TEST_PG_BIN names another directory holding initdb, pg_ctl, createdb and psql.
+_PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+# Run by the CI (.ci/run): a missing PostgreSQL fails the tests instead of skipping them.
+REQUIRE_POSTGRES_ENV = "HERALD_REQUIRE_POSTGRES"
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server binaries on this machine (``apt-get install postgresql``)."""
+
+
+def postgres_bin_dir() -> Path:
+    """The directory of ``initdb``/``pg_ctl``/``psql``; ``PostgresUnavailable`` if none."""
+    override = os.environ.get("HERALD_TEST_PG_BIN")
+    candidates = [Path(override)] if override else []
+    candidates += sorted(
+        Path("/").glob(_PG_BIN_GLOB.lstrip("/")),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for bin_dir in candidates:
+        if (bin_dir / "initdb").is_file() and (bin_dir / "pg_ctl").is_file():
+            return bin_dir
+    raise PostgresUnavailable(
+        "PostgreSQL server binaries not found (install Debian's `postgresql` package, or set "
+        "HERALD_TEST_PG_BIN to the directory holding initdb and pg_ctl)"
+    )
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running PostgreSQL server started by ``postgres_server()``: trust authentication
+    for ``user`` on 127.0.0.1:``port`` (TCP only; no password)."""
+
+    host: str
+    port: int
+    user: str
+    bin_dir: Path
+    data_dir: Path
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A libpq key=value connection string for ``dbname`` (what ``[storage] catalog``
+        takes after ``postgres:``)."""
+        return f"dbname={dbname} host={self.host} port={self.port} user={self.user}"
+
+    def catalog(self, dbname: str) -> str:
+        """The ``[storage] catalog`` value of a DuckLake catalog in ``dbname``."""
+        return f"postgres:{self.dsn(dbname)}"
+
+    def create_database(self, name: str | None = None) -> str:
+        """Create an empty database (a fresh name unless ``name``) and return its name: each
+        test gets its own catalog on the one session-wide server."""
+        name = name or f"t_{os.urandom(6).hex()}"
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, name)
+        return name
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        """Run ``sql`` with psql (unaligned, tuples only) and return its output."""
+        return self._run(
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            self.dsn(dbname),
+            "-c",
+            sql,
+        )
+
+    def _run(self, tool: str, *args: str) -> str:
+        done = subprocess.run(
+            [str(self.bin_dir / tool), *args], capture_output=True, text=True, timeout=60
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"{tool} failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout
+
+
+def _as_unprivileged() -> list[str]:
+    # PostgreSQL refuses to run as root; the test suite often does (containers, CI).
+    return ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def postgres_server(user: str = "herald") -> Iterator[PostgresServer]:
+    """A real PostgreSQL server in a temporary directory (``initdb`` + ``pg_ctl``, as the
+    unprivileged ``nobody`` when running as root) on a free 127.0.0.1 port, stopped and
+    removed on exit. fsync is off: a test's catalog need not survive a machine crash (the
+    tests kill collectors, never the catalog server). ``PostgresUnavailable`` without the
+    binaries."""
+    bin_dir = postgres_bin_dir()
+    root = Path(tempfile.mkdtemp(prefix="herald-pg-"))
+    data = root / "data"
+    runas = _as_unprivileged()
+    if runas:
+        os.chown(root, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+    try:
+        subprocess.run(
+            [
+                *runas,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        port = 0
+        for _attempt in range(5):  # a port picked free may be taken before postgres binds it
+            port = _free_port()
+            options = (
+                f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200"
+            )
+            started = subprocess.run(
+                [
+                    *runas,
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(root / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                capture_output=True,
+                timeout=120,
+            )
+            if started.returncode == 0:
+                break
+        else:
+            log = (root / "server.log").read_text(errors="replace")
+            raise AssertionError(f"PostgreSQL did not start:\n{log}")
+        try:
+            yield PostgresServer("127.0.0.1", port, user, bin_dir, data)
+        finally:
+            subprocess.run(
+                [*runas, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
