@@ -7,12 +7,13 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from collector.config import Scope
-from collector.errors import HeraldError, InvalidInput, PayloadTooLarge
+from collector.errors import HeraldError, InvalidInput, PayloadTooLarge, PermissionDenied
 from collector.server.auth import Authenticator
 from collector.server.status import classify, retry_after_header
 
@@ -25,7 +26,7 @@ class Route:
     method: str
     path: str
     handler: Handler
-    scope: Scope
+    scope: Scope | None  # None: no token needed (the web UI's sign-in page and static files)
     # How errors raised before the handler runs (auth) are answered; None = ``json_error``.
     # OTLP routes need ``google.rpc.Status`` bodies instead (otlp.md §1.5).
     render_error: ErrorRenderer | None = None
@@ -147,10 +148,54 @@ def build_app(routes: list[Route], auth: Authenticator, max_bytes: int) -> web.A
     return app
 
 
+# The web UI keeps the token it was given in this cookie (HttpOnly, SameSite=Strict).
+TOKEN_COOKIE = "herald_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+# A state change authenticated by the cookie must carry this header too: a page of another site
+# cannot set it (not without a CORS preflight, which Herald never grants).
+UI_REQUEST_HEADER = "X-Herald-Request"
+
+
+def request_authorization(request: web.Request) -> str | None:
+    """The request's credentials as an ``Authorization`` value: the header, else the web UI's
+    token cookie (``PermissionDenied`` for a cookie on a state change without the UI's header)."""
+    header = request.headers.get("Authorization")
+    if header:
+        return header
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token:
+        return None
+    if request.method not in SAFE_METHODS and UI_REQUEST_HEADER not in request.headers:
+        raise PermissionDenied(f"a change made with the sign-in cookie needs {UI_REQUEST_HEADER}")
+    return f"Bearer {token}"
+
+
+def check_same_origin(request: web.Request) -> None:
+    """Refuse a state-changing request a browser sent from another site (CSRF): browsers name
+    the page's origin in ``Origin`` on every cross-origin POST/PUT/PATCH/DELETE (and report
+    ``Sec-Fetch-Site``); curl, SDKs and other non-browser clients send neither."""
+    if request.method in SAFE_METHODS:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise PermissionDenied(f"cross-site request refused (Sec-Fetch-Site: {site})")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    if origin == "null" or urlsplit(origin).netloc != request.host:
+        raise PermissionDenied(f"cross-site request refused (Origin: {origin})")
+
+
 def _guarded(route: Route, auth: Authenticator) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
-            auth.check(request.headers.get("Authorization"), route.scope)
+            # Ingest stays open to browsers' exporters; reads and admin changes do not.
+            if route.scope is not Scope.INGEST:
+                check_same_origin(request)
+            if route.scope is not None:
+                auth.check(request_authorization(request), route.scope)
         except HeraldError as exc:
             return route.render_error(request, exc) if route.render_error else json_error(exc)
         return await route.handler(request)
