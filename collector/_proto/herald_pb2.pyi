@@ -82,6 +82,18 @@ class EventResponse(_message.Message):
     event_json: bytes
     def __init__(self, event_json: _Optional[bytes] = ...) -> None: ...
 
+class GetTraceRequest(_message.Message):
+    __slots__ = ("trace_id",)
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    def __init__(self, trace_id: _Optional[str] = ...) -> None: ...
+
+class TraceResponse(_message.Message):
+    __slots__ = ("trace_json",)
+    TRACE_JSON_FIELD_NUMBER: _ClassVar[int]
+    trace_json: bytes
+    def __init__(self, trace_json: _Optional[bytes] = ...) -> None: ...
+
 class TailRequest(_message.Message):
     __slots__ = ("filter_json", "backfill", "backfill_limit")
     FILTER_JSON_FIELD_NUMBER: _ClassVar[int]

@@ -54,6 +54,11 @@ class HeraldStub:
                 request_serializer=collector_dot___proto_dot_herald__pb2.GetEventRequest.SerializeToString,
                 response_deserializer=collector_dot___proto_dot_herald__pb2.EventResponse.FromString,
                 _registered_method=True)
+        self.GetTrace = channel.unary_unary(
+                '/herald.v1.Herald/GetTrace',
+                request_serializer=collector_dot___proto_dot_herald__pb2.GetTraceRequest.SerializeToString,
+                response_deserializer=collector_dot___proto_dot_herald__pb2.TraceResponse.FromString,
+                _registered_method=True)
         self.Tail = channel.unary_stream(
                 '/herald.v1.Herald/Tail',
                 request_serializer=collector_dot___proto_dot_herald__pb2.TailRequest.SerializeToString,
@@ -102,6 +107,13 @@ class HeraldServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrace(self, request, context):
+        """One trace: its spans as a tree, their span events, its logs (NOT_FOUND when none is stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Tail(self, request, context):
         """A live, filtered stream of new events (optionally after a backfill).
         """
@@ -145,6 +157,11 @@ def add_HeraldServicer_to_server(servicer, server):
                     servicer.GetEvent,
                     request_deserializer=collector_dot___proto_dot_herald__pb2.GetEventRequest.FromString,
                     response_serializer=collector_dot___proto_dot_herald__pb2.EventResponse.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=collector_dot___proto_dot_herald__pb2.GetTraceRequest.FromString,
+                    response_serializer=collector_dot___proto_dot_herald__pb2.TraceResponse.SerializeToString,
             ),
             'Tail': grpc.unary_stream_rpc_method_handler(
                     servicer.Tail,
@@ -270,6 +287,33 @@ class Herald:
             '/herald.v1.Herald/GetEvent',
             collector_dot___proto_dot_herald__pb2.GetEventRequest.SerializeToString,
             collector_dot___proto_dot_herald__pb2.EventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herald.v1.Herald/GetTrace',
+            collector_dot___proto_dot_herald__pb2.GetTraceRequest.SerializeToString,
+            collector_dot___proto_dot_herald__pb2.TraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

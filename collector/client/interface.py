@@ -14,6 +14,8 @@ from typing import Any, NamedTuple, Protocol, Self, TypedDict
 
 import pyarrow as pa
 
+from collector.domain.traces import TraceJson
+
 # An event as Prefect's ``ReceivedEvent`` JSON: occurred, event, resource, related, payload,
 # id, follows, received.
 EventJson = dict[str, Any]
@@ -86,9 +88,9 @@ LIST_PAGE_EVENTS = 1000
 
 
 class HeraldReader(ABC):
-    """Reads a Herald store: the feed, counts, one event and read-only SQL. A context manager
-    (leaving it closes the connection or the file). Errors are ``collector.errors``' hierarchy,
-    the same from both implementations (``NotFound``, ``InvalidFilter``, ``InvalidSql``, …)."""
+    """Reads a Herald store: the feed, counts, one event, one trace and read-only SQL. A context
+    manager (leaving it closes the connection or the file). Errors are ``collector.errors``'
+    hierarchy, the same from both implementations (``NotFound``, ``InvalidFilter``, …)."""
 
     @abstractmethod
     def query(
@@ -112,6 +114,13 @@ class HeraldReader(ABC):
     @abstractmethod
     def get(self, event_id: str) -> EventJson:
         """One event by id (``NotFound`` when there is none)."""
+
+    @abstractmethod
+    def trace(self, trace_id: str) -> TraceJson:
+        """One trace (``trace_id``: 32 hex digits, or ``otel.trace.<hex>``): its spans in tree
+        order with parent links, service, name, start, duration, status and span events, and
+        its logs (``collector.domain.traces``). ``InvalidInput`` for a malformed id,
+        ``NotFound`` when no event of the trace is stored."""
 
     @abstractmethod
     def sql(self, sql: str) -> SqlAnswer:

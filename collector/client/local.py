@@ -17,6 +17,8 @@ from collector.client.interface import (
 )
 from collector.config import QueryConfig
 from collector.domain.filters import parse_filter
+from collector.domain.otel_ids import parse_trace_id
+from collector.domain.traces import TraceJson, read_trace
 from collector.store.reader import EventReader
 from collector.store.sql import ANSWER_GRACE_SECONDS, SqlResult, SqlStream, time_limit_error
 
@@ -57,6 +59,9 @@ class LocalReader(HeraldReader):
 
     def get(self, event_id: str) -> EventJson:
         return self._reader.get(event_id).to_dict()
+
+    def trace(self, trace_id: str) -> TraceJson:
+        return read_trace(self._reader, parse_trace_id(trace_id))
 
     def sql(self, sql: str) -> SqlAnswer:
         """Collected under the CLI's limits. The statement runs on a thread of its own, so

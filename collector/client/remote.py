@@ -1,6 +1,6 @@
 """``HeraldClient``: the client of a server's ``herald.v1.Herald`` service (ingest, the feed,
-counts, one event, the live tail, SQL) — the online ``HeraldReader`` the CLI and SDK use — and
-``RemoteSqlStream``, a streamed SQL result. Errors come back as Herald errors
+counts, one event, one trace, the live tail, SQL) — the online ``HeraldReader`` the CLI and
+SDK use — and ``RemoteSqlStream``, a streamed SQL result. Errors come back as Herald errors
 (``connection.error_from_rpc``)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collector import errors as e
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.client.connection import Connection, error_from_rpc
 from collector.client.interface import CountGroups, EventJson, EventPage, HeraldReader, SqlAnswer
+from collector.domain.traces import TraceJson
 
 
 class HeraldClient(Connection, HeraldReader):
@@ -86,6 +87,11 @@ class HeraldClient(Connection, HeraldReader):
     def get(self, event_id: str) -> EventJson:
         reply = self._call(self._stub.GetEvent, herald_pb2.GetEventRequest(id=event_id))
         out: EventJson = orjson.loads(reply.event_json)
+        return out
+
+    def trace(self, trace_id: str) -> TraceJson:
+        reply = self._call(self._stub.GetTrace, herald_pb2.GetTraceRequest(trace_id=trace_id))
+        out: TraceJson = orjson.loads(reply.trace_json)
         return out
 
     def sql(self, sql: str) -> SqlAnswer:

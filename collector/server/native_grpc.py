@@ -1,6 +1,6 @@
 """Herald's native gRPC service (``herald.v1.Herald``): ingest, the feed, counts, one event,
-the live tail and SQL. Each method is auth → decode → call the domain object → encode; no
-storage or query logic lives here."""
+one trace, the live tail and SQL. Each method is auth → decode → call the domain object →
+encode; no storage or query logic lives here."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.config import Scope
 from collector.domain.event_store import EventReads, SqlRowStream
 from collector.domain.filters import parse_filter
+from collector.domain.otel_ids import parse_trace_id
+from collector.domain.traces import read_trace
 from collector.errors import HeraldError, PayloadTooLarge
 from collector.pipeline.ingest import NativeIngest
 from collector.pipeline.tail import TailHub
@@ -162,6 +164,20 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             await abort_grpc(context, exc)
             raise
         return herald_pb2.EventResponse(event_json=orjson.dumps(event.to_dict()))
+
+    async def GetTrace(
+        self,
+        request: herald_pb2.GetTraceRequest,
+        context: grpc.aio.ServicerContext[herald_pb2.GetTraceRequest, herald_pb2.TraceResponse],
+    ) -> herald_pb2.TraceResponse:
+        try:
+            self._auth.check(authorization(context), Scope.READ)
+            trace_id = parse_trace_id(request.trace_id)
+            trace = await asyncio.to_thread(read_trace, self._reader, trace_id)
+        except HeraldError as exc:
+            await abort_grpc(context, exc)
+            raise
+        return herald_pb2.TraceResponse(trace_json=orjson.dumps(trace))
 
     async def Tail(
         self,

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from collector.client.local import LocalReader
 from collector.client.remote import HeraldClient
+from collector.errors import InvalidInput, NotFound
 from collector.testing import ServedProcess, ports_zero, serve_process
 from tests.otel_trace_sample import SampleTrace, export_sample_trace
 
@@ -66,3 +69,102 @@ def test_related_trace_hex_finds_the_traces_events(
         "otel.span.error",
         "retry",
     ]
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleTrace]:
+    """A store file holding the sample trace, its server stopped (the CLI's ``--db``)."""
+    db = tmp_path_factory.mktemp("traces-offline") / "herald.duckdb"
+    with serve_process(*ports_zero(db)) as server:
+        sample = export_sample_trace(server.grpc)
+        server.sigterm()
+    return db, sample
+
+
+def check_trace(trace: dict[str, Any], sample: SampleTrace) -> None:
+    """The sample trace as the trace query must give it back."""
+    assert trace["trace_id"] == sample.trace_id
+    assert trace["span_count"] == 5
+    assert trace["error_count"] == 1
+    assert trace["event_count"] == sample.event_count
+    assert trace["truncated"] is False
+    assert trace["services"] == ["payments", "shop-api"]
+    assert trace["duration_ms"] == pytest.approx(100.0)
+    spans = trace["spans"]
+    # Tree order: parents first, siblings by start time, with their depth.
+    assert [(s["name"], s["depth"]) for s in spans] == [
+        ("POST /checkout", 0),
+        ("reserve stock", 1),
+        ("SELECT stock", 2),
+        ("charge card", 1),
+        ("authorize", 2),
+    ]
+    by_name = {s["name"]: s for s in spans}
+    ids = sample.spans
+    for name, parent in [
+        ("POST /checkout", None),
+        ("reserve stock", "POST /checkout"),
+        ("SELECT stock", "reserve stock"),
+        ("charge card", "POST /checkout"),
+        ("authorize", "charge card"),  # across services, through the OTel context
+    ]:
+        span = by_name[name]
+        assert span["span_id"] == ids[name]
+        assert span["parent_span_id"] == (ids[parent] if parent else None)
+        assert span["parent_missing"] is False
+    assert by_name["authorize"]["service"] == "payments"
+    assert by_name["charge card"]["service"] == "shop-api"
+    assert by_name["charge card"]["kind"] == "client"
+    assert by_name["charge card"]["status"] == {"code": "error", "message": "card declined"}
+    assert by_name["authorize"]["status"]["code"] == "ok"
+    assert by_name["reserve stock"]["status"]["code"] == "unset"
+    for name, start, took in [
+        ("POST /checkout", 0, 100),
+        ("reserve stock", 2, 18),
+        ("SELECT stock", 3, 12),
+        ("charge card", 21, 59),
+        ("authorize", 25, 45),
+    ]:
+        assert by_name[name]["offset_ms"] == pytest.approx(start), name
+        assert by_name[name]["duration_ms"] == pytest.approx(took), name
+    charge_events = by_name["charge card"]["events"]
+    assert [e["name"] for e in charge_events] == ["retry", "exception"]
+    assert charge_events[0]["attributes"] == {"attempt": 2}
+    assert charge_events[0]["offset_ms"] == pytest.approx(72)
+    assert charge_events[1]["attributes"]["exception.type"] == "ValueError"
+    assert charge_events[1]["attributes"]["exception.message"] == "card declined"
+    assert all(not s["events"] for s in spans if s["name"] != "charge card")
+    logs = trace["logs"]
+    assert [(log["body"], log["span_id"], log["severity_text"]) for log in logs] == [
+        ("checkout started", ids["POST /checkout"], "INFO"),
+        ("payment declined", ids["charge card"], "ERROR"),
+    ]
+    assert logs[1]["attributes"] == {"order.id": 8812}
+    assert logs[1]["offset_ms"] == pytest.approx(76)
+    assert trace["other_events"] == []
+
+
+def test_trace_query_online(served: tuple[ServedProcess, SampleTrace]) -> None:
+    server, sample = served
+    with HeraldClient(server.grpc) as client:
+        check_trace(dict(client.trace(sample.trace_id)), sample)
+        # The stored resource id and upper-case hex name the same trace.
+        assert client.trace(f"otel.trace.{sample.trace_id.upper()}") == client.trace(
+            sample.trace_id
+        )
+        other = client.trace(sample.other_trace_id)
+        assert [s["name"] for s in other["spans"]] == ["GET /health"]
+        with pytest.raises(NotFound, match="no events of trace"):
+            client.trace("0123456789abcdef0123456789abcdef")
+        with pytest.raises(InvalidInput, match="32 hexadecimal digits"):
+            client.trace("not-a-trace")
+
+
+def test_trace_query_offline(offline: tuple[Path, SampleTrace]) -> None:
+    db, sample = offline
+    with LocalReader(str(db)) as reader:
+        check_trace(dict(reader.trace(sample.trace_id)), sample)
+        with pytest.raises(NotFound):
+            reader.trace("0123456789abcdef0123456789abcdef")
+        with pytest.raises(InvalidInput, match="32 hexadecimal digits"):
+            reader.trace("abc")
