@@ -36,6 +36,7 @@ from collector.config import AutomationsConfig, Config
 from collector.domain.automation_records import StoredAutomation
 from collector.domain.event_store import EventReads
 from collector.domain.events import Limits
+from collector.domain.self_metrics import SelfMetrics
 from collector.errors import ConfigError, StoreError
 from collector.pipeline.ingest import NativeIngest
 from collector.pipeline.otlp_ingest import OtlpIngest
@@ -44,17 +45,21 @@ from collector.server.admission import GrpcAdmission, InflightBudget
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
 from collector.server.feed_http import feed_routes
+from collector.server.health_http import health_routes
 from collector.server.http_server import Route, build_app
 from collector.server.listen import bind_grpc, bind_http
 from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
 from collector.server.otlp_grpc import LogsServicer, MetricsServicer, TraceServicer
 from collector.server.otlp_http import otlp_routes
+from collector.server.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from collector.server.prometheus_metrics import PrometheusMetrics
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
 from collector.store.reader import EventReader
 from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
+from collector.version import herald_version
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ def build_automations(
     backoff_base: float | None = None,
     shutdown_grace_seconds: float = 5.0,
     max_backlog_events: int = MAX_BACKLOG_EVENTS,
+    metrics: SelfMetrics | None = None,
 ) -> AutomationRuntime:
     """The automations runtime, its parts built and wired: it evaluates what ``commits``
     announces and emits its events through ``ingest``. Without ``http`` it makes (and closes)
@@ -107,8 +113,11 @@ def build_automations(
         set_enabled=set_enabled,
         templates=templates,
         backoff_base=BACKOFF_BASE_SECONDS if backoff_base is None else backoff_base,
+        metrics=metrics,
     )
-    dispatcher = FiringDispatcher(config, state, store_threads, executor, emitter, tasks, clock)
+    dispatcher = FiringDispatcher(
+        config, state, store_threads, executor, emitter, tasks, clock, metrics=metrics
+    )
     leaders = LeaderLookup(state)
     evaluator = Evaluator(clock, leader_processed=leaders.processed, skip=guard_skips)
     evaluation = EvaluationLoop(
@@ -149,6 +158,10 @@ class Herald:
         self.clock = clock or SystemClock()
         self.limits = limits_from(config)
         self.auth = Authenticator(config.auth)
+        self.version = herald_version()
+        # The server's own numbers (GET /metrics): one object, handed to every part that counts.
+        self.metrics = PrometheusMetrics(self.version)
+        self.draining = False  # stop() began: /readyz answers 503 from then on
         self.store: EventStore | None = None
         self.writer: BatchWriter | None = None
         self.reader: EventReads | None = None  # the DuckDB EventReader, seen through its interface
@@ -205,6 +218,7 @@ class Herald:
             self.store,
             batch_max_events=cfg.storage.batch_max_events,
             queue_max_events=cfg.storage.queue_max_events,
+            metrics=self.metrics,
         )
         self.writer.start()
         self.reader = EventReader(self.store, cfg.query, clock=self.clock)
@@ -212,9 +226,11 @@ class Herald:
             asyncio.get_running_loop(),
             cfg.query.tail_buffer_events,
             max_subscribers=cfg.query.max_tail_subscribers,
+            metrics=self.metrics,
         )
         self.writer.add_listener(self.tail.on_commit)
-        ingest = NativeIngest(self.writer, self.limits)
+        self._watch()
+        ingest = NativeIngest(self.writer, self.limits, metrics=self.metrics)
         # Automations emit their events through the same ingest step as every producer.
         self.automations = build_automations(
             self.store,
@@ -223,11 +239,15 @@ class Herald:
             cfg.automations,
             self.clock,
             shutdown_grace_seconds=cfg.server.shutdown_grace_seconds,
+            metrics=self.metrics,
         )
-        otlp = OtlpIngest(self.writer, self.limits)
+        otlp = OtlpIngest(self.writer, self.limits, metrics=self.metrics)
         await self._start_grpc(ingest, otlp)
+        health = health_routes(
+            self.version, self.readiness, self.metrics.render, METRICS_CONTENT_TYPE
+        )
         await self._start_http(
-            [*native_routes(ingest), *otlp_routes(otlp), *feed_routes(self.reader)],
+            [*health, *native_routes(ingest), *otlp_routes(otlp), *feed_routes(self.reader)],
             http_sockets,
         )
 
@@ -270,6 +290,7 @@ class Herald:
             InflightBudget(server_cfg.max_inflight_bytes),
             max_calls=server_cfg.grpc_max_concurrent_rpcs,
             max_request_bytes=limit,
+            metrics=self.metrics,
         )
         server = grpc.aio.server(
             interceptors=[self.admission],
@@ -296,7 +317,7 @@ class Herald:
         server = self._grpc
         assert server is not None and self.reader is not None and self.tail is not None
         herald_pb2_grpc.add_HeraldServicer_to_server(
-            HeraldServicer(ingest, self.reader, self.tail, self.auth), server
+            HeraldServicer(ingest, self.reader, self.tail, self.auth, metrics=self.metrics), server
         )
         assert self.automations is not None
         automations_pb2_grpc.add_AutomationsServicer_to_server(
@@ -339,9 +360,11 @@ class Herald:
         while True:
             try:
                 deleted = await self.run_retention()
+                self.metrics.retention_run("done", deleted)
                 if deleted:
                     log.info("retention deleted %d events", deleted)
             except StoreError as exc:
+                self.metrics.retention_run("failed", 0)
                 log.warning("retention failed: %s", exc)
             await asyncio.sleep(interval)
 
@@ -362,8 +385,66 @@ class Herald:
             writer.request_checkpoint()
         return deleted
 
+    def _watch(self) -> None:
+        """The gauges of /metrics, read from the parts' own state when scraped."""
+        writer, tail, admission = self.writer, self.tail, self.admission
+        assert writer is not None and tail is not None and admission is not None
+        gauge = self.metrics.gauge
+        gauge(
+            "herald_ingest_queue_events",
+            "Events waiting for their group commit",
+            lambda: writer.queued_events,
+        )
+        gauge(
+            "herald_ingest_queue_bytes",
+            "About what the events waiting for their commit weigh (their JSON text)",
+            lambda: writer.queued_bytes,
+        )
+        gauge(
+            "herald_tail_subscribers",
+            "Live-tail subscribers connected",
+            lambda: tail.subscriber_count,
+        )
+        gauge(
+            "herald_grpc_calls_in_flight",
+            "gRPC calls admitted and not yet answered",
+            lambda: admission.calls,
+        )
+        gauge(
+            "herald_grpc_inflight_bytes",
+            "gRPC request bytes held (server.max_inflight_bytes bounds them)",
+            lambda: admission.budget.in_use,
+        )
+
+    def readiness(self) -> dict[str, str | None]:
+        """What ``/readyz`` checks: each check's name → None when it passes, else why not."""
+        automations = self.automations
+        if not self.config.automations.enabled:
+            evaluator = None
+        elif automations is None or not automations.running:
+            evaluator = "the automations evaluator is not running"
+        else:
+            evaluator = None
+        return {
+            "store": None if self.store is not None else "the store is not open",
+            "writer": None
+            if self.writer is not None and self.writer.alive
+            else "the writer thread is not running",
+            "evaluator": evaluator,
+            "draining": "the server is shutting down" if self.draining else None,
+        }
+
     async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, commit what is queued, close (idempotent)."""
+        """Stop accepting, finish in-flight requests, commit what is queued, close (idempotent).
+
+        First the server says it is draining (``/readyz`` 503) and goes on serving for
+        ``server.drain_delay_seconds``, so a load balancer stops sending it work before its
+        listeners close."""
+        if not self.draining:
+            self.draining = True
+            delay = self.config.server.drain_delay_seconds
+            if delay and self._http is not None:
+                await asyncio.sleep(delay)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

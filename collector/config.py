@@ -50,6 +50,12 @@ class ServerConfig(_Section):
         False, description="allow a non-loopback bind without any auth tokens configured"
     )
     shutdown_grace_seconds: float = Field(5.0, ge=0, description="time to finish open requests")
+    drain_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="on SIGTERM, time spent answering /readyz 503 while still serving, before "
+        "the listeners close (let a load balancer stop routing first)",
+    )
     grpc_max_concurrent_rpcs: int = Field(
         1000, gt=0, description="gRPC calls handled at once, all methods; one more is 'busy'"
     )

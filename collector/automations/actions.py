@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ from collector.domain.automations import (
 )
 from collector.domain.events import RESOURCE_ID, RESOURCE_ROLE, ReceivedEvent, format_time
 from collector.domain.secret_markers import redact, redact_url, scrub, secret_parts
+from collector.domain.self_metrics import NoMetrics, SelfMetrics
 from collector.errors import HeraldError, InvalidAutomation
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,9 @@ class ActionExecutor:
         templates: TemplateEngine | None = None,
         secrets: SecretSource | None = None,
         backoff_base: float = BACKOFF_BASE_SECONDS,
+        metrics: SelfMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or NoMetrics()
         self._config = config
         self._clock = clock
         self._http = http
@@ -313,18 +317,22 @@ class ActionExecutor:
             if attempt and stop is not None and stop.is_set():
                 break
             attempts = attempt + 1
+            sent = time.perf_counter()
             try:
                 response = await self._http.request(
                     action.method, url, headers=headers, content=content, timeout=timeout
                 )
             except httpx.TimeoutException:
+                self._metrics.webhook_attempt("timeout", time.perf_counter() - sent)
                 last = f"no answer within {timeout:g} s"
                 status = None
             except httpx.HTTPError as exc:
+                self._metrics.webhook_attempt("error", time.perf_counter() - sent)
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 status = None
             else:
                 status = response.status_code
+                self._metrics.webhook_attempt(f"{status // 100}xx", time.perf_counter() - sent)
                 detail = {
                     "url": shown_url,
                     "method": action.method,

@@ -48,6 +48,7 @@ from collector.domain.automation_records import ActionRun, Firing, NewFiring, St
 from collector.domain.automation_state import AutomationStateStore
 from collector.domain.automations import Automation
 from collector.domain.events import ReceivedEvent
+from collector.domain.self_metrics import NoMetrics, SelfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,10 @@ class FiringDispatcher:
         emitter: EventEmitter,
         tasks: BackgroundTasks,
         clock: Clock,
+        *,
+        metrics: SelfMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or NoMetrics()
         self._config = config
         self._store = store
         self._threads = threads
@@ -202,13 +206,18 @@ class FiringDispatcher:
         # Announcements are queued for ingest before any run's events.
         self._announce_firings([work for work, _, _ in started])
         cancelled: list[ActionRun] = []
+        not_run: list[ActionRun] = []  # skipped (rate limit, full queue) or cancelled
         for work, item, admission in started:
-            if admission.status is None and not self._lanes.enqueue(
-                admission, [_Queued(work, run) for run in item.runs]
-            ):
+            if admission.status is not None:
+                not_run += item.runs
+            elif not self._lanes.enqueue(admission, [_Queued(work, run) for run in item.runs]):
                 cancelled += self._cancelled(item.runs, work.automation.id)
         if cancelled:
             self._journal.record(cancelled)
+        if fired:
+            self._metrics.firings(len(fired))
+            for run in (*not_run, *cancelled):
+                self._metrics.action_outcome(run.action_type, run.status)
         return fired
 
     def _cancelled(self, runs: list[ActionRun], automation_id: UUID) -> list[ActionRun]:
@@ -324,6 +333,7 @@ class FiringDispatcher:
         run.detail = outcome.detail
         run.response_status = outcome.response_status
         run.finished = self._clock.now()
+        self._metrics.action_outcome(run.action_type, outcome.status)
         if outcome.status == "failed":
             log.warning(
                 "automation %r: %s %s failed: %s",

@@ -90,6 +90,12 @@ class AutomationRuntime:
             self.evaluation.recovered.set()
         await self.evaluation.run()
 
+    @property
+    def running(self) -> bool:
+        """The evaluation loop runs (restoring its state counts): started, not stopping, and
+        not ended by an error."""
+        return self._main is not None and not self._main.done() and not self._stopping
+
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the restart work (restore, replay, resume) is done."""
         await asyncio.wait_for(self.evaluation.recovered.wait(), timeout)

@@ -9,6 +9,7 @@ from typing import Any
 
 from collector.clock import now_us
 from collector.domain.events import Limits
+from collector.domain.self_metrics import NoMetrics, SelfMetrics, reason_of
 from collector.mapping.native import json_events_to_columns, parse_events_json
 from collector.pipeline.sink import EventSink
 
@@ -16,9 +17,12 @@ from collector.pipeline.sink import EventSink
 class NativeIngest:
     """Takes Prefect-shaped JSON events, stores the valid ones, reports the invalid ones."""
 
-    def __init__(self, sink: EventSink, limits: Limits) -> None:
+    def __init__(
+        self, sink: EventSink, limits: Limits, *, metrics: SelfMetrics | None = None
+    ) -> None:
         self.sink = sink
         self.limits = limits
+        self._metrics = metrics or NoMetrics()
 
     async def emit_json(self, body: bytes) -> tuple[int, list[tuple[int, str]]]:
         """Decode, validate and commit; returns (accepted, [(index, reason)]).
@@ -30,5 +34,12 @@ class NativeIngest:
     async def emit_items(self, items: list[Any]) -> tuple[int, list[tuple[int, str]]]:
         """Validate and commit already-decoded events; returns (accepted, [(index, reason)])."""
         columns, errors = json_events_to_columns(items, now_us(), self.limits)
-        accepted = await self.sink.submit(columns)
+        metrics = self._metrics
+        metrics.ingested("events", len(items), len(errors))
+        try:
+            accepted = await self.sink.submit(columns)
+        except Exception as exc:
+            metrics.refused("events", reason_of(exc), len(columns))
+            raise
+        metrics.stored("events", accepted)
         return accepted, errors

@@ -21,7 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from collector.clock import now_us
+from collector.domain.columns import EventColumns
 from collector.domain.events import Limits
+from collector.domain.self_metrics import NoMetrics, SelfMetrics, reason_of
 from collector.mapping.otlp_logs import logs_to_events
 from collector.mapping.otlp_traces import traces_to_events
 from collector.pipeline.sink import EventSink
@@ -55,15 +57,29 @@ class OtlpIngest:
     events are committed ("acknowledged means durable", SPEC §3).
     """
 
-    def __init__(self, sink: EventSink, limits: Limits) -> None:
+    def __init__(
+        self, sink: EventSink, limits: Limits, *, metrics: SelfMetrics | None = None
+    ) -> None:
         self._sink = sink
         self._limits = limits
+        self._metrics = metrics or NoMetrics()
+
+    async def _store(self, signal: str, columns: EventColumns, rejected: int) -> None:
+        """Commit one request's mapped items, counted once per request."""
+        metrics = self._metrics
+        metrics.ingested(signal, len(columns) + rejected, rejected)
+        try:
+            stored = await self._sink.submit(columns)
+        except Exception as exc:
+            metrics.refused(signal, reason_of(exc), len(columns))
+            raise
+        metrics.stored(signal, stored)
 
     async def export_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
         # Mapping runs on the event loop: it is pure CPU under the GIL, so a thread would not
         # add throughput, only hand-offs.
         result = traces_to_events(request, now_us(), self._limits)
-        await self._sink.submit(result.columns)
+        await self._store("spans", result.columns, result.rejected)
         response = ExportTraceServiceResponse()
         # OTLP: partial_success stays unset on full success (and a client must not retry one).
         if result.rejected or result.problems:
@@ -73,7 +89,7 @@ class OtlpIngest:
 
     async def export_logs(self, request: ExportLogsServiceRequest) -> ExportLogsServiceResponse:
         result = logs_to_events(request, now_us(), self._limits)
-        await self._sink.submit(result.columns)
+        await self._store("logs", result.columns, result.rejected)
         response = ExportLogsServiceResponse()
         if result.rejected or result.problems:
             response.partial_success.rejected_log_records = result.rejected
@@ -88,6 +104,8 @@ class OtlpIngest:
         response = ExportMetricsServiceResponse()
         if request.resource_metrics:
             n = count_data_points(request)
+            self._metrics.ingested("metrics", n, 0)
+            self._metrics.refused("metrics", "not_stored", n)
             response.partial_success.rejected_data_points = n
             response.partial_success.error_message = METRICS_NOT_STORED.format(n=n)
         return response

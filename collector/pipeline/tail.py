@@ -39,6 +39,7 @@ import orjson
 from collector.domain.columns import EventColumns
 from collector.domain.events import EPOCH
 from collector.domain.filters import EventFilter, EventView
+from collector.domain.self_metrics import NoMetrics, SelfMetrics
 from collector.errors import Busy
 from collector.pipeline.tail_index import TailIndex
 
@@ -210,8 +211,14 @@ class TailHub:
     """Fans committed events out to subscriptions; see the module docstring."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, buffer: int, max_subscribers: int = 100
+        self,
+        loop: asyncio.AbstractEventLoop,
+        buffer: int,
+        max_subscribers: int = 100,
+        *,
+        metrics: SelfMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or NoMetrics()
         self._loop = loop
         self._buffer = buffer
         self._max = max_subscribers
@@ -240,6 +247,7 @@ class TailHub:
         """A new subscription; ``Busy`` when ``max_subscribers`` are open already."""
         with self._cond:
             if len(self._subs) >= self._max:
+                self._metrics.busy("tail")
                 raise Busy(
                     f"too many live-tail subscribers ({len(self._subs)} open, the limit is "
                     f"query.max_tail_subscribers = {self._max}); retry later or close a tail",

@@ -36,6 +36,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 import grpc
 from google.protobuf.message import DecodeError
 
+from collector.domain.self_metrics import NoMetrics, SelfMetrics
 from collector.errors import Busy, HeraldError, InvalidInput
 from collector.server.auth import Authenticator, authorization_metadata
 from collector.server.status import abort_grpc
@@ -146,12 +147,18 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         *,
         max_calls: int,
         max_request_bytes: int,
+        metrics: SelfMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or NoMetrics()
         self._auth = auth
         self._budget = budget
         self._max_calls = max_calls
         self._max_request_bytes = max_request_bytes
         self.calls = 0  # calls admitted and not yet answered
+
+    @property
+    def budget(self) -> InflightBudget:
+        return self._budget
 
     async def intercept_service(
         self,
@@ -216,6 +223,7 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         try:
             self._auth.authenticate(authorization_metadata(context.invocation_metadata()))
             if self.calls >= self._max_calls:
+                self._metrics.busy("grpc_calls")
                 raise Busy(
                     f"the server is handling {self.calls} gRPC calls, its limit "
                     "(server.grpc_max_concurrent_rpcs); retry later",
@@ -261,6 +269,7 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         try:
             return await self._budget.reserve(self._max_request_bytes, wait)
         except Busy as exc:
+            self._metrics.busy("grpc_bytes")
             await abort_grpc(context, exc)
 
 

@@ -18,6 +18,7 @@ from collector.config import Scope
 from collector.domain.event_store import EventReads, SqlRowStream
 from collector.domain.filters import parse_filter
 from collector.domain.otel_ids import parse_trace_id
+from collector.domain.self_metrics import NoMetrics, SelfMetrics, sql_outcome_of
 from collector.domain.traces import read_trace
 from collector.errors import HeraldError, PayloadTooLarge
 from collector.pipeline.ingest import NativeIngest
@@ -84,8 +85,15 @@ class _IpcPieces:
 
 class HeraldServicer(herald_pb2_grpc.HeraldServicer):
     def __init__(
-        self, ingest: NativeIngest, reader: EventReads, tail: TailHub, auth: Authenticator
+        self,
+        ingest: NativeIngest,
+        reader: EventReads,
+        tail: TailHub,
+        auth: Authenticator,
+        *,
+        metrics: SelfMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or NoMetrics()
         self._ingest = ingest
         self._reader = reader
         self._tail = tail
@@ -238,8 +246,10 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
                     "use SqlStream (herald sql streams)"
                 )
         except HeraldError as exc:
+            self._sql_ended("unary", exc)
             await abort_grpc(context, exc)
             raise
+        self._metrics.sql_query("unary", "ok")
         return herald_pb2.SqlResponse(arrow_ipc=data, truncated=result.truncated)
 
     async def SqlStream(
@@ -255,9 +265,11 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             self._auth.check(authorization(context), Scope.READ)
             ticket = self._sql_lane.admit()
         except HeraldError as exc:
+            self._sql_ended("stream", exc)
             await abort_grpc(context, exc)
             raise
         limit = self._reader.sql_time_limit(all_rows=request.all_rows)
+        ended = False  # its outcome counted (else the client left: cancelled)
         try:
             opening = ticket.run(self._reader.sql_stream, request.sql, all_rows=request.all_rows)
             try:
@@ -270,7 +282,11 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
                     raise time_limit_error(limit) from None
                 raise
         except HeraldError as exc:
+            self._sql_ended("stream", exc)
             await abort_grpc(context, exc)
+            raise
+        except BaseException:
+            self._metrics.sql_query("stream", "cancelled")
             raise
         try:
             pieces = _IpcPieces()
@@ -283,6 +299,8 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
                     except TimeoutError:
                         raise time_limit_error(limit) from None
                 except HeraldError as exc:
+                    ended = True
+                    self._sql_ended("stream", exc)
                     await abort_grpc(context, exc)
                     raise
                 if batch is None:
@@ -297,14 +315,25 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             # sent as soon as this one ends, finds the slot free.
             await ticket.run(stream.close)
             ticket.release()
+            ended = True
+            self._metrics.sql_query("stream", "ok")
             yield herald_pb2.SqlChunk(truncated=stream.truncated, rows=stream.rows)
         finally:
+            if not ended:  # the client went away mid-stream
+                self._metrics.sql_query("stream", "cancelled")
             # A cancelled call (the client went away) or a read past the time limit: end the
             # read transaction (close() interrupts a read still running and returns; that
             # read's thread finishes the close). Not awaited: a cancelled handler must not
             # wait here; the slot is freed when the close has run. (Both are idempotent.)
             ticket.run(stream.close)
             ticket.release()
+
+
+    def _sql_ended(self, kind: str, exc: BaseException) -> None:
+        outcome = sql_outcome_of(exc)
+        self._metrics.sql_query(kind, outcome)
+        if outcome == "busy":
+            self._metrics.busy("sql")
 
 
 def _answer_by(limit: float | None) -> float | None:
