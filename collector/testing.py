@@ -239,10 +239,11 @@ def webhook_receiver(echo: bool = False, delay: float = 0.0) -> Iterator[Webhook
 # --------------------------------------------------------------------------- PostgreSQL
 
 # Where Debian's `postgresql` package puts the server binaries (newest version first);
-# HERALD_TEST_PG_BIN names another directory holding initdb, pg_ctl, createdb and psql.
+# POSTGRES_TEST_BIN names another directory holding initdb, pg_ctl, createdb and psql.
 _PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-# Run by the CI (.ci/run): a missing PostgreSQL fails the tests instead of skipping them.
-REQUIRE_POSTGRES_ENV = "HERALD_REQUIRE_POSTGRES"
+# Set by the CI (.ci/run): a missing PostgreSQL fails the tests instead of skipping them. (Not
+# HERALD_*: every HERALD_<SECTION>__<KEY> variable is server configuration.)
+REQUIRE_POSTGRES_ENV = "REQUIRE_POSTGRES_TESTS"
 
 
 class PostgresUnavailable(RuntimeError):
@@ -251,7 +252,7 @@ class PostgresUnavailable(RuntimeError):
 
 def postgres_bin_dir() -> Path:
     """The directory of ``initdb``/``pg_ctl``/``psql``; ``PostgresUnavailable`` if none."""
-    override = os.environ.get("HERALD_TEST_PG_BIN")
+    override = os.environ.get("POSTGRES_TEST_BIN")
     candidates = [Path(override)] if override else []
     candidates += sorted(
         Path("/").glob(_PG_BIN_GLOB.lstrip("/")),
@@ -263,7 +264,7 @@ def postgres_bin_dir() -> Path:
             return bin_dir
     raise PostgresUnavailable(
         "PostgreSQL server binaries not found (install Debian's `postgresql` package, or set "
-        "HERALD_TEST_PG_BIN to the directory holding initdb and pg_ctl)"
+        "POSTGRES_TEST_BIN to the directory holding initdb and pg_ctl)"
     )
 
 

@@ -52,7 +52,7 @@ def secured_herald(db_path: Path) -> Iterator[Herald]:
 def postgres() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the whole session (collector.testing.postgres_server).
 
-    Skipped when the machine has no PostgreSQL binaries, unless HERALD_REQUIRE_POSTGRES is set
+    Skipped when the machine has no PostgreSQL binaries, unless REQUIRE_POSTGRES_TESTS is set
     (the CI sets it after installing them: there a missing server is a failure)."""
     try:
         postgres_bin_dir()
