@@ -250,7 +250,13 @@ class Config(_Section):
 
 ENV_PREFIX = "HERALD_"
 # Client-side variables that are not config keys of the server.
-_CLIENT_ENV = {"HERALD_ADDRESS", "HERALD_TOKEN", "HERALD_CONFIG", "HERALD_HTTP_ADDRESS"}
+_CLIENT_ENV = {
+    "HERALD_ADDRESS",
+    "HERALD_TOKEN",
+    "HERALD_CONFIG",
+    "HERALD_HTTP_ADDRESS",
+    "HERALD_DB",
+}
 # HERALD_SECRET_<NAME>: values for {{ secrets.NAME }} in automation templates, not config.
 _SECRET_ENV_PREFIX = "HERALD_SECRET_"
 

@@ -21,6 +21,7 @@ RULES = {
         "collector/client/connection.py",
         "collector/client/remote.py",
         "collector/client/automations.py",
+        "collector/client/otlp.py",
         "collector/app.py",
         "collector/testing.py",
     ],
@@ -29,7 +30,14 @@ RULES = {
         "collector/mapping/",
         "collector/server/otlp",
         "collector/pipeline/otlp_ingest.py",
+        # The OTLP client sends what the SDK plugin (collector/otel/) encoded.
+        "collector/client/otlp.py",
+        "collector/otel/",
     ],
+    # The SDK and its instrumentation are the herald[otel] extra: only the plugin imports them.
+    "opentelemetry.sdk": ["collector/otel/"],
+    "opentelemetry.exporter": ["collector/otel/"],
+    "opentelemetry.instrumentation": ["collector/otel/"],
     # testing.py: the webhook receiver that automation tests send to is a real HTTP server.
     "aiohttp": ["collector/server/", "collector/app.py", "collector/testing.py"],
     "typer": ["cli/"],
@@ -132,6 +140,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "collector.store",
     ),
     "collector.sdk": (*LEAVES, "collector.config", "collector.domain", "collector.client"),
+    # The OTel SDK exporter plugin: remote mode through the client package, embedded mode maps
+    # with the server's mapping and commits through the store's writer in the app's process.
+    "collector.otel": (
+        *LEAVES,
+        "collector.config",
+        "collector.domain",
+        "collector.mapping",
+        "collector.store",
+        "collector.client",
+    ),
     # The package root is the SDK's public face (``from collector import emit_event``).
     "collector": (*LEAVES, "collector.domain", "collector.sdk"),
     # The test harness starts a whole server, as `herald serve` does.
