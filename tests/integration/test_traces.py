@@ -168,3 +168,76 @@ def test_trace_query_offline(offline: tuple[Path, SampleTrace]) -> None:
             reader.trace("0123456789abcdef0123456789abcdef")
         with pytest.raises(InvalidInput, match="32 hexadecimal digits"):
             reader.trace("abc")
+
+
+def test_trace_command_prints_the_span_tree(served: tuple[ServedProcess, SampleTrace]) -> None:
+    server, sample = served
+    result = runner.invoke(
+        app,
+        ["--address", server.grpc, "trace", sample.trace_id, "-f", "table"],
+        env={"COLUMNS": "160"},
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"trace {sample.trace_id} · 5 spans · 2 services · 100 ms · 1 error" in out
+    lines = out.splitlines()
+
+    def row(text: str) -> str:
+        [line] = [line for line in lines if text in line]
+        return line
+
+    # The tree: guides show who is whose child; each span with service, duration, status.
+    assert "POST /checkout" in row("POST /checkout") and "100 ms" in row("POST /checkout")
+    assert "├─ reserve stock" in row("reserve stock")
+    assert "│  └─ SELECT stock" in row("SELECT stock")
+    charge = row("└─ charge card")
+    assert "shop-api" in charge and "59.0 ms" in charge and "error card declined" in charge
+    authorize = row("└─ authorize")
+    assert "payments" in authorize and "45.0 ms" in authorize and " ok " in authorize
+    # Span events and logs beneath their span, in time order, before its child's row.
+    order = [i for i, line in enumerate(lines) for key in ("• retry", "• exception") if key in line]
+    assert len(order) == 2 and lines.index(charge) < order[0] < order[1] < lines.index(authorize)
+    assert "▸ ERROR: payment declined" in out and "▸ INFO: checkout started" in out
+    # The waterfall: the root's bar is the longest.
+    bars = {name: row(name).count("█") for name in ("POST /checkout", "└─ charge card")}
+    assert bars["POST /checkout"] > bars["└─ charge card"] > 0
+
+
+def test_trace_command_json_online_and_offline(
+    served: tuple[ServedProcess, SampleTrace], offline: tuple[Path, SampleTrace]
+) -> None:
+    server, sample = served
+    online = cli(server, "trace", sample.trace_id)
+    check_trace(online, sample)
+    with HeraldClient(server.grpc) as client:
+        assert online == client.trace(sample.trace_id)
+    db, stored = offline
+    result = runner.invoke(app, ["trace", stored.trace_id, "--db", str(db), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    check_trace(json.loads(result.stdout), stored)
+    table = runner.invoke(app, ["trace", stored.trace_id, "--db", str(db), "-f", "table"])
+    assert table.exit_code == 0, table.output
+    assert "└─ authorize" in table.stdout
+    rows = runner.invoke(app, ["trace", stored.trace_id, "--db", str(db), "-f", "csv"])
+    assert rows.exit_code == 0, rows.output
+    header, *spans = rows.stdout.strip().splitlines()
+    assert header.startswith("span_id,parent_span_id,depth,service,name")
+    assert [line.split(",")[4] for line in spans] == [s["name"] for s in online["spans"]]
+
+
+@pytest.mark.parametrize(
+    "bad", ["4bf92f35", "4bf92f3577b34da6a3ce929d0e0e47361", "zz" * 16, "0" * 32, "--"]
+)
+def test_trace_command_refuses_a_malformed_id(bad: str) -> None:
+    # No server at all: the id is checked before any connection is made.
+    result = runner.invoke(app, ["--address", "127.0.0.1:9", "trace", "--", bad])
+    assert result.exit_code == 1
+    assert "herald: error: trace id must" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_trace_command_unknown_trace(served: tuple[ServedProcess, SampleTrace]) -> None:
+    server, _ = served
+    result = runner.invoke(app, ["--address", server.grpc, "trace", "ab" * 16])
+    assert result.exit_code == 1
+    assert f"no events of trace {'ab' * 16} are stored" in result.stderr
