@@ -44,6 +44,7 @@ from collector.pipeline.tail import TailHub
 from collector.server.admission import GrpcAdmission, InflightBudget
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
+from collector.server.automations_http import automations_routes
 from collector.server.feed_http import feed_routes
 from collector.server.health_http import health_routes
 from collector.server.http_server import Route, build_app
@@ -247,7 +248,13 @@ class Herald:
             self.version, self.readiness, self.metrics.render, METRICS_CONTENT_TYPE
         )
         await self._start_http(
-            [*health, *native_routes(ingest), *otlp_routes(otlp), *feed_routes(self.reader)],
+            [
+                *health,
+                *native_routes(ingest),
+                *otlp_routes(otlp),
+                *feed_routes(self.reader),
+                *automations_routes(self.automations.service, self.auth),
+            ],
             http_sockets,
         )
 

@@ -204,6 +204,23 @@ Action = Annotated[
     DoNothing | CallWebhook | EmitEvent | PauseAutomation | ResumeAutomation | RunCommand,
     Field(discriminator="type"),
 ]
+# Prefect's action types (P§6.3) Herald has no counterpart for: named in the error.
+PREFECT_ONLY_ACTIONS = (
+    "run-deployment",
+    "pause-deployment",
+    "resume-deployment",
+    "cancel-flow-run",
+    "suspend-flow-run",
+    "resume-flow-run",
+    "delete-flow-run",
+    "change-flow-run-state",
+    "pause-work-pool",
+    "resume-work-pool",
+    "pause-work-queue",
+    "resume-work-queue",
+    "send-notification",
+    "declare-incident",
+)
 ACTION_TYPES = (
     "do-nothing",
     "call-webhook",
@@ -358,7 +375,18 @@ def _error_message(error: Any, where: str) -> str:
                 f"{path}.type: metric triggers are not supported (Prefect runs them only "
                 "on Prefect Cloud); use event, compound or sequence"
             )
+        if tag in PREFECT_ONLY_ACTIONS:
+            return (
+                f"{path}.type: {tag!r} is a Prefect action type that Herald does not have "
+                f"(it runs no flows, deployments or blocks); Herald's action types: "
+                f"{', '.join(ACTION_TYPES)}"
+            )
         return f"{path}.type: unknown type {tag!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "extra_forbidden" and loc.endswith("block_document_id"):
+        return (
+            f"{path}: Herald's call-webhook takes url (and method, headers, body), not a "
+            "Prefect webhook block"
+        )
     if kind == "union_tag_not_found":
         return f"{path}.type: required; one of {', '.join(ACTION_TYPES)}"
     if path == "rate_limit" and kind in ("literal_error", "model_type"):
@@ -381,7 +409,10 @@ def parse_automation(data: Any) -> Automation:
     try:
         return Automation.model_validate(data)
     except ValidationError as exc:
-        raise InvalidAutomation(_error_message(exc.errors()[0], "")) from None
+        errors = exc.errors()
+        # A Prefect block webhook also lacks ``url``: say why, not just "url: required".
+        block = [e for e in errors if e["loc"][-1:] == ("block_document_id",)]
+        raise InvalidAutomation(_error_message((block or errors)[0], "")) from None
 
 
 # Built once: building a TypeAdapter compiles a validator.

@@ -20,6 +20,9 @@ from collector import errors as e
 log = logging.getLogger(__name__)
 
 _TABLE: list[tuple[type[BaseException], grpc.StatusCode, int]] = [
+    # Prefect's automations API answers a body that does not validate with 422 (FastAPI's
+    # Unprocessable Entity), and its client reads that; other bad input stays 400.
+    (e.InvalidAutomation, grpc.StatusCode.INVALID_ARGUMENT, 422),
     (e.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (e.EventTooLarge, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (e.PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),

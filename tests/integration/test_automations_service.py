@@ -132,7 +132,10 @@ def test_an_id_in_the_file_is_kept_and_cannot_be_taken_twice(
             {"trigger": {"posture": "Proactive", "within": 5}},
             "trigger.within: `within` for Proactive triggers must be greater than or equal to 10",
         ),
-        ({"actions": [{"type": "send-notification"}]}, "actions[0].type: unknown type"),
+        (
+            {"actions": [{"type": "send-notification"}]},
+            "actions[0].type: 'send-notification' is a Prefect",
+        ),
         (
             {"actions": [{"type": "call-webhook", "url": "ftp://x"}]},
             "actions[0].url: must start with http:// or https://",
