@@ -221,6 +221,18 @@ class EventRelatedFilter(FilterPart):
         ids = data.get("id")
         if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
             out["id"] = list(dict.fromkeys(f for i in ids for f in related_id_forms(i, roles)))
+        labels = data.get("labels")
+        if isinstance(labels, dict) and RESOURCE_ID in labels:
+            # The id as a label pattern (what the web feed sends): an exact hex value is
+            # widened the same way (globs and negations are not hex, so never touched).
+            value = labels[RESOURCE_ID]
+            values = [value] if isinstance(value, str) else value
+            if isinstance(values, list) and all(isinstance(v, str) for v in values):
+                widened_ids = list(
+                    dict.fromkeys(f for v in values for f in related_id_forms(v, roles))
+                )
+                if len(widened_ids) > len(values):
+                    out["labels"] = {**labels, RESOURCE_ID: widened_ids}
         pairs = data.get("resources_in_roles")
         if isinstance(pairs, list):
             widened: list[Any] = []

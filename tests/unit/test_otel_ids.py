@@ -88,6 +88,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pytest.param(
             {"resources_in_roles": [[TRACE, "trace"]]}, {"span", "child", "bare"}, id="pairs"
         ),
+        # The id as a label pattern (the web feed's related filter).
+        pytest.param(
+            {"role": ["trace"], "labels": {"prefect.resource.id": TRACE}},
+            {"span", "child", "bare"},
+            id="label",
+        ),
+        pytest.param(
+            {"labels": {"prefect.resource.id": [SPAN, "app.none"]}}, {"span", "child"}, id="labels"
+        ),
+        pytest.param(
+            {"labels": {"prefect.resource.id": f"!{TRACE}"}, "role": ["trace"]},
+            {"span", "child", "other_trace"},
+            id="negated-untouched",
+        ),
     ],
 )
 def test_related_hex_ids_agree_in_memory_and_in_sql(
