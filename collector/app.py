@@ -60,6 +60,9 @@ from collector.store.duckdb_store import EventStore
 from collector.store.reader import EventReader
 from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
+from collector.web.context import WebContext
+from collector.web.rendering import PageRenderer
+from collector.web.routes import web_routes
 from collector.version import herald_version
 
 log = logging.getLogger(__name__)
@@ -166,6 +169,7 @@ class Herald:
         self.store: EventStore | None = None
         self.writer: BatchWriter | None = None
         self.reader: EventReads | None = None  # the DuckDB EventReader, seen through its interface
+        self.web: WebContext | None = None  # the web UI's pages (collector/web/)
         self.tail: TailHub | None = None
         self.automations: AutomationRuntime | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -247,12 +251,21 @@ class Herald:
         health = health_routes(
             self.version, self.readiness, self.metrics.render, METRICS_CONTENT_TYPE
         )
+        self.web = WebContext(
+            self.reader,
+            self.tail,
+            self.automations.service,
+            self.auth,
+            self.clock,
+            PageRenderer(auth_enabled=self.auth.enabled),
+        )
         await self._start_http(
             [
                 *health,
                 *native_routes(ingest),
                 *otlp_routes(otlp),
                 *feed_routes(self.reader),
+                *web_routes(self.web),
                 *automations_routes(self.automations.service, self.auth),
             ],
             http_sockets,
@@ -462,6 +475,8 @@ class Herald:
         self._tasks.clear()
         grace = self.config.server.shutdown_grace_seconds
         # Both servers drain at once, so SIGTERM takes one grace time, not two.
+        if self.web is not None:
+            self.web.live.close()  # open live feeds end now, not after the grace time
         closing: list[Awaitable[None]] = []
         if self._grpc is not None:
             closing.append(self._grpc.stop(grace))

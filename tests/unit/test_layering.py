@@ -39,7 +39,8 @@ RULES = {
     "opentelemetry.exporter": ["collector/otel/"],
     "opentelemetry.instrumentation": ["collector/otel/"],
     # testing.py: the webhook receiver that automation tests send to is a real HTTP server.
-    "aiohttp": ["collector/server/", "collector/app.py", "collector/testing.py"],
+    # collector/web/: the web UI's pages are aiohttp handlers, like the other HTTP routes.
+    "aiohttp": ["collector/server/", "collector/web/", "collector/app.py", "collector/testing.py"],
     "typer": ["cli/"],
     "rich": ["cli/"],
 }
@@ -120,6 +121,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "collector.pipeline",
         "collector.automations",
     ),
+    # The web UI: pages on the HTTP server, reading through the same interfaces as the API.
+    "collector.web": (
+        *LEAVES,
+        "collector.config",
+        "collector.domain",
+        "collector.pipeline",
+        "collector.automations",
+        "collector.server",
+    ),
     "collector.app": (
         *LEAVES,
         "collector._proto",
@@ -130,6 +140,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "collector.pipeline",
         "collector.automations",
         "collector.server",
+        "collector.web",
     ),
     # The store: the offline reader (--db) is a client that opens the DuckDB file itself.
     "collector.client": (
