@@ -1,5 +1,7 @@
 """The event feed over HTTP in Prefect's shapes (P§4.8): ``POST /api/events/filter``,
-``GET /api/events/filter/next?page-token=…``, ``POST /api/events/count-by/{countable}``."""
+``GET /api/events/filter/next?page-token=…``, ``POST /api/events/count-by/{countable}``; and
+one trace, ``GET /api/traces/{trace_id}`` (``domain/traces.py``'s JSON, as ``herald trace -f
+json`` prints it)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from collector.config import Scope
 from collector.domain.event_store import EventReads
 from collector.domain.feed import Page
 from collector.domain.filters import parse_filter
+from collector.domain.otel_ids import parse_trace_id
+from collector.domain.traces import read_trace
 from collector.errors import HeraldError, InvalidFilter
 from collector.server.http_server import Route, json_error, read_body
 
@@ -86,7 +90,16 @@ def feed_routes(reader: EventReads) -> list[Route]:
             body=orjson.dumps([c.to_dict() for c in counts]), content_type="application/json"
         )
 
+    async def get_trace(request: web.Request) -> web.StreamResponse:
+        try:
+            trace_id = parse_trace_id(request.match_info["trace_id"])
+            trace = await asyncio.to_thread(read_trace, reader, trace_id)
+        except HeraldError as exc:
+            return json_error(exc)
+        return web.Response(body=orjson.dumps(trace), content_type="application/json")
+
     return [
+        Route("GET", "/api/traces/{trace_id}", get_trace, Scope.READ),
         Route("POST", "/api/events/filter", filter_events, Scope.READ),
         Route("GET", "/api/events/filter/next", next_page, Scope.READ),
         Route("POST", "/api/events/count-by/{countable}", count_by, Scope.READ),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -241,3 +242,19 @@ def test_trace_command_unknown_trace(served: tuple[ServedProcess, SampleTrace]) 
     result = runner.invoke(app, ["--address", server.grpc, "trace", "ab" * 16])
     assert result.exit_code == 1
     assert f"no events of trace {'ab' * 16} are stored" in result.stderr
+
+
+def test_trace_json_over_http(served: tuple[ServedProcess, SampleTrace]) -> None:
+    server, sample = served
+    base = f"http://{server.http}"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        reply = http.get(f"/api/traces/{sample.trace_id}")
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("application/json")
+        check_trace(reply.json(), sample)
+        missing = http.get(f"/api/traces/{'ab' * 16}")
+        assert missing.status_code == 404
+        assert "no events of trace" in missing.json()["detail"]
+        bad = http.get("/api/traces/xyz")
+        assert bad.status_code == 400
+        assert "32 hexadecimal digits" in bad.json()["detail"]

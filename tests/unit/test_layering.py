@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # module prefix → packages it may import (as path prefixes under the repo)
 RULES = {
     "duckdb": ["collector/store/"],
+    # The cluster's PostgreSQL: the automations leader's lock and the automations state.
+    "psycopg": ["collector/cluster/"],
     "grpc": [
         "collector/server/",
         "collector/_proto/",
@@ -106,6 +108,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "collector.domain": ("collector.errors", "collector.clock"),
     "collector.mapping": (*LEAVES, "collector.domain"),
     "collector.store": (*LEAVES, "collector.config", "collector.domain"),
+    # What collectors share in PostgreSQL (the leader lock, the automations state): beside the store.
+    "collector.cluster": (*LEAVES, "collector.config", "collector.domain"),
     # Not the store: the ingest steps hand batches to the EventSink interface (wired in app.py).
     "collector.pipeline": (*LEAVES, "collector.config", "collector.domain", "collector.mapping"),
     # Not the store, the pipeline or the server: the runtime is handed its store (through the
@@ -137,6 +141,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "collector.domain",
         "collector.mapping",
         "collector.store",
+        "collector.cluster",
         "collector.pipeline",
         "collector.automations",
         "collector.server",
