@@ -31,7 +31,44 @@ from collector.domain.automations import Automation
 from collector.domain.columns import EventColumns
 
 
-class AutomationStateStore(Protocol):
+class AutomationEventSource(Protocol):
+    """The event reads evaluation needs: a backend that keeps the automations state apart from
+    its events (the DuckLake backend: state in PostgreSQL, events in the lake) composes its
+    ``AutomationStateStore`` from one of these."""
+
+    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
+        """The first ``limit`` events after ``after`` in (received, occurred, id) order, with
+        their received times (µs)."""
+        ...
+
+    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
+        """The event is stored and was received in ``[received_us - window_us, received_us)``."""
+        ...
+
+    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
+        """The name of a stored event received since ``received_since``, or None."""
+        ...
+
+    def count_events_between(
+        self, since: datetime, until: datetime, names: list[str] | None = None
+    ) -> int:
+        """How many events occurred in ``[since, until]`` (only these names, if given)."""
+        ...
+
+    def events_between(
+        self,
+        since: datetime,
+        until: datetime,
+        after: tuple[int, str] | None,
+        limit: int,
+        names: list[str] | None = None,
+    ) -> tuple[EventColumns, list[int]]:
+        """Events that occurred in ``[since, until]`` in (occurred, id) order after the keyset
+        ``after`` (occurred µs, id), with their received times (µs)."""
+        ...
+
+
+class AutomationStateStore(AutomationEventSource, Protocol):
     """Automations, their firings and action runs, the evaluator state, and event reads."""
 
     # -- automations ------------------------------------------------------------------------
@@ -91,37 +128,4 @@ class AutomationStateStore(Protocol):
 
     def load_state(self) -> EvaluatorState | None:
         """The state last stored with ``record``, or None."""
-        ...
-
-    # -- events -----------------------------------------------------------------------------
-
-    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
-        """The first ``limit`` events after ``after`` in (received, occurred, id) order, with
-        their received times (µs)."""
-        ...
-
-    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
-        """The event is stored and was received in ``[received_us - window_us, received_us)``."""
-        ...
-
-    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
-        """The name of a stored event received since ``received_since``, or None."""
-        ...
-
-    def count_events_between(
-        self, since: datetime, until: datetime, names: list[str] | None = None
-    ) -> int:
-        """How many events occurred in ``[since, until]`` (only these names, if given)."""
-        ...
-
-    def events_between(
-        self,
-        since: datetime,
-        until: datetime,
-        after: tuple[int, str] | None,
-        limit: int,
-        names: list[str] | None = None,
-    ) -> tuple[EventColumns, list[int]]:
-        """Events that occurred in ``[since, until]`` in (occurred, id) order after the keyset
-        ``after`` (occurred µs, id), with their received times (µs)."""
         ...
