@@ -12,23 +12,23 @@ from cli._state import CliState
 from cli.emit import emit
 from cli.serve import serve
 from cli.sql import sql
+from cli.status import status
 from cli.trace import trace
 
 app = HeraldTyper(
     help="Herald: an OpenTelemetry-compatible event collector — events, feed, SQL, automations.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish, PowerShell (docs/cli.md).
+    add_completion=True,
 )
 
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        # The same version `herald serve` prints in its readiness line and /readyz answers.
+        from collector.version import herald_version
 
-        try:
-            typer.echo(f"herald {version('herald')}")
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            typer.echo("herald (version unknown: not installed)")
+        typer.echo(f"herald {herald_version()}")
         raise typer.Exit()
 
 
@@ -61,6 +61,7 @@ app.command()(emit)
 app.add_typer(events.app, name="events")
 app.add_typer(automations.app, name="automations")
 app.command()(sql)
+app.command()(status)
 app.command()(trace)
 
 

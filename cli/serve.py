@@ -37,7 +37,7 @@ async def _run(config: Any) -> None:
         # The one readiness line (stderr) that scripts and tests wait for.
         print(
             f"herald listening grpc={herald.grpc_address} http={herald.http_address} "
-            f"db={config.storage.path}",
+            f"version={herald.version} db={config.storage.path}",
             file=sys.stderr,
             flush=True,
         )
