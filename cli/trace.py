@@ -9,7 +9,6 @@ line, ``csv`` one row per span.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -19,6 +18,7 @@ from cli._output import FormatOpt, OutputFormat, console, render, resolve_format
 from cli._progress import waiting
 from cli._readers import DbOpt, reader
 from collector.domain.otel_ids import parse_trace_id
+from collector.domain.traces import tree_guides
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
@@ -60,32 +60,6 @@ def format_ms(ms: float | None) -> str:
         return f"{ms / 1000:.2f} s"
     minutes, seconds = divmod(ms / 1000, 60)
     return f"{minutes:.0f} min {seconds:.0f} s"
-
-
-def tree_prefixes(depths: Sequence[int]) -> list[str]:
-    """Tree guides (``├─``, ``└─``, ``│``) for spans listed parent-first with these depths.
-
-    One backward pass finds which span is the last of its siblings (no later span at its
-    depth before a shallower one); a forward pass draws each level's guide."""
-    last = [True] * len(depths)
-    later: list[bool] = []  # per depth: a later sibling was seen (walking backwards)
-    for i in range(len(depths) - 1, -1, -1):
-        d = depths[i]
-        del later[d + 1 :]
-        while len(later) <= d:
-            later.append(False)
-        last[i] = not later[d]
-        later[d] = True
-    prefixes: list[str] = []
-    open_levels: list[bool] = []  # per ancestor depth: more siblings follow (draw │)
-    for i, d in enumerate(depths):
-        del open_levels[d:]
-        guides = "".join("│  " if more else "   " for more in open_levels[1:])
-        prefixes.append("" if d == 0 else guides + ("└─ " if last[i] else "├─ "))
-        while len(open_levels) < d:
-            open_levels.append(False)
-        open_levels.append(not last[i])
-    return prefixes
 
 
 def _bar(
@@ -157,7 +131,7 @@ def print_tree(trace: TraceJson) -> None:
         else:
             table.add_column(column, justify=justify, no_wrap=True)
     depths = [s["depth"] for s in spans]
-    prefixes = tree_prefixes(depths)
+    prefixes = tree_guides(depths)
     for i, (span, prefix) in enumerate(zip(spans, prefixes, strict=True)):
         code = span["status"]["code"]
         style = _STATUS_STYLE.get(code, "")

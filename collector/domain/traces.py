@@ -19,7 +19,7 @@ span in a parent cycle (only hostile data has one), which the tree walk never fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -342,6 +342,33 @@ def _tree_order(spans: dict[str, SpanJson], starts: Mapping[str, datetime]) -> l
     return ordered
 
 
+def tree_guides(depths: Sequence[int]) -> list[str]:
+    """Tree guides (``├─``, ``└─``, ``│``) for spans in tree order with these depths (the
+    terminal and the web page draw the same tree).
+
+    One backward pass finds which span is the last of its siblings (no later span at its
+    depth before a shallower one); a forward pass draws each level's guide."""
+    last = [True] * len(depths)
+    later: list[bool] = []  # per depth: a later sibling was seen (walking backwards)
+    for i in range(len(depths) - 1, -1, -1):
+        d = depths[i]
+        del later[d + 1 :]
+        while len(later) <= d:
+            later.append(False)
+        last[i] = not later[d]
+        later[d] = True
+    prefixes: list[str] = []
+    open_levels: list[bool] = []  # per ancestor depth: more siblings follow (draw │)
+    for i, d in enumerate(depths):
+        del open_levels[d:]
+        guides = "".join("│  " if more else "   " for more in open_levels[1:])
+        prefixes.append("" if d == 0 else guides + ("└─ " if last[i] else "├─ "))
+        while len(open_levels) < d:
+            open_levels.append(False)
+        open_levels.append(not last[i])
+    return prefixes
+
+
 __all__ = [
     "MAX_TRACE_EVENTS",
     "SpanEventJson",
@@ -351,4 +378,5 @@ __all__ = [
     "assemble_trace",
     "read_trace",
     "trace_filter",
+    "tree_guides",
 ]
