@@ -109,6 +109,59 @@ class StorageConfig(_Section):
         default_factory=dict, description="event name → retention days, overriding the default"
     )
     retention_interval_seconds: float = Field(3600.0, gt=0, description="how often retention runs")
+    backend: str = Field(
+        "duckdb",
+        description="'duckdb': the single file at `path` (one collector); 'ducklake': a lake "
+        "shared by several collectors (`catalog` + `data_path`, docs/scale-out.md)",
+    )
+    catalog: str = Field(
+        "",
+        description="the DuckLake catalog: 'postgres:<libpq key=value string>' (several "
+        "collectors), 'sqlite:PATH' or 'duckdb:PATH' (one host)",
+    )
+    data_path: str = Field(
+        "",
+        description="where the lake's Parquet files go: a directory every collector shares "
+        "(a shared filesystem path; s3:// is DuckLake's cloud option)",
+    )
+    lake_follow_interval_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="how often a collector looks for other collectors' new lake snapshots "
+        "(the live tail's lag behind them)",
+    )
+    lake_upkeep_interval_seconds: float = Field(
+        300.0, gt=0, description="how often the lake is compacted and old snapshots expired"
+    )
+    lake_snapshot_keep_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="lake snapshots younger than this are kept (readers in flight, time "
+        "travel); older ones expire and their unreferenced files are deleted",
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v not in {"duckdb", "ducklake"}:
+            raise ValueError("must be 'duckdb' or 'ducklake'")
+        return v
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog(cls, v: str) -> str:
+        if v and v.split(":", 1)[0] not in {"postgres", "sqlite", "duckdb"}:
+            raise ValueError("must start with 'postgres:', 'sqlite:' or 'duckdb:'")
+        return v
+
+    @model_validator(mode="after")
+    def _lake_located(self) -> StorageConfig:
+        if self.backend == "ducklake" and not (self.catalog and self.data_path):
+            raise ValueError(
+                "backend 'ducklake' needs storage.catalog and storage.data_path"
+            )
+        return self
 
 
 class LimitsConfig(_Section):

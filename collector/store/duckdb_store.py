@@ -4,7 +4,7 @@
 One read-write connection per process (DuckDB allows one writing process per file). Writes come
 only from the ``BatchWriter`` thread; reads use their own cursors. Inserts go through Arrow
 (``INSERT … SELECT FROM arrow``), never row by row; a re-sent event is a no-op (dedupe, see
-``_INSERT``). Labels and payloads travel as Arrow's canonical JSON extension
+``INSERT_SQL``). Labels and payloads travel as Arrow's canonical JSON extension
 type, which DuckDB takes as ``JSON`` without re-parsing.
 
 Checkpoints are Herald's, never DuckDB's own. Measured on DuckDB 1.4.4: once the WAL holds a
@@ -48,7 +48,7 @@ MAX_OCCURRED_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 # DuckDB errors that mean "this data cannot be stored" (a bad value in the batch), as opposed to
 # an I/O or internal failure that a retry may get past.
-_DATA_ERRORS: tuple[type[duckdb.Error], ...] = (
+DATA_ERRORS: tuple[type[duckdb.Error], ...] = (
     duckdb.ConversionException,
     duckdb.ConstraintException,
     duckdb.InvalidInputException,
@@ -129,7 +129,7 @@ def _to_table(cols: EventColumns, occurred: pa.Array, received_us: list[int]) ->
 # anti-joined against the stored events whose ``occurred`` lies in the batch's range — zone
 # maps keep that scan to a few row groups, and a re-sent event (SDK retry, re-exported OTLP
 # span) carries the same id *and* occurred. Measured: 127k rows/s vs 70k with the PK.
-_INSERT = """
+INSERT_SQL = """
 INSERT INTO events
 SELECT {distinct} id::UUID, occurred, received, event, resource_id,
        resource, related, payload, follows::UUID
@@ -137,11 +137,24 @@ FROM batch
 WHERE id::UUID NOT IN (SELECT id FROM events WHERE occurred BETWEEN $lo AND $hi)
 """
 
-_EVENT_COLUMNS = "id, occurred, received, event, resource, related, payload, follows"
+EVENT_COLUMNS = "id, occurred, received, event, resource, related, payload, follows"
+
+
+def insert_statement(batch: pa.Table) -> tuple[str, dict[str, Any]]:
+    """``INSERT_SQL`` for an Arrow batch registered as ``batch``, with its parameters (the
+    batch's ``occurred`` range); ``InvalidEvent`` for a time Python cannot hold."""
+    bounds = pc.min_max(batch.column("occurred"))
+    repeated = pc.count_distinct(batch.column("id")).as_py() != batch.num_rows
+    sql = INSERT_SQL.format(distinct="DISTINCT ON (id)" if repeated else "")
+    try:
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    except (ValueError, OverflowError) as exc:  # beyond what Python's datetime can hold
+        raise InvalidEvent(f"an event's occurred time cannot be stored: {exc}") from None
+    return sql, {"lo": lo, "hi": hi}
 
 
 def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
-    """A row of ``SELECT {_EVENT_COLUMNS} FROM events`` as a ``ReceivedEvent``."""
+    """A row of ``SELECT {EVENT_COLUMNS} FROM events`` as a ``ReceivedEvent``."""
     id_, occurred, received, name, resource, related, payload, follows = row
     return ReceivedEvent(
         id=id_,
@@ -153,6 +166,32 @@ def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
         payload=orjson.loads(payload),
         follows=follows,
     )
+
+
+def expired_delete_sql(
+    default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int
+) -> tuple[str, dict[str, Any]]:
+    """Retention's statement: delete at most ``max_rows`` events older than their cutoff
+    (``overrides`` per event name, ``default_cutoff`` for the rest), with its parameters. The
+    DuckLake backend runs the same statement (``store/lake/lake_store.py``)."""
+    names: Sequence[str] = list(overrides)
+    # The outer bound lets zone maps skip every row group newer than all cutoffs.
+    horizon = max([default_cutoff, *overrides.values()])
+    expired = ["(occurred < $default AND NOT list_contains($names, event))"]
+    params: dict[str, Any] = {
+        "default": default_cutoff,
+        "names": names,
+        "horizon": horizon,
+        "n": max_rows,
+    }
+    for i, (name, cutoff) in enumerate(overrides.items()):
+        expired.append(f"(event = $name{i} AND occurred < $cutoff{i})")
+        params[f"name{i}"], params[f"cutoff{i}"] = name, cutoff
+    sql = (
+        "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
+        f"WHERE occurred < $horizon AND ({' OR '.join(expired)}) LIMIT $n)"
+    )
+    return sql, params
 
 
 class _ReaderCursor:
@@ -287,21 +326,15 @@ class EventStore:
         Duplicate ids (already stored, or repeated inside the batch) are skipped. Raises
         ``InvalidEvent`` when DuckDB refuses a value of the batch (nothing of it is stored) and
         ``StoreError`` when the store fails."""
-        bounds = pc.min_max(batch.column("occurred"))
-        repeated = pc.count_distinct(batch.column("id")).as_py() != batch.num_rows
-        sql = _INSERT.format(distinct="DISTINCT ON (id)" if repeated else "")
-        try:
-            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        except (ValueError, OverflowError) as exc:  # beyond what Python's datetime can hold
-            raise InvalidEvent(f"an event's occurred time cannot be stored: {exc}") from None
+        sql, params = insert_statement(batch)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
             cur = self._conn.cursor()
             try:
                 cur.register("batch", batch)
-                row = cur.execute(sql, {"lo": lo, "hi": hi}).fetchone()
-            except _DATA_ERRORS as exc:
+                row = cur.execute(sql, params).fetchone()
+            except DATA_ERRORS as exc:
                 raise InvalidEvent(f"the store refused a value of this batch: {exc}") from exc
             except duckdb.Error as exc:
                 raise StoreError(f"insert failed: {exc}") from exc
@@ -376,7 +409,7 @@ class EventStore:
         cur = self.cursor()
         try:
             row = cur.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = TRY_CAST(? AS UUID)", [event_id]
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = TRY_CAST(? AS UUID)", [event_id]
             ).fetchone()
         finally:
             cur.close()
@@ -397,23 +430,7 @@ class EventStore:
         cutoff (``overrides`` per event name, ``default_cutoff`` for the rest) in one short
         autocommitted statement; returns how many went. Call again until it returns fewer
         than ``max_rows``. Space comes back at the next ``checkpoint``."""
-        names: Sequence[str] = list(overrides)
-        # The outer bound lets zone maps skip every row group newer than all cutoffs.
-        horizon = max([default_cutoff, *overrides.values()])
-        expired = ["(occurred < $default AND NOT list_contains($names, event))"]
-        params: dict[str, Any] = {
-            "default": default_cutoff,
-            "names": names,
-            "horizon": horizon,
-            "n": max_rows,
-        }
-        for i, (name, cutoff) in enumerate(overrides.items()):
-            expired.append(f"(event = $name{i} AND occurred < $cutoff{i})")
-            params[f"name{i}"], params[f"cutoff{i}"] = name, cutoff
-        sql = (
-            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
-            f"WHERE occurred < $horizon AND ({' OR '.join(expired)}) LIMIT $n)"
-        )
+        sql, params = expired_delete_sql(default_cutoff, overrides, max_rows)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
@@ -27,6 +28,17 @@ from collector.store.schema import MIGRATIONS
 from collector.store.sql import SqlResult, SqlStream, run_readonly
 
 log = logging.getLogger(__name__)
+
+
+class ReadableStore(Protocol):
+    """What the reader needs of its store: ``duckdb_store.EventStore`` (the file) or
+    ``lake.lake_store.LakeStore`` (a lake); both speak DuckDB's SQL over ``events``."""
+
+    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
+    def get_event(self, event_id: str) -> ReceivedEvent | None: ...
+
+    def close(self) -> None: ...
 
 
 def check_herald_store(store: EventStore) -> None:
@@ -82,12 +94,13 @@ def _read_errors() -> Iterator[None]:
 
 
 class EventReader:
-    """Read operations over one ``EventStore``; each call uses its own cursor. The DuckDB
-    implementation of ``collector.domain.event_store.EventReads``."""
+    """Read operations over one store (the DuckDB file's ``EventStore`` or a ``LakeStore``);
+    each call uses its own cursor. The implementation of
+    ``collector.domain.event_store.EventReads`` for both backends."""
 
     def __init__(
         self,
-        store: EventStore,
+        store: ReadableStore,
         config: QueryConfig,
         *,
         clock: Clock | None = None,

@@ -82,6 +82,11 @@ _PATH_VIEWS = frozenset(
     {"duckdb_databases", "pragma_database_list", "pg_settings", "duckdb_settings"}
 )
 
+# Catalogs the store attaches for itself (the DuckLake backend: the lake's metadata,
+# ``__ducklake_metadata_lake``, which lists the data files' paths, and the PostgreSQL connection
+# of its commit lock, ``__herald_pg``): no user table lives in one.
+_INTERNAL_CATALOG_PREFIX = "__"
+
 # Scalar functions refused: current_setting() shows paths (temp_directory, allowed_paths,
 # secret_directory); getenv() would show the environment, where automation secrets live
 # (HERALD_SECRET_*; not in DuckDB 1.4's Python build, refused should one add it); write_log()
@@ -190,6 +195,14 @@ def _check_tree(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
                 raise InvalidSql(
                     f"refused: user SQL reads Herald's tables, not {name!r} (no files, no "
                     "server paths)"
+                )
+            # `x.t` parses with x as the schema, `x.s.t` with x as the catalog.
+            qualifiers = (str(node.get("catalog_name") or ""), str(node.get("schema_name") or ""))
+            catalog = next((q for q in qualifiers if q.startswith(_INTERNAL_CATALOG_PREFIX)), "")
+            if catalog:
+                raise InvalidSql(
+                    f"refused: user SQL reads Herald's tables, not the store's internal "
+                    f"catalog {catalog!r}"
                 )
         elif node.get("class") == "FUNCTION":
             name = str(node.get("function_name", "")).lower()

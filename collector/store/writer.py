@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -39,7 +39,7 @@ from collector.domain.columns import EventColumns
 from collector.domain.event_store import CommitListener
 from collector.domain.self_metrics import NoMetrics, SelfMetrics
 from collector.errors import Busy, HeraldError, InvalidInput, StoreError
-from collector.store.duckdb_store import EventStore, columns_to_arrow
+from collector.store.duckdb_store import columns_to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,25 @@ class _Job:
     done: Future[Any]
 
 
+class CommittingStore(Protocol):
+    """What the writer needs of its store: ``duckdb_store.EventStore`` (the file) or
+    ``lake.lake_store.LakeStore`` (a lake, which has no WAL: it never needs a checkpoint)."""
+
+    checkpoint_wal_bytes: int
+
+    def append(self, batch: pa.Table) -> int: ...
+
+    def wal_bytes(self) -> int: ...
+
+    def checkpoint(self) -> bool: ...
+
+
 class BatchWriter:
     """Owns all writes to the events table once started."""
 
     def __init__(
         self,
-        store: EventStore,
+        store: CommittingStore,
         *,
         batch_max_events: int,
         queue_max_events: int,

@@ -1,12 +1,15 @@
-"""The storage seam (``collector.domain.event_store``): the DuckDB backend's parts, used only
-through the protocols the server and the offline reader see — append through the sink, the
-commit hand-off, a page and the next by token, counts, one event, SQL collected and streamed,
-a retention slice, checkpoint and close. mypy checks the assignments to the protocol types;
-the calls check that the seam carries the behaviour."""
+"""The storage seam (``collector.domain.event_store``): each backend's parts — the DuckDB
+file's, and DuckLake's on a real PostgreSQL catalog — used only through the protocols the
+server and the offline reader see: append through the sink, the commit hand-off, a page and the
+next by token, counts, one event, SQL collected and streamed, a retention slice, checkpoint and
+close. mypy checks the assignments to the protocol types; the calls check that the seam carries
+the behaviour."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,8 +25,11 @@ from collector.domain.ids import uuid7_str
 from collector.errors import NotFound
 from collector.pipeline.sink import EventSink
 from collector.store.duckdb_store import EventStore
+from collector.store.lake.follower import LakeCommits, SnapshotFollower
+from collector.store.lake.lake_store import LakeLocation, LakeStore
 from collector.store.reader import EventReader
 from collector.store.writer import BatchWriter
+from collector.testing import PostgresServer
 
 
 def _events(n: int, occurred: datetime) -> tuple[EventColumns, list[str]]:
@@ -41,14 +47,67 @@ def _events(n: int, occurred: datetime) -> tuple[EventColumns, list[str]]:
     return cols, ids
 
 
-def test_the_duckdb_backend_works_through_the_interfaces(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.duckdb")
-    writer = BatchWriter(store, batch_max_events=100, queue_max_events=1000)
+@dataclass
+class Backend:
+    log: EventLog
+    sink: EventSink
+    commits: CommitNotices
+    reads: EventReads
+    writer: BatchWriter  # runs a call after the listeners of a commit, on the same thread
+    settle: Callable[[], object]  # until other writers' commits are announced (lake: a poll)
+
+
+@pytest.fixture(params=["duckdb", "ducklake"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    config = QueryConfig(page_size=3)
+    if request.param == "duckdb":
+        store = EventStore(tmp_path / "s.duckdb")
+        writer = BatchWriter(store, batch_max_events=100, queue_max_events=1000)
+        writer.start()
+        try:
+            yield Backend(
+                store,
+                writer,
+                writer,
+                EventReader(store, config, clock=SystemClock()),
+                writer,
+                lambda: None,
+            )
+        finally:
+            writer.stop()
+            store.close()
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    location = LakeLocation.parse(postgres.catalog(postgres.create_database()), str(tmp_path))
+    lake = LakeStore(location)
+    writer = BatchWriter(lake, batch_max_events=100, queue_max_events=1000)
     writer.start()
-    log: EventLog = store
-    sink: EventSink = writer
-    commits: CommitNotices = writer
-    reads: EventReads = EventReader(store, QueryConfig(page_size=3), clock=SystemClock())
+    follower = SnapshotFollower(lake, 0.05)
+    follower.start()
+    try:
+        commits = LakeCommits(writer, follower)
+        yield Backend(
+            lake,
+            writer,
+            commits,
+            EventReader(lake, config, clock=SystemClock()),
+            writer,
+            follower.poll,
+        )
+    finally:
+        follower.stop()
+        writer.stop()
+        lake.close()
+
+
+def test_a_backend_works_through_the_interfaces(backend: Backend) -> None:
+    log, sink, commits, reads, writer = (
+        backend.log,
+        backend.sink,
+        backend.commits,
+        backend.reads,
+        backend.writer,
+    )
     seen: list[int] = []
     commits.add_listener(lambda cols, received: seen.append(len(cols)))
     try:
@@ -81,6 +140,7 @@ def test_the_duckdb_backend_works_through_the_interfaces(tmp_path: Path) -> None
         assert writer.call(lambda: log.delete_expired(cutoff, {}, 100)).result(timeout=30) == 2
         assert log.count_events() == 5
         assert log.checkpoint() is True
+        backend.settle()
+        assert seen == [2, 5]  # a backend that follows other writers does not repeat its own
     finally:
         writer.stop()
-        log.close()

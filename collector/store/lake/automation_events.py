@@ -1,0 +1,122 @@
+"""``LakeAutomationEvents``: the event reads of the automations leader on a lake — the
+``AutomationEventSource`` the cluster's automations state (``collector/cluster``) is composed
+with.
+
+**Order.** On one DuckDB file, ``received`` rises in commit order, so the evaluator's order
+(received, occurred, id) is commit order and its watermark a position in it. In a lake,
+several collectors stamp ``received`` on their own clocks and commit in whatever order the
+lake's commit lock grants: an event received earlier may be committed later. Read by
+``received``, such an event would fall behind a watermark already past it — missed, or
+evaluated twice across a failover. So the leader reads the lake in *commit* order: DuckLake's
+``snapshot_id`` and ``rowid`` of each row (both kept by compaction), and hands each event on
+with its ``received`` raised, where needed, to one microsecond past the event before it. That
+time rises strictly in commit order, so (received, occurred, id) keys still rise and the
+watermark still names one position: after a restart or a failover the next leader finds the
+watermark's event, takes its (snapshot, rowid), and reads on from there — the same events in
+the same order with the same times, hence the same firings (stored once by id).
+
+What this changes for users: an event whose commit was overtaken shows, in its firing, a
+``received`` a little later than stored (by how late its commit was). The other reads
+(a follower's leader, an event's name, backtests) are the DuckDB file's SQL, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+import duckdb
+
+from collector.domain.automation_records import EventKey
+from collector.domain.automation_state import AutomationEventSource
+from collector.domain.columns import EventColumns
+from collector.store.automation_events import _EVENT_COLUMNS, AutomationEventReads
+
+# How far back of a watermark's time its event is looked up (``received`` was raised by the
+# lateness of its commit at most; the runtime replays at most an hour anyway).
+LOOKUP_WINDOW_US = 3_600_000_000
+_PAST_EVERY_ROW = 1 << 62  # a rowid beyond any: "after the whole snapshot"
+_ZERO_ID = "00000000-0000-0000-0000-000000000000"
+_POSITIONS_KEPT = 8
+
+Position = tuple[int, int]  # (snapshot_id, rowid)
+
+
+class LakeCursors(Protocol):
+    """What these reads need of the lake: a cursor whose default catalog is the lake."""
+
+    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
+
+class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
+    """Event reads for the automations runtime on a lake (module docstring)."""
+
+    def __init__(self, lake: LakeCursors) -> None:
+        self._lake = lake
+        # Watermark key → its position: the next read almost always starts at the last one.
+        self._positions: OrderedDict[EventKey, Position] = OrderedDict()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._lake.cursor()
+
+    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
+        """The first ``limit`` events committed after the event ``after`` names, in commit
+        order, each with its ``received`` (µs) raised to rise strictly (module docstring)."""
+        snapshot, rowid = self._position(after)
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS}, snapshot_id, rowid FROM events "
+            "WHERE snapshot_id >= ? AND (snapshot_id > ? OR rowid > ?) "
+            "ORDER BY snapshot_id, rowid LIMIT ?",
+            [snapshot, snapshot, rowid, limit],
+        )
+        cols = EventColumns()
+        received: list[int] = []
+        floor = after[0]
+        last: Position | None = None
+        for id_, occurred, name, rid, resource, related, payload, follows, rec, snap, row in rows:
+            floor = max(int(rec), floor + 1)
+            cols.append_json(id_, occurred, name, rid, resource, related, payload, follows)
+            received.append(floor)
+            last = (int(snap), int(row))
+        if last is not None:
+            self._remember((floor, cols.occurred_us[-1], cols.ids[-1]), last)
+        return cols, received
+
+    def _remember(self, key: EventKey, position: Position) -> None:
+        self._positions[key] = position
+        while len(self._positions) > _POSITIONS_KEPT:
+            self._positions.popitem(last=False)
+
+    def _position(self, after: EventKey) -> Position:
+        """Where in commit order the event ``after`` names is. Without one (no state yet, or
+        its event gone): after the last event received by then, so everything committed
+        later counts, whatever its ``received``."""
+        known = self._positions.get(after)
+        if known is not None:
+            return known
+        mark, _, event_id = after
+        if event_id != _ZERO_ID:
+            rows = self._read(
+                "SELECT snapshot_id, rowid FROM events WHERE id = TRY_CAST(? AS UUID) "
+                "AND received <= make_timestamptz(?) AND received >= make_timestamptz(?) "
+                "LIMIT 1",
+                [event_id, mark, mark - LOOKUP_WINDOW_US],
+            )
+            if rows:
+                return int(rows[0][0]), int(rows[0][1])
+        rows = self._read(
+            "SELECT snapshot_id, rowid FROM events WHERE received <= make_timestamptz(?) "
+            "AND received >= make_timestamptz(?) ORDER BY snapshot_id DESC, rowid DESC LIMIT 1",
+            [mark, mark - LOOKUP_WINDOW_US],
+        )
+        if rows:
+            return int(rows[0][0]), int(rows[0][1])
+        # Nothing received in the hour before: start with the first commit of a later event.
+        rows = self._read(
+            "SELECT min(snapshot_id) FROM events WHERE received > make_timestamptz(?)", [mark]
+        )
+        first = rows[0][0] if rows else None
+        if first is not None:
+            return int(first) - 1, _PAST_EVERY_ROW
+        rows = self._read("SELECT coalesce(max(snapshot_id), 0) FROM events")
+        return int(rows[0][0]), _PAST_EVERY_ROW

@@ -1,0 +1,43 @@
+"""The lake's tables: the events part of ``store/schema.py`` (``events`` and the
+``event_resources`` view, statement for statement), versioned in a ``herald_schema`` table of
+the lake. Automations' tables are not here: DuckLake has no primary keys or indexes, and the
+automations state lives where one leader writes it (docs/scale-out.md).
+
+Several collectors may start on an empty catalog at once; ``LakeStore`` runs this under its
+commit lock, so one creates the tables and the others find them.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from collector.store.schema import MIGRATIONS
+
+# (version, statements): version 1 is the DuckDB file's version 1, events only.
+LAKE_MIGRATIONS: list[tuple[int, list[str]]] = [(1, MIGRATIONS[0][1])]
+LAKE_LATEST = LAKE_MIGRATIONS[-1][0]
+
+
+def migrate_lake(conn: duckdb.DuckDBPyConnection) -> int:
+    """Bring the lake (the cursor's default catalog) to ``LAKE_LATEST``; returns the version."""
+    # DuckLake takes literal defaults only: `applied` is given by each insert.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS herald_schema "
+        "(version INTEGER NOT NULL, applied TIMESTAMPTZ NOT NULL)"
+    )
+    row = conn.execute("SELECT max(version) FROM herald_schema").fetchone()
+    current = row[0] if row and row[0] is not None else 0
+    for version, statements in LAKE_MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN")
+        try:
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO herald_schema VALUES (?, now())", [version])
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        current = version
+    return current
