@@ -53,6 +53,7 @@ from collector.server.native_grpc import HeraldServicer
 from collector.server.native_http import native_routes
 from collector.server.otlp_grpc import LogsServicer, MetricsServicer, TraceServicer
 from collector.server.otlp_http import otlp_routes
+from collector.server.prefect_websockets import prefect_routes
 from collector.server.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from collector.server.prometheus_metrics import PrometheusMetrics
 from collector.store.automations_store import AutomationStore
@@ -267,6 +268,7 @@ class Herald:
                 *feed_routes(self.reader),
                 *web_routes(self.web),
                 *automations_routes(self.automations.service, self.auth),
+                *prefect_routes(self.auth, ingest, self.reader, self.tail, self.clock),
             ],
             http_sockets,
         )

@@ -1,5 +1,5 @@
 """Prefect's automations REST shapes (P§6.2) at the edge: the ``POST /api/automations/filter``
-body (sort, limit, offset and ``automations: {name, created, tags}``), its selection over the
+body (sort, limit, offset and ``automations: {id, name, created, tags}``), its selection over the
 stored automations, and the view of an automation that Prefect's own client can load.
 
 Why a client view: the ``prefect`` package validates every automation it reads against its
@@ -39,6 +39,7 @@ class AutomationQuery:
     sort: str = "NAME_ASC"
     limit: int | None = None
     offset: int = 0
+    ids: tuple[str, ...] | None = None
     names: tuple[str, ...] | None = None
     created_before: datetime | None = None
     tags_all: tuple[str, ...] | None = None
@@ -84,7 +85,9 @@ def parse_query(data: dict[str, Any]) -> AutomationQuery:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInput("offset: must be a whole number ≥ 0")
     criteria = _object(data.get("automations"), "automations")
-    _known(criteria, ("name", "created", "tags"), "automations")
+    _known(criteria, ("id", "name", "created", "tags"), "automations")
+    ids = _object(criteria.get("id"), "automations.id")
+    _known(ids, ("any_",), "automations.id")
     name = _object(criteria.get("name"), "automations.name")
     _known(name, ("any_",), "automations.name")
     created = _object(criteria.get("created"), "automations.created")
@@ -99,12 +102,23 @@ def parse_query(data: dict[str, Any]) -> AutomationQuery:
         sort=sort,
         limit=limit,
         offset=offset,
+        ids=_ids(ids.get("any_")),
         names=_strings(name.get("any_"), "automations.name.any_"),
         created_before=None if before is None else _time(before, "automations.created.before_"),
         tags_all=_strings(tags.get("all_"), "automations.tags.all_"),
         tags_any=_strings(tags.get("any_"), "automations.tags.any_"),
         tags_null=tags_null,
     )
+
+
+def _ids(value: Any) -> tuple[str, ...] | None:
+    given = _strings(value, "automations.id.any_")
+    if given is None:
+        return None
+    try:
+        return tuple(str(UUID(v)) for v in given)
+    except ValueError:
+        raise InvalidInput("automations.id.any_: must be a list of automation ids") from None
 
 
 def _time(value: Any, where: str) -> datetime:
@@ -117,6 +131,8 @@ def _time(value: Any, where: str) -> datetime:
 
 def _matches(stored: StoredAutomation, q: AutomationQuery) -> bool:
     a = stored.automation
+    if q.ids is not None and str(a.id) not in q.ids:
+        return False
     if q.names is not None and a.name not in q.names:
         return False
     if q.created_before is not None and not stored.created < q.created_before:

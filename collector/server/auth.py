@@ -6,6 +6,8 @@ With no tokens configured every request is allowed — the server then only bind
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 from collections.abc import Iterable
@@ -45,19 +47,49 @@ class Authenticator:
         if not authorization:
             raise Unauthenticated("missing bearer token (send 'authorization: Bearer <token>')")
         kind, _, value = authorization.strip().partition(" ")
+        if kind.lower() == "basic" and value:
+            # Prefect's client with PREFECT_API_AUTH_STRING="user:<token>" (any user name).
+            return self.auth_string_scopes(_basic_credentials(value.strip()))
         if kind.lower() != "bearer" or not value:
             raise Unauthenticated("the authorization header must be 'Bearer <token>'")
+        return self._token_scopes(value.strip())
+
+    def auth_string_scopes(self, auth_string: str | None) -> frozenset[Scope]:
+        """The scopes of a Prefect auth string (``user:<token>``, or the bare token), as
+        Prefect's client sends it in a Basic header and in its websocket handshake."""
+        if not auth_string:
+            raise Unauthenticated("missing token (PREFECT_API_AUTH_STRING='herald:<token>')")
         try:
-            given = value.strip().encode()
+            return self._token_scopes(auth_string)
+        except Unauthenticated:
+            _, colon, password = auth_string.partition(":")
+            if not colon:
+                raise
+            return self._token_scopes(password)
+
+    def _token_scopes(self, value: str) -> frozenset[Scope]:
+        try:
+            given = value.encode()
         except UnicodeEncodeError:
             # aiohttp hands undecodable header bytes over as lone surrogates; no configured
             # token (a str) can match them, so this is a wrong token, not a server error.
             raise Unauthenticated("the bearer token is not valid UTF-8 text") from None
+        found: frozenset[Scope] | None = None
         for token, scopes in self._tokens:
             # Compare every token in constant time so timing does not reveal a prefix.
             if hmac.compare_digest(token, given):
-                return scopes
-        raise Unauthenticated("unknown bearer token")
+                found = scopes
+        if found is None:
+            raise Unauthenticated("unknown bearer token")
+        return found
+
+
+def _basic_credentials(value: str) -> str:
+    """``user:password`` from a Basic header's value (``Unauthenticated`` if malformed)."""
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Unauthenticated("the Basic credentials are not valid base64 text") from None
 
 
 def authorization_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:

@@ -2,7 +2,7 @@
 Prefect's own client (``prefect automation …``):
 
     POST   /api/automations/                  create → 201 with the automation (and its id)
-    POST   /api/automations/filter            list (sort, limit, offset, name/created/tags)
+    POST   /api/automations/filter            list (sort, limit, offset, id/name/created/tags)
     POST   /api/automations/count             how many
     GET    /api/automations/{id}              one → 200, or 404
     PUT    /api/automations/{id}              replace → 204

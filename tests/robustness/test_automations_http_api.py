@@ -113,6 +113,8 @@ def test_filter_count_sort_and_pages(admin: httpx.Client) -> None:
     assert names({"automations": {"tags": {"all_": ["x", "y"]}}}) == ["a"]
     assert names({"automations": {"tags": {"any_": ["x"]}}}) == ["a", "b"]
     assert names({"automations": {"tags": {"is_null_": True}}}) == ["c"]
+    assert names({"automations": {"id": {"any_": [ids["a"], ids["c"]]}}}) == ["a", "c"]
+    assert names({"automations": {"id": None, "name": {"any_": ["a"]}}}) == ["a"]
     # Exactly what Prefect's client sends for `prefect automation ls`.
     assert names({"automations": None, "sort": None, "limit": None, "offset": 0}) == [
         "a",
@@ -191,6 +193,7 @@ HOSTILE_BODIES: list[bytes] = [
     b'{"automations": {"created": {"before_": "yesterday"}}}',
     b'{"automations": {"tags": {"is_null_": 3}}}',
     b'{"automations": {"names": {}}}',
+    b'{"automations": {"id": {"any_": ["nope"]}}}',
     b'{"id": "not-a-uuid", "name": "x", "trigger": {"type": "event"}, "actions": []}',
     '{"name": "\u0000\ud800"}'.encode("utf-8", "surrogatepass"),
 ]
