@@ -1,7 +1,7 @@
 """Every route of the web UI, for ``app.py``: the feed (``/``, ``/live``), events
-(``/events/{id}``), Automate (``/automate``), automations (``/automations``), signing in and the
-static files. A new page: a module here with a ``*_routes(ctx)`` function, its template
-extending ``base.html``, and one line below."""
+(``/events/{id}``), Automate (``/automate``), automations (``/automations``), traces
+(``/traces/{trace_id}``), signing in and the static files. A new page: a module here with a
+``*_routes(ctx)`` function, its template extending ``base.html``, and one line below."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collector.web.context import WebContext
 from collector.web.event_page import event_routes
 from collector.web.feed_page import feed_routes
 from collector.web.sign_in import sign_in_routes
+from collector.web.trace_page import trace_routes
 
 
 def web_routes(ctx: WebContext) -> list[Route]:
@@ -21,4 +22,5 @@ def web_routes(ctx: WebContext) -> list[Route]:
         *automate_routes(ctx),
         *automation_routes(ctx),
         *sign_in_routes(ctx),
+        *trace_routes(ctx),
     ]

@@ -6,6 +6,7 @@ reader interface's trace query (online and offline), by ``herald trace`` and by 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,53 @@ def test_trace_json_over_http(served: tuple[ServedProcess, SampleTrace]) -> None
         bad = http.get("/api/traces/xyz")
         assert bad.status_code == 400
         assert "32 hexadecimal digits" in bad.json()["detail"]
+
+
+SPAN_ROW = re.compile(
+    r'<tr class="span status-row-(\w+)" id="span-([0-9a-f]{16})" data-span-id="\2" '
+    r'data-parent-id="([0-9a-f]*)" data-depth="(\d+)">'
+)
+
+
+def test_trace_page_shows_the_waterfall(served: tuple[ServedProcess, SampleTrace]) -> None:
+    server, sample = served
+    with httpx.Client(base_url=f"http://{server.http}", timeout=10) as http:
+        page = http.get(f"/traces/{sample.trace_id}")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        html = page.text
+        ids = sample.spans
+        # Every span, in tree order, with its parent link, depth and status.
+        rows = [(m[2], m[3], int(m[4]), m[1]) for m in SPAN_ROW.finditer(html)]
+        assert rows == [
+            (ids["POST /checkout"], "", 0, "ok"),
+            (ids["reserve stock"], ids["POST /checkout"], 1, "unset"),
+            (ids["SELECT stock"], ids["reserve stock"], 2, "unset"),
+            (ids["charge card"], ids["POST /checkout"], 1, "error"),
+            (ids["authorize"], ids["charge card"], 2, "ok"),
+        ]
+        for text in [
+            *ids,  # span names
+            ">shop-api</a>",
+            ">payments</a>",
+            "59.0 ms",
+            "45.0 ms",
+            "card declined",
+            "retry",
+            "exception",
+            "payment declined",
+            "checkout started",
+        ]:
+            assert text in html, text
+        # Span events and logs sit beneath their span (before the next span's row).
+        charge_at = html.index(f'id="span-{ids["charge card"]}"')
+        authorize_at = html.index(f'id="span-{ids["authorize"]}"')
+        assert charge_at < html.index("payment declined") < authorize_at
+        assert charge_at < html.index(">exception<") < authorize_at
+        # Each item links to its stored event.
+        assert html.count('href="/events/') >= sample.event_count
+        missing = http.get(f"/traces/{'ab' * 16}")
+        assert missing.status_code == 404 and "no events of trace" in missing.text
+        bad = http.get("/traces/not-hex")
+        assert bad.status_code == 400 and "32 hexadecimal digits" in bad.text
