@@ -11,6 +11,7 @@ another process (a running ``herald serve``, another app) is a ``StoreError`` sa
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -29,6 +30,9 @@ from collector.mapping.otlp_logs import logs_to_events
 from collector.mapping.otlp_traces import traces_to_events
 from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
+
+# The least an export waits for its queued batch's commit (see ``_submit``).
+COMMIT_WAIT_SECONDS = 30.0
 
 
 def _limits() -> Limits:
@@ -52,9 +56,11 @@ class EmbeddedStore:
             self._store = EventStore(path, checkpoint_wal_bytes=storage.checkpoint_wal_bytes)
         except StoreError as exc:
             if "in use by another process" in str(exc):
+                holder = re.search(r" \(PID \d+\)", str(exc))
                 raise StoreError(
-                    f"HERALD_DB={path}: the file is in use by another process (a running "
-                    "`herald serve` on it, or another app in embedded mode). DuckDB lets one "
+                    f"HERALD_DB={path}: the file is in use by another process"
+                    f"{holder.group(0) if holder else ''} (a running `herald serve` on it, or "
+                    "another app in embedded mode). DuckDB lets one "
                     "process write a file: send to that server instead (unset HERALD_DB, set "
                     "HERALD_ADDRESS to its gRPC host:port), or give this app a file of its own"
                 ) from None
@@ -98,9 +104,15 @@ class EmbeddedStore:
                 time.sleep(wait)
                 wait = min(wait * 2, 0.5)
         # Committed when this returns; the writer's error (StoreError, InvalidEvent) otherwise.
-        # No timeout on the wait itself: a queued batch is committed, and leaving before it is
-        # would report a failure for data that is stored.
-        done.result()
+        # A queued batch gets committed, so the wait is generous (leaving early reports a
+        # failure for data that gets stored) but bounded: an export that never returns would
+        # hang the app's exit, where the SDK flushes.
+        try:
+            done.result(timeout=max(COMMIT_WAIT_SECONDS, 3 * timeout))
+        except TimeoutError:
+            raise StoreError(
+                f"the commit into {self.path} did not finish in time; it may still complete"
+            ) from None
 
     def close(self) -> None:
         """Commit what is queued, stop the writer thread, close the file."""

@@ -21,6 +21,7 @@ waiting.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -268,9 +269,12 @@ class EventStore:
             lower_new_native_threads(started)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
+                # DuckDB names the holder: "Conflicting lock is held in <program> (PID <n>)".
+                holder = re.search(r" \(PID \d+\)", str(exc))
                 raise StoreError(
-                    f"{self.path} is in use by another process (is `herald serve` running? "
-                    "use the server instead of --db)"
+                    f"{self.path} is in use by another process{holder.group(0) if holder else ''}"
+                    ": a running `herald serve` (use the server instead of --db), or an app "
+                    "writing the file in embedded mode (HERALD_DB; wait until it has exited)"
                 ) from None
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         # Every statement of the set-up runs on a cursor that is closed at once: a result left

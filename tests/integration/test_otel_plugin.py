@@ -158,13 +158,13 @@ def test_instrumented_app_in_remote_mode_sends_to_the_server(tmp_path: Path) -> 
 
 def test_embedded_mode_on_a_file_a_server_holds_says_what_to_do(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"
-    with serve_process(*ports_zero(db)):
+    with serve_process(*ports_zero(db)) as served:
         done = run_instrumented({"HERALD_DB": str(db)}, tmp_path)
         with pytest.raises(StoreError, match=r"HERALD_DB=.*in use by another process"):
             HeraldSpanExporter(db=str(db))
     assert done.returncode == 0, done.stderr  # the app itself still runs
     assert done.stdout.strip()
-    assert "in use by another process" in done.stderr, done.stderr
+    assert f"in use by another process (PID {served.proc.pid})" in done.stderr, done.stderr
     assert "HERALD_ADDRESS" in done.stderr
 
 
@@ -203,9 +203,20 @@ def test_register_embedded_shares_the_file_until_both_providers_shut_down(tmp_pa
         )
         trace_id = f"{span.get_span_context().trace_id:032x}"
     provider.shutdown()
-    # The logs provider still holds the file: DuckDB lets no other connection open it.
+    # The logs provider still holds the file: DuckDB lets no other connection open it, and
+    # the CLI says who holds it.
     with pytest.raises(duckdb.Error):
         rows(db, "SELECT 1")
+    cli = subprocess.run(
+        [sys.executable, "-m", "cli", "events", "ls", "--db", str(db)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode != 0
+    assert f"in use by another process (PID {os.getpid()})" in cli.stderr, cli.stderr
+    assert "embedded mode" in cli.stderr
     logs.shutdown()
     stored = rows(db, "SELECT event, resource_id, related::VARCHAR FROM events ORDER BY event")
     assert [(name, rid) for name, rid, _ in stored] == [
