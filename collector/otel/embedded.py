@@ -59,9 +59,9 @@ class EmbeddedStore:
                 holder = re.search(r" \(PID \d+\)", str(exc))
                 raise StoreError(
                     f"HERALD_DB={path}: the file is in use by another process"
-                    f"{holder.group(0) if holder else ''} (a running `herald serve` on it, or "
-                    "another app in embedded mode). DuckDB lets one "
-                    "process write a file: send to that server instead (unset HERALD_DB, set "
+                    f"{holder.group(0) if holder else ''}: a running `herald serve` on it, or "
+                    "another app in embedded mode. DuckDB lets one process write a file: send "
+                    "to that server instead (unset HERALD_DB, set "
                     "HERALD_ADDRESS to its gRPC host:port), or give this app a file of its own"
                 ) from None
             raise
