@@ -177,22 +177,33 @@ class _Committer:
     def submit(self, ingest: NativeIngest, text: Any) -> None:
         index = self._index
         self._index += 1
-        self._pending.append(asyncio.ensure_future(self._store(ingest, index, text)))
+        previous = self._pending[-1] if self._pending else None
+        self._pending.append(asyncio.ensure_future(self._store(ingest, index, text, previous)))
 
-    async def _store(self, ingest: NativeIngest, index: int, text: Any) -> None:
+    async def _store(
+        self, ingest: NativeIngest, index: int, text: Any, previous: asyncio.Task[None] | None
+    ) -> None:
+        event_id: Any = None
+        refused: str | None = None
         try:
             try:
                 item = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 raise InvalidInput(f"the frame is not valid JSON: {exc}") from None
+            event_id = item.get("id") if isinstance(item, dict) else None
             _, errors = await ingest.emit_items([item])
             if errors:
-                event_id = item.get("id") if isinstance(item, dict) else None
-                await self._error(index, event_id, errors[0][1])
+                refused = errors[0][1]
         except Busy as exc:
             self._busy = exc
         except HeraldError as exc:
-            await self._error(index, None, str(exc))
+            refused = str(exc)
+        if refused is None:
+            return
+        if previous is not None:
+            # Error frames go out in the order the events came in.
+            await asyncio.wait({previous})
+        await self._error(index, event_id, refused)
 
     async def _error(self, index: int, event_id: Any, message: str) -> None:
         if self._errors_sent >= MAX_ERROR_FRAMES:
