@@ -58,12 +58,12 @@ def stored(h: Herald, prefix: str) -> list[dict[str, Any]]:
 
 
 async def connect(
-    session: aiohttp.ClientSession, h: Herald, path: str, token: str | None, **kw: Any
+    session: aiohttp.ClientSession, h: Herald, path: str, token: str | None, **kw: dict[str, str]
 ) -> aiohttp.ClientWebSocketResponse:
     """Prefect's client's way in: subprotocol ``prefect``, ping, then the auth message."""
-    ws = await session.ws_connect(
-        f"ws://{h.http_address}/api/events/{path}", protocols=("prefect",), autoping=False, **kw
-    )
+    url = f"ws://{h.http_address}/api/events/{path}"
+    headers: dict[str, str] = kw.get("headers", {})
+    ws = await session.ws_connect(url, protocols=("prefect",), autoping=False, headers=headers)
     await ws.send_str(orjson.dumps({"type": "auth", "token": token}).decode())
     return ws
 
