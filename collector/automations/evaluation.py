@@ -19,6 +19,13 @@ replay, around the pure ``Evaluator`` (SPEC §7).
   the sink stamps ``received`` in queue order — and the key of the last one is the watermark.
   After a restart the state is restored and exactly the events after the watermark are
   replayed from the store. So a restart neither misses nor repeats a firing.
+* **Following the store** (``follow_store_seconds``; the leader of a cluster). Several
+  collectors commit into one lake, so commit notices are not the whole story, and their
+  ``received`` times are not in commit order across collectors. Then the loop evaluates only
+  what the store returns after the watermark — every ``follow_store_seconds`` and at each
+  local commit notice — and the store hands events in its commit order with ``received`` made
+  to rise (``collector/store/lake/automation_events.py``): the same order live, after a
+  restart and after a failover.
 
 The loop guard is in ``collector.automations.events``; the restart sequence in
 ``collector.automations.runtime``.
@@ -123,8 +130,10 @@ class EvaluationLoop:
         clock: Clock,
         *,
         max_backlog_events: int = MAX_BACKLOG_EVENTS,
+        follow_store_seconds: float | None = None,
     ) -> None:
         self._config = config
+        self._follow = follow_store_seconds
         self._evaluator = evaluator
         self._leaders = leaders
         self._store = store
@@ -171,7 +180,16 @@ class EvaluationLoop:
         """Sink-thread callback: hand the committed columns to the loop."""
         loop = self._loop
         if loop is not None and not self._stopping:
-            loop.call_soon_threadsafe(self._enqueue, cols, received_us)
+            if self._follow is not None:
+                # Only a hint that the store moved: its events are read from the store.
+                loop.call_soon_threadsafe(self._store_moved)
+            else:
+                loop.call_soon_threadsafe(self._enqueue, cols, received_us)
+
+    def _store_moved(self) -> None:
+        if not self._stopping:
+            self._lagging = True
+            self._wakeup.set()
 
     def _enqueue(self, cols: EventColumns, received_us: list[int]) -> None:
         if self._lagging or self._stopping:
@@ -224,6 +242,8 @@ class EvaluationLoop:
             delay = next_tick - loop.time()
             if self._next_due is not None:
                 delay = min(delay, (self._next_due - self._clock.now()).total_seconds())
+            if self._follow is not None:
+                delay = min(delay, self._follow)
             if not self._queue and not self._lagging:
                 # At least a few ms: a due time that a tick cannot clear must not spin.
                 self._wakeup.clear()
@@ -233,6 +253,8 @@ class EvaluationLoop:
                     pass
                 if self.stop_requested():  # set while we waited
                     break
+            if self._follow is not None:
+                self._lagging = True  # read what the store holds after the watermark
             now = loop.time()
             due = self._next_due is not None and self._next_due <= self._clock.now()
             tick = now >= next_tick or due
@@ -482,7 +504,7 @@ class EvaluationLoop:
             after = self._watermark
             assert after is not None
             cols, received = await self._threads.run(read, after, REPLAY_CHUNK)
-            if catch_up and self._lagging and len(cols) < REPLAY_CHUNK:
+            if catch_up and self._lagging and self._follow is None and len(cols) < REPLAY_CHUNK:
                 # Queue commits again from here on; what is in the store up to now is read
                 # again below, and the overlap with the queue is skipped by key.
                 self._lagging = False
@@ -499,5 +521,5 @@ class EvaluationLoop:
                 break
             await asyncio.sleep(0)
         self._lagging = False
-        if replayed:
+        if replayed and self._follow is None:  # following the store, every round replays
             log.info("automations: evaluated %d stored events after the watermark", replayed)

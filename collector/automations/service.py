@@ -67,13 +67,37 @@ class AutomationService:
         self._emitter = emitter
         self._clock = clock
         self._crud = asyncio.Lock()
+        self._enabled: dict[UUID, bool] = {}  # as last loaded: id → enabled
 
     async def reload(self, *, checkpoint: bool = True) -> None:
         """Hand the stored automations to the evaluation loop."""
         stored = await self._threads.run(self._store.list_automations)
-        automations = [s.automation for s in stored]
+        self._load([s.automation for s in stored], checkpoint)
+
+    def _load(self, automations: list[Automation], checkpoint: bool) -> None:
+        self._enabled = {a.id: a.enabled for a in automations}
         self._dispatcher.prune({a.id for a in automations})
         self._evaluation.load(automations, checkpoint=checkpoint)
+
+    async def follow_store(self) -> None:
+        """Take changes another collector made to the automations (the leader of a cluster
+        learns of them so): the lanes of automations paused or deleted there are closed and
+        what waits in them cancelled, as a pause made here does; resumed ones open again;
+        then the new set is evaluated."""
+        async with self._crud:
+            stored = await self._threads.run(self._store.list_automations)
+            now = {s.automation.id: s.automation.enabled for s in stored}
+            for automation_id, enabled in self._enabled.items():
+                if enabled and not now.get(automation_id, False):
+                    reason = PAUSED if automation_id in now else DELETED
+                    self._dispatcher.close_lane(automation_id, reason)
+                    await self._dispatcher.cancel_waiting(
+                        automation_id, partial(self._evaluation.settle, PIPELINE_WAIT_SECONDS)
+                    )
+            for automation_id, enabled in now.items():
+                if enabled and self._dispatcher.closed_for(automation_id) is not None:
+                    self._dispatcher.open_lane(automation_id)
+            self._load([s.automation for s in stored], True)
 
     async def _announce(self, kind: str, stored: StoredAutomation, cause: Cause = NO_CAUSE) -> None:
         event = crud_event(kind, stored.automation, stored.to_dict(), self._clock.now(), cause)

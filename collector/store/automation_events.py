@@ -38,8 +38,12 @@ class AutomationEventReads:
 
     _store: EventStore
 
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A read cursor on the events (the lake's reads override this)."""
+        return self._store.cursor()
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self._store.cursor()
+        cur = self._cursor()
         try:
             return cur.execute(sql, list(params)).fetchall()
         except duckdb.Error as exc:
