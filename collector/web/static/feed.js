@@ -24,28 +24,28 @@
     var t1 = Date.parse(svg.getAttribute("data-until"));
     var selection = document.getElementById("hist-selection");
     var width = svg.viewBox.baseVal.width;
-    var start = null;
+    var dragStart = null;
     var fraction = function (e) {
       var box = svg.getBoundingClientRect();
       return Math.min(1, Math.max(0, (e.clientX - box.left) / box.width));
     };
     svg.addEventListener("pointerdown", function (e) {
       if (e.button !== 0) return;
-      start = fraction(e);
-      selection.setAttribute("x", start * width);
+      dragStart = fraction(e);
+      selection.setAttribute("x", dragStart * width);
       selection.setAttribute("width", 0);
     });
     svg.addEventListener("pointermove", function (e) {
-      if (start === null) return;
+      if (dragStart === null) return;
       var f = fraction(e);
-      selection.setAttribute("x", Math.min(start, f) * width);
-      selection.setAttribute("width", Math.abs(f - start) * width);
+      selection.setAttribute("x", Math.min(dragStart, f) * width);
+      selection.setAttribute("width", Math.abs(f - dragStart) * width);
     });
     var finish = function (e) {
-      if (start === null) return;
+      if (dragStart === null) return;
       var f = fraction(e);
-      var a = Math.min(start, f), b = Math.max(start, f);
-      start = null;
+      var a = Math.min(dragStart, f), b = Math.max(dragStart, f);
+      dragStart = null;
       if (b - a < 0.01) { selection.setAttribute("width", 0); return; } // a click: the bar's link
       e.preventDefault();
       var from = new Date(t0 + a * (t1 - t0)).toISOString();
@@ -55,7 +55,7 @@
       window.location.assign(url);
     };
     svg.addEventListener("pointerup", finish);
-    svg.addEventListener("pointerleave", function () { start = null; });
+    svg.addEventListener("pointerleave", function () { dragStart = null; });
     // A drag must not also follow the link under the pointer.
     svg.addEventListener("click", function (e) {
       if (selection.getAttribute("width") > 0) e.preventDefault();
