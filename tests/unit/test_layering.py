@@ -108,7 +108,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "collector.domain": ("collector.errors", "collector.clock"),
     "collector.mapping": (*LEAVES, "collector.domain"),
     "collector.store": (*LEAVES, "collector.config", "collector.domain"),
-    # What collectors share in PostgreSQL (the leader lock, the automations state): beside the store.
+    # What collectors share in PostgreSQL (the leader lock, the automations state): beside
+    # the store.
     "collector.cluster": (*LEAVES, "collector.config", "collector.domain"),
     # Not the store: the ingest steps hand batches to the EventSink interface (wired in app.py).
     "collector.pipeline": (*LEAVES, "collector.config", "collector.domain", "collector.mapping"),
