@@ -28,12 +28,17 @@ from collector.automations.evaluation import (
 )
 from collector.automations.evaluator import Evaluator
 from collector.automations.events import Cause, guard_skips
+from collector.automations.leader_role import LeaderRole
 from collector.automations.runtime import AutomationRuntime
 from collector.automations.service import AutomationService
 from collector.automations.templates import TemplateEngine
 from collector.clock import Clock, SystemClock
+from collector.cluster.automation_state import PgAutomationState
+from collector.cluster.connections import PgConnections
+from collector.cluster.leadership import LeaderElection
 from collector.config import AutomationsConfig, Config
 from collector.domain.automation_records import StoredAutomation
+from collector.domain.automation_state import AutomationStateStore
 from collector.domain.event_store import EventReads
 from collector.domain.events import Limits
 from collector.domain.self_metrics import SelfMetrics
@@ -58,13 +63,15 @@ from collector.server.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_
 from collector.server.prometheus_metrics import PrometheusMetrics
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
+from collector.store.lake.automation_events import LakeAutomationEvents, OneHostAutomationStore
+from collector.store.lake.lake_store import LakeStore
 from collector.store.reader import EventReader
 from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
+from collector.version import herald_version
 from collector.web.context import WebContext
 from collector.web.rendering import PageRenderer
 from collector.web.routes import web_routes
-from collector.version import herald_version
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,7 @@ def limits_from(config: Config) -> Limits:
 
 
 def build_automations(
-    store: EventStore,
+    store: EventStore | None,
     commits: CommitFeed,
     ingest: EventIngest,
     config: AutomationsConfig,
@@ -92,11 +99,19 @@ def build_automations(
     shutdown_grace_seconds: float = 5.0,
     max_backlog_events: int = MAX_BACKLOG_EVENTS,
     metrics: SelfMetrics | None = None,
+    state: AutomationStateStore | None = None,
+    follow_store_seconds: float | None = None,
 ) -> AutomationRuntime:
     """The automations runtime, its parts built and wired: it evaluates what ``commits``
     announces and emits its events through ``ingest``. Without ``http`` it makes (and closes)
-    its own client for webhooks. The server and the runtime's tests build it here."""
-    state = AutomationStore(store)
+    its own client for webhooks. The server and the runtime's tests build it here.
+
+    Its state is ``store``'s automation tables unless ``state`` is given (a lake's);
+    ``follow_store_seconds`` makes it evaluate what the store holds rather than what
+    ``commits`` carries (a lake, where other collectors commit too; EvaluationLoop)."""
+    if state is None:
+        assert store is not None, "build_automations needs a store or a state"
+        state = AutomationStore(store)
     client = http or httpx.AsyncClient(follow_redirects=False)
     templates = TemplateEngine(config.template_timeout_seconds)
     # The runtime's store work and the API's on threads of their own (see background.py).
@@ -134,6 +149,7 @@ def build_automations(
         dispatcher,
         clock,
         max_backlog_events=max_backlog_events,
+        follow_store_seconds=follow_store_seconds,
     )
     service = AutomationService(state, api_threads, evaluation, dispatcher, emitter, clock)
 
@@ -167,12 +183,18 @@ class Herald:
         # The server's own numbers (GET /metrics): one object, handed to every part that counts.
         self.metrics = PrometheusMetrics(self.version)
         self.draining = False  # stop() began: /readyz answers 503 from then on
-        self.store: EventStore | None = None
+        self.store: EventStore | LakeStore | None = None
         self.writer: BatchWriter | None = None
         self.reader: EventReads | None = None  # the DuckDB EventReader, seen through its interface
         self.web: WebContext | None = None  # the web UI's pages (collector/web/)
         self.tail: TailHub | None = None
-        self.automations: AutomationRuntime | None = None
+        self.automations: AutomationRuntime | None = None  # what the automations API serves
+        # A lake shared through PostgreSQL: the cluster's automations state, the election of
+        # the one collector that evaluates, and what it runs while it leads.
+        self.cluster_state: PgAutomationState | None = None
+        self.election: LeaderElection | None = None
+        self.leader: LeaderRole | None = None
+        self._automations_file: EventStore | None = None  # a one-host lake's automations
         self._grpc: grpc.aio.Server | None = None
         self._grpc_serving = False
         self.admission: GrpcAdmission | None = None
@@ -207,8 +229,11 @@ class Herald:
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if cfg.automations.enabled:
-            assert self.automations is not None
-            await self.automations.start()
+            if self.election is not None:
+                self.election.start()  # evaluates while it leads (LeaderRole)
+            else:
+                assert self.automations is not None
+                await self.automations.start()
 
     async def _open(self, http_sockets: list[socket.socket]) -> None:
         """Open the store and the parts on it, then serve on the bound ports."""
@@ -238,15 +263,7 @@ class Herald:
         self._watch()
         ingest = NativeIngest(self.writer, self.limits, metrics=self.metrics)
         # Automations emit their events through the same ingest step as every producer.
-        self.automations = build_automations(
-            self.store,
-            self.writer,
-            ingest,
-            cfg.automations,
-            self.clock,
-            shutdown_grace_seconds=cfg.server.shutdown_grace_seconds,
-            metrics=self.metrics,
-        )
+        self.automations = await self._automations_runtime(ingest)
         otlp = OtlpIngest(self.writer, self.limits, metrics=self.metrics)
         await self._start_grpc(ingest, otlp)
         health = health_routes(
@@ -272,6 +289,82 @@ class Herald:
             ],
             http_sockets,
         )
+
+    async def _automations_runtime(self, ingest: NativeIngest) -> AutomationRuntime:
+        """The automations runtime the API serves from (and that evaluates, on one host).
+
+        On a lake with a PostgreSQL catalog the automations state is the cluster's, in that
+        database; this runtime is never started, and the collector that wins the election
+        evaluates in a runtime of its own (``LeaderRole``), fenced by its term. On a one-host
+        lake (sqlite:/duckdb: catalog) the automation tables stay in the DuckDB file at
+        ``storage.path`` and this runtime evaluates, reading events from the lake."""
+        cfg = self.config
+        assert self.writer is not None
+        grace = cfg.server.shutdown_grace_seconds
+        store = self.store
+        if not isinstance(store, LakeStore):
+            return build_automations(
+                store,
+                self.writer,
+                ingest,
+                cfg.automations,
+                self.clock,
+                shutdown_grace_seconds=grace,
+                metrics=self.metrics,
+            )
+        follow = cfg.storage.lake_follow_interval_seconds
+        events = LakeAutomationEvents(store)
+        kind, _, dsn = cfg.storage.catalog.partition(":")
+        if kind != "postgres":
+            self._automations_file = await asyncio.to_thread(EventStore, cfg.storage.path)
+            state = OneHostAutomationStore(self._automations_file, events)
+            return build_automations(
+                None,
+                self.writer,
+                ingest,
+                cfg.automations,
+                self.clock,
+                state=state,
+                follow_store_seconds=follow,
+                shutdown_grace_seconds=grace,
+                metrics=self.metrics,
+            )
+        shared = PgAutomationState(PgConnections(dsn, application_name="herald"), events)
+        self.cluster_state = shared
+        writer = self.writer
+
+        def evaluating(term: int) -> AutomationRuntime:
+            return build_automations(
+                None,
+                writer,
+                ingest,
+                cfg.automations,
+                self.clock,
+                state=shared.fenced(term),
+                follow_store_seconds=follow,
+                shutdown_grace_seconds=grace,
+                metrics=self.metrics,
+            )
+
+        self.leader = LeaderRole(evaluating, shared.revision)
+        self.election = LeaderElection(
+            dsn, on_elected=self.leader.elected, on_deposed=self.leader.deposed
+        )
+        return build_automations(
+            None,
+            writer,
+            ingest,
+            cfg.automations,
+            self.clock,
+            state=shared,
+            shutdown_grace_seconds=grace,
+            metrics=self.metrics,
+        )
+
+    def leads(self) -> bool:
+        """Whether this collector runs the leader-only jobs (automations, lake upkeep): the
+        elected leader of a cluster; a collector on its own always."""
+        return self.leader.leading if self.leader is not None else True
 
     def _tls(self) -> tuple[bytes, bytes] | None:
         tls = self.config.tls
@@ -443,6 +536,9 @@ class Herald:
         automations = self.automations
         if not self.config.automations.enabled:
             evaluator = None
+        elif self.election is not None:
+            # A cluster: the leader evaluates, the others stand by; both are ready.
+            evaluator = None if self.election.campaigning else "the leader election is not running"
         elif automations is None or not automations.running:
             evaluator = "the automations evaluator is not running"
         else:
@@ -487,10 +583,20 @@ class Herald:
             closing.append(self._http.cleanup())
             self._http = None
         await asyncio.gather(*closing)
+        if self.election is not None:
+            # Steps down if it leads (the evaluating runtime stops, its lock is released).
+            await self.election.stop()
+            self.election = None
         if self.automations is not None:
             # Before the writer: the runner's last events and state go through the store.
             await self.automations.stop()
             self.automations = None
+        if self.cluster_state is not None:
+            self.cluster_state.close()
+            self.cluster_state = None
+        if self._automations_file is not None:
+            self._automations_file.close()
+            self._automations_file = None
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop)
             self.writer = None

@@ -82,6 +82,11 @@ class LeaderElection:
     def is_leader(self) -> bool:
         return self.term is not None
 
+    @property
+    def campaigning(self) -> bool:
+        """Started and not stopped (or failed): it leads, or tries to."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._campaign(), name="automations-leader-election")
 
