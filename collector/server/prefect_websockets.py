@@ -5,7 +5,8 @@
 * ``WS /api/events/in``: one event JSON per text frame. Prefect's client confirms what it sent
   with a ping: its pong means "everything before the ping is stored". Herald answers that ping
   only once every event received before it is committed — acknowledged = committed, as on
-  every other path (aiohttp's automatic pong is off for this reason). An event Herald refuses
+  every other path; the same for the answer to a client's close (aiohttp's automatic pong
+  and close are off for this reason). An event Herald refuses
   is answered with ``{"type": "error", "index": n, "id": …, "message": …}`` (``index`` counts
   the connection's frames from 0) and the connection goes on; at most ``MAX_ERROR_FRAMES`` such
   frames per connection (Prefect's client never reads them, and a client library stops
@@ -95,7 +96,10 @@ async def _accept(
 ) -> tuple[web.WebSocketResponse, bool]:
     """Upgrade and run Prefect's handshake: the socket, and False if it was refused (and
     closed with the reason)."""
-    ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), autoping=False)
+    # Neither ping nor close is answered by aiohttp itself: a pong or a close frame tells
+    # Prefect's client that what it sent before is stored, so Herald sends them after the
+    # commits (events/in).
+    ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), autoping=False, autoclose=False)
     await ws.prepare(request)
     try:
         header = request_authorization(request)
@@ -154,6 +158,7 @@ def prefect_routes(
             await _stream_events(ws, reader, tail, clock)
         except _Refused as refused:
             await ws.close(code=refused.code, message=refused.reason.encode()[:120])
+        await ws.close()  # answers the client's close (a no-op once closed)
         return ws
 
     return [
@@ -241,8 +246,9 @@ async def _take_events(ws: web.WebSocketResponse, ingest: NativeIngest, stored: 
             await ws.pong(msg.data)
         elif msg.type == WSMsgType.PONG:
             continue
-        else:  # close, closing, error: what was received is still committed
+        else:  # close, closing, error: what was received is committed, then the close answered
             await stored.settle()
+            await ws.close()
             return
 
 

@@ -253,3 +253,21 @@ def test_out_refuses_a_bad_filter_message(server: Herald) -> None:
                 assert code == 1002 and why.startswith(reason), (message, why)
 
     asyncio.run(run())
+
+
+def test_a_closed_connection_has_committed_what_it_sent(server: Herald) -> None:
+    """Prefect's client ends with a close handshake, no last ping: the server's close frame
+    (what the client waits for) comes only once everything before it is committed."""
+    sent = [event("ws.close", rid=f"r.{i}") for i in range(300)]
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as s:
+            ws = await connect(s, server, "in", f"herald:{INGEST}")
+            assert await next_text(ws) == {"type": "auth_success"}
+            for e in sent:
+                await ws.send_str(orjson.dumps(e).decode())
+            await ws.close()
+            assert ws.close_code == 1000
+            assert {e["id"] for e in stored(server, "ws.close")} == {e["id"] for e in sent}
+
+    asyncio.run(run())
