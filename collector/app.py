@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -39,7 +40,7 @@ from collector.cluster.leadership import LeaderElection
 from collector.config import AutomationsConfig, Config
 from collector.domain.automation_records import StoredAutomation
 from collector.domain.automation_state import AutomationStateStore
-from collector.domain.event_store import EventReads
+from collector.domain.event_store import CommitNotices, EventReads
 from collector.domain.events import Limits
 from collector.domain.self_metrics import SelfMetrics
 from collector.errors import ConfigError, StoreError
@@ -64,7 +65,9 @@ from collector.server.prometheus_metrics import PrometheusMetrics
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
 from collector.store.lake.automation_events import LakeAutomationEvents, OneHostAutomationStore
-from collector.store.lake.lake_store import LakeStore
+from collector.store.lake.follower import LakeCommits, SnapshotFollower
+from collector.store.lake.lake_store import LakeLocation, LakeStore
+from collector.store.lake.upkeep import LakeUpkeep
 from collector.store.reader import EventReader
 from collector.store.retention import RetentionPlan
 from collector.store.writer import BatchWriter
@@ -195,6 +198,7 @@ class Herald:
         self.election: LeaderElection | None = None
         self.leader: LeaderRole | None = None
         self._automations_file: EventStore | None = None  # a one-host lake's automations
+        self.follower: SnapshotFollower | None = None  # a lake: other collectors' commits
         self._grpc: grpc.aio.Server | None = None
         self._grpc_serving = False
         self.admission: GrpcAdmission | None = None
@@ -228,6 +232,8 @@ class Herald:
             await self.stop()
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        if isinstance(self.store, LakeStore):
+            self._tasks.append(asyncio.create_task(self._upkeep_loop(), name="lake-upkeep"))
         if cfg.automations.enabled:
             if self.election is not None:
                 self.election.start()  # evaluates while it leads (LeaderRole)
@@ -238,13 +244,23 @@ class Herald:
     async def _open(self, http_sockets: list[socket.socket]) -> None:
         """Open the store and the parts on it, then serve on the bound ports."""
         cfg = self.config
-        self.store = await asyncio.to_thread(
-            EventStore,
-            cfg.storage.path,
-            checkpoint_wal_bytes=cfg.storage.checkpoint_wal_bytes,
-            memory_limit=cfg.query.sql_memory_limit,
-            spill_limit=cfg.query.sql_spill_limit,
-        )
+        if cfg.storage.backend == "ducklake":
+            # A lake several collectors share (docs/scale-out.md); the same writer and reader.
+            location = LakeLocation.parse(cfg.storage.catalog, cfg.storage.data_path)
+            self.store = await asyncio.to_thread(
+                LakeStore,
+                location,
+                memory_limit=cfg.query.sql_memory_limit,
+                spill_limit=cfg.query.sql_spill_limit,
+            )
+        else:
+            self.store = await asyncio.to_thread(
+                EventStore,
+                cfg.storage.path,
+                checkpoint_wal_bytes=cfg.storage.checkpoint_wal_bytes,
+                memory_limit=cfg.query.sql_memory_limit,
+                spill_limit=cfg.query.sql_spill_limit,
+            )
         self.writer = BatchWriter(
             self.store,
             batch_max_events=cfg.storage.batch_max_events,
@@ -259,7 +275,14 @@ class Herald:
             max_subscribers=cfg.query.max_tail_subscribers,
             metrics=self.metrics,
         )
-        self.writer.add_listener(self.tail.on_commit)
+        commits: CommitNotices = self.writer
+        if isinstance(self.store, LakeStore):
+            # The live tail shows every collector's events: the others' from the lake's new
+            # snapshots (storage.lake_follow_interval_seconds behind them).
+            self.follower = SnapshotFollower(self.store, cfg.storage.lake_follow_interval_seconds)
+            await asyncio.to_thread(self.follower.start)
+            commits = LakeCommits(self.writer, self.follower)
+        commits.add_listener(self.tail.on_commit)
         self._watch()
         ingest = NativeIngest(self.writer, self.limits, metrics=self.metrics)
         # Automations emit their events through the same ingest step as every producer.
@@ -470,9 +493,35 @@ class Herald:
         host, _ = split_address(self.config.server.http)
         self.http_address = f"{host}:{sockets[0].getsockname()[1]}"
 
+    async def _upkeep_loop(self) -> None:
+        """The lake's upkeep (compaction, snapshot expiry, file cleanup), run by the leader only
+        — one collector at a time, so the jobs do not conflict with each other."""
+        assert isinstance(self.store, LakeStore)
+        storage = self.config.storage
+        upkeep = LakeUpkeep(self.store, timedelta(seconds=storage.lake_snapshot_keep_seconds))
+        while True:
+            await asyncio.sleep(storage.lake_upkeep_interval_seconds)
+            if not self.leads():
+                continue
+            try:
+                report = await asyncio.to_thread(upkeep.run, self.clock.now())
+            except StoreError as exc:  # the catalog away: the next round tries again
+                log.warning("lake upkeep failed: %s", exc)
+                continue
+            log.info(
+                "lake upkeep: %d -> %d data files in %.1f s%s",
+                report.files_before,
+                report.files_after,
+                sum(report.seconds.values()),
+                f" (failed: {', '.join(report.errors)})" if report.errors else "",
+            )
+
     async def _retention_loop(self) -> None:
         interval = self.config.storage.retention_interval_seconds
         while True:
+            if not self.leads():  # in a cluster, the leader deletes for everyone
+                await asyncio.sleep(interval)
+                continue
             try:
                 deleted = await self.run_retention()
                 self.metrics.retention_run("done", deleted)
@@ -597,6 +646,9 @@ class Herald:
         if self._automations_file is not None:
             self._automations_file.close()
             self._automations_file = None
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.stop)
+            self.follower = None
         if self.writer is not None:
             await asyncio.to_thread(self.writer.stop)
             self.writer = None
