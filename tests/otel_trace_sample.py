@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 MS = 1_000_000  # nanoseconds
+HOSTILE = "<script>alert('x')</script>\x1b[2J"
 
 
 @dataclass
@@ -73,7 +74,11 @@ def export_sample_trace(grpc_address: str) -> SampleTrace:
             sample.spans["reserve stock"] = f"{reserve.get_span_context().span_id:016x}"
             with trace.use_span(reserve, end_on_exit=False):
                 select = tracer.start_span(
-                    "SELECT stock", start_time=t0 + 3 * MS, kind=SpanKind.CLIENT
+                    "SELECT stock",
+                    start_time=t0 + 3 * MS,
+                    kind=SpanKind.CLIENT,
+                    # Stored text that must stay text on every page and terminal.
+                    attributes={"db.statement": HOSTILE},
                 )
                 sample.spans["SELECT stock"] = f"{select.get_span_context().span_id:016x}"
                 select.end(end_time=t0 + 15 * MS)

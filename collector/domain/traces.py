@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+import orjson
+
 from collector.domain.event_store import EventReads
 from collector.domain.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE, ReceivedEvent
 from collector.domain.filters import EventFilter, EventOrder, EventRelatedFilter
@@ -39,9 +41,12 @@ _SPAN_ITEM_KEYS = frozenset(
 # Keys only a log record's payload has (mapping/otlp_logs.py).
 _LOG_KEYS = ("severity_number", "body")
 
-# The most events one trace query reads; past it the answer says ``truncated``.
+# The most events, and bytes of their payload and related JSON, that one trace query reads;
+# past either the answer says ``truncated``. The byte bound keeps one answer well inside the
+# 64 MiB gRPC message limit and the server's memory (an event may be 1.5 MB).
 MAX_TRACE_EVENTS = 10_000
-_PAGE = 1000
+MAX_TRACE_BYTES = 16 * 1024 * 1024
+_PAGE = 250
 
 # Every stored time: the trace is found by its id, whenever its spans ran.
 _ALL_TIME = Occurred(
@@ -99,7 +104,7 @@ class TraceJson(TypedDict):
     span_count: int
     error_count: int
     event_count: int
-    truncated: bool  # more than MAX_TRACE_EVENTS events: the rest were not read
+    truncated: bool  # past MAX_TRACE_EVENTS / MAX_TRACE_BYTES: the newer rest was not read
     spans: list[SpanJson]
     logs: list[TraceLogJson]
     # Events of the trace that are neither spans nor logs nor events of a stored span
@@ -117,19 +122,33 @@ def trace_filter(trace_id: str) -> EventFilter:
     )
 
 
-def read_trace(reads: EventReads, trace_id: str, max_events: int = MAX_TRACE_EVENTS) -> TraceJson:
+def read_trace(
+    reads: EventReads,
+    trace_id: str,
+    max_events: int = MAX_TRACE_EVENTS,
+    max_bytes: int = MAX_TRACE_BYTES,
+) -> TraceJson:
     """The trace ``trace_id`` from ``reads`` (feed pages, oldest first); ``NotFound`` when no
-    event of it is stored. Blocking, like every ``EventReads`` call."""
+    event of it is stored. Reads at most ``max_events`` events and about ``max_bytes`` of
+    their JSON (the oldest first), then says ``truncated``. Blocking, like every
+    ``EventReads`` call."""
     events: list[ReceivedEvent] = []
+    size = 0
+    truncated = False
     page = reads.query(trace_filter(trace_id), min(_PAGE, max_events + 1))
-    events += page.events
-    while page.next_page and len(events) <= max_events:
+    while True:
+        for event in page.events:
+            size += len(orjson.dumps(event.payload)) + len(orjson.dumps(event.related))
+            if len(events) >= max_events or (events and size > max_bytes):
+                truncated = True
+                break
+            events.append(event)
+        if truncated or not page.next_page:
+            break
         page = reads.query(None, _PAGE, page.next_page)
-        events += page.events
     if not events:
         raise NotFound(f"no events of trace {trace_id} are stored")
-    truncated = len(events) > max_events
-    return assemble_trace(trace_id, events[:max_events], truncated=truncated)
+    return assemble_trace(trace_id, events, truncated=truncated)
 
 
 def _iso(value: datetime) -> str:
@@ -370,6 +389,7 @@ def tree_guides(depths: Sequence[int]) -> list[str]:
 
 
 __all__ = [
+    "MAX_TRACE_BYTES",
     "MAX_TRACE_EVENTS",
     "SpanEventJson",
     "SpanJson",

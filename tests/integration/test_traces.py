@@ -20,7 +20,7 @@ from collector.client.local import LocalReader
 from collector.client.remote import HeraldClient
 from collector.errors import InvalidInput, NotFound
 from collector.testing import ServedProcess, ports_zero, serve_process
-from tests.otel_trace_sample import SampleTrace, export_sample_trace
+from tests.otel_trace_sample import HOSTILE, SampleTrace, export_sample_trace
 
 runner = CliRunner()
 
@@ -120,6 +120,7 @@ def check_trace(trace: dict[str, Any], sample: SampleTrace) -> None:
     assert by_name["charge card"]["status"] == {"code": "error", "message": "card declined"}
     assert by_name["authorize"]["status"]["code"] == "ok"
     assert by_name["reserve stock"]["status"]["code"] == "unset"
+    assert by_name["SELECT stock"]["attributes"] == {"db.statement": HOSTILE}
     for name, start, took in [
         ("POST /checkout", 0, 100),
         ("reserve stock", 2, 18),
@@ -305,6 +306,8 @@ def test_trace_page_shows_the_waterfall(served: tuple[ServedProcess, SampleTrace
         assert charge_at < html.index(">exception<") < authorize_at
         # Each item links to its stored event.
         assert html.count('href="/events/') >= sample.event_count
+        # A span attribute holding markup is shown as text.
+        assert "<script>alert" not in html and "&lt;script&gt;alert(" in html
         missing = http.get(f"/traces/{'ab' * 16}")
         assert missing.status_code == 404 and "no events of trace" in missing.text
         bad = http.get("/traces/not-hex")

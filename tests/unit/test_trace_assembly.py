@@ -139,6 +139,14 @@ def test_read_trace_walks_pages_and_says_when_it_stopped(reader: EventReader) ->
     assert whole["span_count"] == 25 and not whole["truncated"]
     cut = read_trace(reader, TRACE, max_events=10)
     assert cut["span_count"] == 10 and cut["truncated"]
+    # The byte bound: each span's payload and related JSON is some 500 bytes.
+    small = read_trace(reader, TRACE, max_bytes=2_000)
+    assert 1 <= small["span_count"] < 25 and small["truncated"]
+    assert [s["span_id"] for s in small["spans"]] == [s["span_id"] for s in whole["spans"]][
+        : small["span_count"]
+    ]  # the oldest ones
+    # At least one event, however small the bound.
+    assert read_trace(reader, TRACE, max_bytes=1)["span_count"] == 1
     with pytest.raises(NotFound):
         read_trace(reader, "2" * 32)
 
