@@ -56,6 +56,9 @@ MAX_ERROR_FRAMES = 8
 BACKFILL_WINDOW = timedelta(minutes=15)  # Prefect's maximum_websocket_backfill
 BACKFILL_MAX_EVENTS = 1000
 TRY_AGAIN_LATER = 1013
+# Frames of one connection whose commits may be pending at once; beyond, the socket is not
+# read until they are stored (TCP pushes back on the client), so memory stays bounded.
+MAX_PENDING_FRAMES = 1000
 
 
 class _Refused(Exception):
@@ -219,6 +222,10 @@ class _Committer:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.send_str(orjson.dumps(frame).decode())
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     async def settle(self) -> Busy | None:
         """Wait for every commit in flight; the ``Busy`` that refused one, if any."""
         pending, self._pending = self._pending, []
@@ -236,12 +243,11 @@ async def _take_events(ws: web.WebSocketResponse, ingest: NativeIngest, stored: 
         msg = await ws.receive()
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             stored.submit(ingest, msg.data)
+            if stored.pending >= MAX_PENDING_FRAMES and not await _settled(ws, stored):
+                return
         elif msg.type == WSMsgType.PING:
             # The client's checkpoint: pong only once what came before it is committed.
-            busy = await stored.settle()
-            if busy is not None:
-                reason = f"busy, retry in {busy.retry_after:g}s: {busy}"
-                await ws.close(code=TRY_AGAIN_LATER, message=reason.encode()[:120])
+            if not await _settled(ws, stored):
                 return
             await ws.pong(msg.data)
         elif msg.type == WSMsgType.PONG:
@@ -250,6 +256,17 @@ async def _take_events(ws: web.WebSocketResponse, ingest: NativeIngest, stored: 
             await stored.settle()
             await ws.close()
             return
+
+
+async def _settled(ws: web.WebSocketResponse, stored: _Committer) -> bool:
+    """Wait for the pending commits; False (and the socket closed with 1013, unconfirmed
+    events to be re-sent) if the ingest queue refused any of them."""
+    busy = await stored.settle()
+    if busy is None:
+        return True
+    reason = f"busy, retry in {busy.retry_after:g}s: {busy}"
+    await ws.close(code=TRY_AGAIN_LATER, message=reason.encode()[:120])
+    return False
 
 
 def _stream_filter(data: dict[str, Any], clock: Clock) -> EventFilter:

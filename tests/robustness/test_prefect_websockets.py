@@ -271,3 +271,27 @@ def test_a_closed_connection_has_committed_what_it_sent(server: Herald) -> None:
             assert {e["id"] for e in stored(server, "ws.close")} == {e["id"] for e in sent}
 
     asyncio.run(run())
+
+
+def test_a_full_queue_closes_with_1013_before_the_pong(tmp_path: Path) -> None:
+    """Busy: the ping that would confirm refused events is not answered; the socket closes
+    with 1013 (try again later), so Prefect's client reconnects and re-sends them."""
+    config = test_config(
+        tmp_path / "busy.duckdb", storage={"queue_max_events": 1, "batch_max_events": 1}
+    )
+    with running_herald(config) as busy:
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as s:
+                ws = await connect(s, busy, "in", None)
+                assert await next_text(ws) == {"type": "auth_success"}
+                for i in range(500):
+                    await ws.send_str(orjson.dumps(event("ws.busy", rid=f"r.{i}")).decode())
+                await ws.ping(b"p")
+                msg = await ws.receive(timeout=30)
+                while msg.type == aiohttp.WSMsgType.TEXT:
+                    msg = await ws.receive(timeout=30)
+                assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+                assert ws.close_code == 1013 and "busy" in str(msg.extra)
+
+        asyncio.run(run())
