@@ -16,6 +16,7 @@ from collector.errors import HeraldError, InvalidFilter
 from collector.server.http_server import Route, json_error
 from collector.web.context import WebContext
 from collector.web.feed_query import PRESETS, FeedQuery, bucket_seconds, parse_time
+from collector.web.formatting import row_view
 from collector.web.histogram import Histogram, build_histogram
 
 PAGE_SIZE = 50
@@ -71,7 +72,7 @@ def feed_routes(ctx: WebContext) -> list[Route]:
         if query.custom and not error:
             since, until = query.window(now)
             since_input, until_input = since.strftime(INPUT_FORMAT), until.strftime(INPUT_FORMAT)
-        rows = [e.to_dict() for e in page.events]
+        rows = [row_view(e.to_dict(), query.url, now) for e in page.events]
         live_query = FeedQuery(
             event=query.event,
             resource=query.resource,
@@ -106,7 +107,9 @@ def feed_routes(ctx: WebContext) -> list[Route]:
         after = parse_time(after_text, "after") if after_text else None
 
         def render(rows: list[dict[str, Any]]) -> str:
-            return ctx.pages.fragment("_rows.html", rows=rows, query=query)
+            now = ctx.clock.now()
+            views = [row_view(e, query.url, now) for e in rows]
+            return ctx.pages.fragment("_rows.html", rows=views)
 
         return await ctx.live.serve(request, ctx.tail, reader, filter, after, render)
 

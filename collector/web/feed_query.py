@@ -185,10 +185,8 @@ class FeedQuery:
 
     def url(self, path: str = "/", **changes: Any) -> str:
         """This view's URL with ``changes`` (a new filter starts from the first page)."""
-        changed = replace(self, **changes)
-        if "page" not in changes:
-            changed = replace(changed, page="")
-        qs = urlencode(changed.params())
+        changes.setdefault("page", "")
+        qs = urlencode(replace(self, **changes).params())
         return f"{path}?{qs}" if qs else path
 
     def zoom(self, since: datetime, until: datetime) -> str:

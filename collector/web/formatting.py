@@ -120,6 +120,38 @@ def json_html(value: Any) -> Markup:
     return Markup('<div class="json">{}</div>').format(Markup("".join(out)))
 
 
+def row_view(event: Mapping[str, Any], link: Callable[..., str], now: datetime) -> dict[str, Any]:
+    """A feed row with every text and link computed here, once (the template only places
+    them): the page lists 50 and the live feed renders many more."""
+    resource = event.get("resource") or {}
+    rid = resource.get(RESOURCE_ID, "")
+    related = []
+    for r in event.get("related") or ():
+        rel_id = r.get(RESOURCE_ID, "")
+        role = r.get(RESOURCE_ROLE, "")
+        related.append(
+            {
+                "id": rel_id,
+                "role": role,
+                "name": resource_name(r),
+                "url": link(related=rel_id, role=role),
+            }
+        )
+    occurred = as_datetime(event["occurred"])
+    return {
+        "id": str(event["id"]),
+        "event": event["event"],
+        "label": event_label(event["event"]),
+        "resource_id": rid,
+        "resource_name": resource_name(resource),
+        "resource_url": link(resource=rid),
+        "related": related,
+        "iso": iso(occurred),
+        "absolute": absolute(occurred),
+        "relative": relative(occurred, now),
+    }
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "iso": iso,
     "absolute": absolute,
