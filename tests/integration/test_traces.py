@@ -16,10 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from collector.app import Herald
 from collector.client.local import LocalReader
 from collector.client.remote import HeraldClient
-from collector.errors import InvalidInput, NotFound
+from collector.errors import InvalidInput, NotFound, Unauthenticated
 from collector.testing import ServedProcess, ports_zero, serve_process
+from tests.conftest import READ_TOKEN
 from tests.otel_trace_sample import HOSTILE, SampleTrace, export_sample_trace
 
 runner = CliRunner()
@@ -312,3 +314,19 @@ def test_trace_page_shows_the_waterfall(served: tuple[ServedProcess, SampleTrace
         assert missing.status_code == 404 and "no events of trace" in missing.text
         bad = http.get("/traces/not-hex")
         assert bad.status_code == 400 and "32 hexadecimal digits" in bad.text
+
+
+def test_trace_reads_need_the_read_scope(secured_herald: Herald) -> None:
+    trace_id = "ab" * 16
+    base = f"http://{secured_herald.http_address}"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get(f"/api/traces/{trace_id}").status_code == 401
+        bearer = {"Authorization": f"Bearer {READ_TOKEN}"}
+        assert http.get(f"/api/traces/{trace_id}", headers=bearer).status_code == 404
+        page = http.get(f"/traces/{trace_id}", follow_redirects=False)
+        assert page.status_code in (303, 401)  # the UI asks for a token first
+    with HeraldClient(secured_herald.grpc_address) as client, pytest.raises(Unauthenticated):
+        client.trace(trace_id)
+    with HeraldClient(secured_herald.grpc_address, token=READ_TOKEN) as client:
+        with pytest.raises(NotFound):
+            client.trace(trace_id)
