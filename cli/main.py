@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import automations, events
+from cli import automations, events, store
 from cli._app import HeraldTyper
 from cli._state import CliState
 from cli.emit import emit
@@ -60,6 +60,7 @@ app.command()(serve)
 app.command()(emit)
 app.add_typer(events.app, name="events")
 app.add_typer(automations.app, name="automations")
+app.add_typer(store.app, name="store")
 app.command()(sql)
 app.command()(status)
 app.command()(trace)
