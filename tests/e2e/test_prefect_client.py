@@ -1,7 +1,7 @@
 """The real ``prefect`` package (3.x) against a real ``herald serve``: ``emit_event`` through
 Prefect's websocket, reading events back with Prefect's client (``/api/events/filter`` and its
 next pages), ``prefect events stream``, and ``prefect automation ls|inspect|pause|resume|
-delete|create`` — all with ``PREFECT_API_URL`` pointed at Herald and Herald's token given as
+delete|create|update`` — all with ``PREFECT_API_URL`` pointed at Herald and Herald's token given as
 Prefect's auth string (``PREFECT_API_AUTH_STRING=herald:<token>``).
 
 Prefect lives in a virtualenv of its own, built by ``prefect_python()`` and cached under
@@ -268,6 +268,27 @@ def test_prefect_automation_commands(prefect: Path, served: ServedProcess, tmp_p
         resumed = run_prefect(prefect, env, "automation", "resume", "--id", aid).stdout
         assert "Resumed automation with id" in resumed
         assert api.get(f"/automations/{aid}").json()["enabled"] is True
+
+        # A PUT from Prefect's client (a compound trigger), read back through Herald's API.
+        compound = {
+            "name": "prefect-cli",
+            "trigger": {
+                "type": "compound",
+                "require": "all",
+                "within": 120,
+                "triggers": [
+                    {"type": "event", "expect": ["a.b"]},
+                    {"type": "event", "expect": ["c.d"]},
+                ],
+            },
+            "actions": [{"type": "do-nothing"}],
+        }
+        updated = run_prefect(
+            prefect, env, "automation", "update", "--id", aid, "--from-json", json.dumps(compound)
+        ).stdout
+        assert "Updated automation 'prefect-cli'" in updated
+        now = api.get(f"/automations/{aid}").json()
+        assert now["trigger"]["type"] == "compound" and now["actions"] == [{"type": "do-nothing"}]
 
         deleted = run_prefect(prefect, env, "automation", "delete", "prefect-cli").stdout
         assert "Deleted automation with name 'prefect-cli'" in deleted
