@@ -3,9 +3,10 @@
 
 Throttled: a message goes out at most every ``FLUSH_SECONDS`` and renders at most ``MAX_ROWS``
 rows; what arrives beyond that in one interval is only counted (``skipped``), so 1,000 events/s
-cost the browser four small DOM updates a second. A pump task moves the subscription's events
-into a bounded list (``MAX_PENDING``) while the sender waits out its interval; the tail's own
-buffer and its ``lagged`` count bound what is held further up.
+cost the browser four small DOM updates a second (the list then shows a sample, and says so).
+A pump task moves the subscription's events into a bounded list (``MAX_PENDING``) while the
+sender waits out its interval; the tail's own buffer and its ``lagged`` count bound what is
+held further up.
 
 ``LiveStreams.close()`` ends every open stream at shutdown, so a browser left open on the feed
 never holds ``herald serve`` for its grace time.
@@ -27,7 +28,7 @@ from collector.domain.filters import EventFilter
 from collector.pipeline.tail import Subscription, TailHub
 
 FLUSH_SECONDS = 0.25
-MAX_ROWS = 100
+MAX_ROWS = 25  # rows per message: at 4 messages a second, more than anyone reads
 MAX_PENDING = 500
 BACKFILL_EVENTS = 50
 HEARTBEAT_SECONDS = 15.0

@@ -1,7 +1,7 @@
 // The feed page: drag on the histogram to zoom, live mode over Server-Sent Events, j/k keys.
 "use strict";
 (function () {
-  var MAX_ROWS = 500; // rows kept in the list while live
+  var MAX_ROWS = 300; // rows kept in the list while live
   var rows = document.getElementById("rows");
 
   // -- time range: a preset clears the custom fields, a custom time selects "Custom…"
@@ -69,6 +69,7 @@
   var source = null;
   var pending = [];   // html of rows held back while the user is scrolled down
   var held = 0;       // how many rows that is
+  var dropped = 0;    // events the server counted but did not send (too many at once)
   var frame = 0;
 
   function newestTime() {
@@ -77,21 +78,33 @@
   }
   function scrolled() { return window.scrollY > 80; }
 
+  // Ids listed now: a row the page or an earlier message already shows is not added twice.
+  var listed = new Set();
+  Array.prototype.forEach.call(rows.children, function (tr) { listed.add(tr.getAttribute("data-id")); });
+
   function insert(html) {
     var holder = document.createElement("tbody");
     holder.innerHTML = html;
-    var fresh = [];
+    var fresh = document.createDocumentFragment();
+    var added = [];
     Array.prototype.slice.call(holder.children).forEach(function (tr) {
       var id = tr.getAttribute("data-id");
-      if (id && rows.querySelector('tr[data-id="' + id + '"]')) return; // already listed
+      if (listed.has(id)) return;
+      listed.add(id);
       tr.classList.add("fresh");
-      fresh.push(tr);
+      added.push(tr);
+      fresh.appendChild(tr);
     });
-    for (var i = fresh.length - 1; i >= 0; i--) rows.insertBefore(fresh[i], rows.firstChild);
-    while (rows.children.length > MAX_ROWS) rows.removeChild(rows.lastChild);
+    if (!added.length) return;
+    rows.insertBefore(fresh, rows.firstChild);
+    while (rows.children.length > MAX_ROWS) {
+      var last = rows.lastElementChild;
+      listed.delete(last.getAttribute("data-id"));
+      rows.removeChild(last);
+    }
     var empty = document.getElementById("empty");
-    if (empty && rows.children.length) empty.remove();
-    window.Herald.refreshTimes(rows);
+    if (empty) empty.remove();
+    added.forEach(function (tr) { window.Herald.refreshTimes(tr); });
   }
   function flush() {
     frame = 0;
@@ -101,7 +114,7 @@
       more.textContent = held + " new event" + (held === 1 ? "" : "s");
       return;
     }
-    insert(pending.join(""));
+    insert(pending.slice().reverse().join("")); // newest message on top
     pending = [];
     held = 0;
     more.hidden = true;
@@ -115,9 +128,14 @@
     source = new EventSource(url);
     source.addEventListener("rows", function (e) {
       var msg = JSON.parse(e.data);
-      if (msg.html) { pending.push(msg.html); held += msg.rows; }
-      var dropped = msg.skipped + msg.lagged;
-      status.textContent = dropped ? "Live — " + dropped + " events too fast to show (reload to see all)" : "Live";
+      if (msg.html) {
+        pending.push(msg.html);
+        held += msg.rows;
+        // Held back (scrolled) at a high rate: keep the newest messages only, count them all.
+        while (pending.length > MAX_ROWS / 25) pending.shift();
+      }
+      dropped += msg.skipped + msg.lagged;
+      status.textContent = dropped ? "Live — " + dropped + " events came too fast to list (the count and a reload show all)" : "Live";
       schedule();
     });
     source.addEventListener("open", function () { status.textContent = "Live"; });
@@ -143,7 +161,7 @@
     more.addEventListener("click", function () {
       window.scrollTo(0, 0);
       more.hidden = true;
-      insert(pending.join(""));
+      insert(pending.slice().reverse().join("")); // newest message on top
       pending = [];
       held = 0;
       var first = rows.querySelector("a.event-name");
