@@ -227,6 +227,37 @@ def test_register_embedded_shares_the_file_until_both_providers_shut_down(tmp_pa
         assert f"otel.trace.{trace_id}" in {r["prefect.resource.id"] for r in orjson.loads(related)}
 
 
+REGISTER_APP = """
+import logging, sys
+from collector.otel import register
+
+provider = register("billing", db=sys.argv[1], logs=True)  # global providers, root handler
+logging.getLogger("billing").warning("invoice %s overdue", "i-7")
+with provider.get_tracer("billing").start_as_current_span("remind"):
+    logging.getLogger("billing").error("reminder bounced")
+"""
+
+
+def test_register_with_logs_in_an_app_sends_spans_and_logging_records(tmp_path: Path) -> None:
+    db = tmp_path / "app.duckdb"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "OTEL_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", REGISTER_APP, str(db)],
+        cwd=tmp_path,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    stored = rows(db, "SELECT event, payload->>'body' FROM events ORDER BY occurred")
+    assert stored == [
+        ("otel.log.warn", "invoice i-7 overdue"),
+        ("otel.log.error", "reminder bounced"),
+        ("otel.span.unset", None),
+    ]
+
+
 def test_register_remote_exports_are_committed_when_they_return(tmp_path: Path) -> None:
     with running_herald(test_config(tmp_path / "r.duckdb")) as herald:
         provider = register("billing", address=herald.grpc_address, batch=False, set_global=False)
