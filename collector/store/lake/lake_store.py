@@ -75,6 +75,8 @@ COMMIT_LOCK_KEY = 0x48726C6445767473
 # tried again this many times, waiting 50 ms, 100 ms, … in between.
 COMMIT_ATTEMPTS = 6
 _RETRY_WAIT_SECONDS = 0.05
+# Opening a lake that other collectors are creating at the same moment (``_attach_lake``).
+_ATTACH_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +197,7 @@ class LakeStore:
                 )
                 self._lock_file = os.open(loc.target + ".herald-lock", os.O_RDWR | os.O_CREAT)
             try:
-                setup.execute(
-                    f"ATTACH {_quoted(loc.attach_target)} AS {LAKE} "
-                    f"(DATA_PATH {_quoted(loc.data_path)})"
-                )
+                self._attach_lake(setup)
                 if loc.kind == "postgres":
                     setup.execute(f"ATTACH {_quoted(loc.target)} AS {_LOCK_DB} (TYPE postgres)")
             except duckdb.Error as exc:
@@ -211,10 +210,27 @@ class LakeStore:
             setup.execute("SET lock_configuration = true")
             setup.execute(f"USE {LAKE}")
             with self._commit_lock():
-                migrate_lake(setup)
+                migrate_lake(setup, LAKE)
         finally:
             setup.close()
         self._events_table_id = self._table_id("events")
+
+    def _attach_lake(self, setup: duckdb.DuckDBPyConnection) -> None:
+        """ATTACH the lake. Collectors started at once on an empty catalog all try to create
+        DuckLake's tables; PostgreSQL lets one do it and fails the others on its catalog's
+        unique index ("duplicate key value … pg_type_typname_nsp_index"): those try again
+        and find the tables made."""
+        loc = self.location
+        sql = f"ATTACH {_quoted(loc.attach_target)} AS {LAKE} (DATA_PATH {_quoted(loc.data_path)})"
+        for attempt in range(_ATTACH_ATTEMPTS):
+            try:
+                setup.execute(sql)
+                return
+            except duckdb.Error as exc:
+                racing = "duplicate key" in str(exc) or "already exists" in str(exc)
+                if not racing or attempt + 1 == _ATTACH_ATTEMPTS:
+                    raise
+                time.sleep(_RETRY_WAIT_SECONDS * (attempt + 1))
 
     def _table_id(self, name: str) -> int:
         cur = self.cursor()
