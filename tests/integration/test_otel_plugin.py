@@ -129,6 +129,7 @@ def test_instrumented_app_in_embedded_mode_writes_the_store_file(tmp_path: Path)
     assert {t for (t,) in traces} == {trace_id, again.stdout.strip()}
 
 
+@pytest.mark.e2e  # runs herald serve as a subprocess
 def test_instrumented_app_in_remote_mode_sends_to_the_server(tmp_path: Path) -> None:
     db = tmp_path / "served.duckdb"
     tokens = orjson.dumps([{"token": TOKEN, "scopes": ["ingest", "read"]}]).decode()
@@ -156,6 +157,7 @@ def test_instrumented_app_in_remote_mode_sends_to_the_server(tmp_path: Path) -> 
             ] == len(events)
 
 
+@pytest.mark.e2e  # runs herald serve as a subprocess
 def test_embedded_mode_on_a_file_a_server_holds_says_what_to_do(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"
     with serve_process(*ports_zero(db)) as served:
