@@ -18,8 +18,17 @@ LAKE_MIGRATIONS: list[tuple[int, list[str]]] = [(1, MIGRATIONS[0][1])]
 LAKE_LATEST = LAKE_MIGRATIONS[-1][0]
 
 
-def migrate_lake(conn: duckdb.DuckDBPyConnection) -> int:
-    """Bring the lake (the cursor's default catalog) to ``LAKE_LATEST``; returns the version."""
+# Rows per Parquet row group (DuckDB's default: 122,880). The feed reads a page by probing
+# narrow time windows, which skip row groups by their min/max statistics; once upkeep merges
+# the small files of group commits into large ones, smaller row groups keep that pruning.
+# Measured on a 200k-event lake, feed page p50 after compaction: 512 ms at the default, 220 ms
+# at 16,384 (loaded machine); before compaction both ~170 ms.
+ROW_GROUP_ROWS = 16_384
+
+
+def migrate_lake(conn: duckdb.DuckDBPyConnection, catalog: str) -> int:
+    """Bring the lake ``catalog`` (the cursor's default catalog) to ``LAKE_LATEST``; returns
+    the version."""
     # DuckLake takes literal defaults only: `applied` is given by each insert.
     conn.execute(
         "CREATE TABLE IF NOT EXISTS herald_schema "
@@ -34,6 +43,11 @@ def migrate_lake(conn: duckdb.DuckDBPyConnection) -> int:
         try:
             for sql in statements:
                 conn.execute(sql)
+            if version == 1:  # a new lake: its files' layout (persisted in the catalog)
+                conn.execute(
+                    "CALL ducklake_set_option(?, 'parquet_row_group_size', ?)",
+                    [catalog, ROW_GROUP_ROWS],
+                )
             conn.execute("INSERT INTO herald_schema VALUES (?, now())", [version])
             conn.execute("COMMIT")
         except Exception:

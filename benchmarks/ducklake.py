@@ -1,0 +1,263 @@
+"""DuckLake backend (issue 12, item 5): ingest with 1, 2 and 3 collectors on one lake against
+the single-file rate; feed page and count-by-time p50 on a lake of 1M (10M) events before and
+after compaction, against the single file; data files and catalog rows per million events.
+
+    .venv/bin/python benchmarks/ducklake.py ingest --collectors 1 2 3 --seconds 20
+    .venv/bin/python benchmarks/ducklake.py query --events 1000000
+
+``ingest``: a real PostgreSQL 15 (``collector.testing.postgres_server``) holds the catalog; each
+collector is a ``herald serve`` process on it with its own ports; the clients of
+``benchmarks/ingest_native.py`` (4 processes, 1,000-event ``Emit`` batches) are spread over the
+collectors, as a load balancer would. The single-file run is the same load on one
+``herald serve`` with a DuckDB file. After each run the servers get SIGTERM and the lake's
+events are counted: every acknowledged event must be there.
+
+``query``: the synthetic store of ``benchmarks/query.py`` (same events, same filters) is built
+as a DuckDB file, measured, then copied into a lake with ``herald store migrate``'s code in
+commits of ``--commit-rows`` events (what group commits leave behind: one Parquet file each),
+measured, compacted with the leader's upkeep jobs, and measured again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._server import ServerProcess
+from benchmarks.ingest_native import ClientResult, client
+from benchmarks.query import (
+    FEED_FILTER,
+    LATER_PAGE,
+    PAGE,
+    SPAN,
+    build_store,
+    load,
+    machine,
+    measure,
+    percentile,
+)
+from collector.clock import SystemClock
+from collector.config import QueryConfig
+from collector.domain.filters import parse_filter
+from collector.store.duckdb_store import EventStore
+from collector.store.lake.lake_store import LakeLocation, LakeStore
+from collector.store.lake.migrate import migrate_to_lake
+from collector.store.lake.upkeep import LakeUpkeep
+from collector.store.reader import EventReader
+from collector.testing import PostgresServer, postgres_server
+
+
+def lake_env(pg: PostgresServer, dbname: str, data: Path) -> dict[str, str]:
+    return {
+        "HERALD_STORAGE__BACKEND": "ducklake",
+        "HERALD_STORAGE__CATALOG": pg.catalog(dbname),
+        "HERALD_STORAGE__DATA_PATH": str(data),
+        "HERALD_AUTOMATIONS__ENABLED": "false",
+    }
+
+
+def run_load(addresses: list[str], clients: int, seconds: float, batch: int) -> tuple[int, float]:
+    """``clients`` processes, round-robin over ``addresses``; (acknowledged, elapsed s)."""
+    out: mp.Queue[ClientResult] = mp.Queue()
+    procs = [
+        mp.Process(target=client, args=(addresses[i % len(addresses)], seconds, batch, i, out))
+        for i in range(clients)
+    ]
+    t0 = time.monotonic()
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    elapsed = time.monotonic() - t0
+    for p in procs:
+        p.join()
+    return sum(r[0] for r in results), elapsed
+
+
+def ingest(args: argparse.Namespace) -> None:
+    rows: list[tuple[str, int, float, int]] = []
+    single = ServerProcess(env={"HERALD_AUTOMATIONS__ENABLED": "false"})
+    try:
+        acked, elapsed = run_load([single.grpc], args.clients, args.seconds, args.batch)
+        single.stop()
+        stored = single.count_events()
+    finally:
+        single.cleanup()
+    rows.append(("single file", 1, acked / elapsed, stored - acked))
+    print(f"single file: {acked / elapsed:,.0f} events/s", flush=True)
+    with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="herald-lake-") as tmp:
+        for n in args.collectors:
+            dbname = pg.create_database()
+            data = Path(tmp) / f"lake-{n}"
+            env = lake_env(pg, dbname, data)
+            servers = [ServerProcess(env=env) for _ in range(n)]
+            try:
+                acked, elapsed = run_load(
+                    [s.grpc for s in servers], args.clients, args.seconds, args.batch
+                )
+                for s in servers:
+                    s.stop()
+            finally:
+                for s in servers:
+                    s.cleanup()
+            lake = LakeStore(LakeLocation.parse(pg.catalog(dbname), str(data)))
+            try:
+                stored = lake.count_events()
+                files = LakeUpkeep(lake, timedelta(0)).stats().data_files
+            finally:
+                lake.close()
+            rows.append((f"lake, {n} collector{'s' * (n > 1)}", n, acked / elapsed, stored - acked))
+            print(
+                f"lake x{n}: {acked / elapsed:,.0f} events/s, {stored:,} stored, {files} files",
+                flush=True,
+            )
+    base = rows[0][2]
+    print()
+    print("| store | collectors | events/s acknowledged | vs single file | stored − acked |")
+    print("|---|---|---|---|---|")
+    for name, n, rate, extra in rows:
+        print(f"| {name} | {n} | {rate:,.0f} | {rate / base:.0%} | {extra} |")
+        if extra < 0:
+            print("ERROR: acknowledged events are missing from the store")
+            sys.exit(1)
+
+
+Scenario = tuple[str, Callable[[], Any]]
+
+
+def scenarios(reader: EventReader, end: datetime) -> list[Scenario]:
+    feed = parse_filter(FEED_FILTER)
+    token = reader.query(feed, PAGE).next_page
+    for _ in range(LATER_PAGE - 2):
+        assert token is not None
+        token = reader.query(None, page_token=token).next_page
+    later = token
+    week = parse_filter({"occurred": {"since": (end - SPAN).isoformat(), "until": end.isoformat()}})
+    return [
+        ("feed page", lambda: reader.query(feed, PAGE)),
+        (f"later page {LATER_PAGE}", lambda: reader.query(None, page_token=later)),
+        ("count by time", lambda: reader.count(week, "time", "hour", 1)),
+    ]
+
+
+def measure_reader(
+    label: str, reader: EventReader, end: datetime, args: argparse.Namespace
+) -> list[tuple[str, str, float, float, int]]:
+    out = []
+    for name, fn in scenarios(reader, end):
+        times = measure(fn, args.runs, args.warmup, args.budget)
+        p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
+        out.append((label, name, p50, p95, len(times)))
+        print(f"  {label:<26} {name:<14} p50 {p50:8.1f} ms  p95 {p95:8.1f} ms", flush=True)
+    return out
+
+
+def catalog_rows(pg: PostgresServer, dbname: str) -> int:
+    tables = pg.psql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename LIKE 'ducklake%'",
+        dbname,
+    ).split()
+    sql = " UNION ALL ".join(f"SELECT count(*) FROM {t}" for t in tables)
+    return sum(int(x) for x in pg.psql(sql, dbname).split())
+
+
+def query(args: argparse.Namespace) -> None:
+    results: list[tuple[int, str, str, float, float, int]] = []
+    sizes: list[tuple[int, str, int, int, int]] = []
+    with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="herald-lakeq-") as tmp:
+        for n in args.events:
+            path = Path(tmp) / f"events-{n}.duckdb"
+            end = datetime.now(UTC) - timedelta(minutes=1)
+            print(f"building {n:,} events: {build_store(path, n, end):.0f} s", flush=True)
+            store = EventStore(path)
+            try:
+                reader = EventReader(store, QueryConfig(), clock=SystemClock())
+                for row in measure_reader("single file", reader, end, args):
+                    results.append((n, *row))
+            finally:
+                store.close()
+            dbname = pg.create_database()
+            location = LakeLocation.parse(pg.catalog(dbname), str(Path(tmp) / f"lake-{n}"))
+            t0 = time.perf_counter()
+            migrate_to_lake(path, location, chunk_rows=args.commit_rows)
+            print(f"  copied into the lake in {time.perf_counter() - t0:.0f} s", flush=True)
+            path.unlink()
+            lake = LakeStore(location)
+            try:
+                upkeep = LakeUpkeep(lake, timedelta(0))
+                before = upkeep.stats()
+                sizes.append((n, "before", before.data_files, catalog_rows(pg, dbname), 0))
+                reader = EventReader(lake, QueryConfig(), clock=SystemClock())
+                label = f"lake, {args.commit_rows:,}-event commits"
+                for row in measure_reader(label, reader, end, args):
+                    results.append((n, *row))
+                t0 = time.perf_counter()
+                report = upkeep.run(datetime.now(UTC) + timedelta(seconds=1))
+                took = time.perf_counter() - t0
+                assert not report.errors, report.errors
+                after = upkeep.stats()
+                sizes.append((n, "after", after.data_files, catalog_rows(pg, dbname), int(took)))
+                print(f"  upkeep {took:.0f} s: {report.seconds}", flush=True)
+                for row in measure_reader("lake, compacted", reader, end, args):
+                    results.append((n, *row))
+            finally:
+                lake.close()
+    print()
+    print("| events | store | scenario | p50 ms | p95 ms | runs |")
+    print("|---|---|---|---|---|---|")
+    for n, label, name, p50, p95, runs in results:
+        print(f"| {n:,} | {label} | {name} | {p50:.1f} | {p95:.1f} | {runs} |")
+    print()
+    print("| events | compaction | data files | catalog rows | per 1M: files / rows | upkeep s |")
+    print("|---|---|---|---|---|---|")
+    for n, when, files, catalog, took in sizes:
+        per = 1_000_000 / n
+        print(
+            f"| {n:,} | {when} | {files:,} | {catalog:,} | "
+            f"{files * per:,.0f} / {catalog * per:,.0f} | {took if when == 'after' else ''} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    ing = sub.add_parser("ingest", help="events/s with 1..N collectors vs the single file")
+    ing.add_argument("--collectors", type=int, nargs="+", default=[1, 2, 3])
+    ing.add_argument("--clients", type=int, default=4)
+    ing.add_argument("--seconds", type=float, default=20)
+    ing.add_argument("--batch", type=int, default=1000)
+    q = sub.add_parser("query", help="feed and count latency, files and catalog rows")
+    q.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    q.add_argument(
+        "--commit-rows",
+        type=int,
+        default=5_000,
+        help="events per lake commit when filling the lake (one file each)",
+    )
+    q.add_argument("--runs", type=int, default=20)
+    q.add_argument("--warmup", type=int, default=2)
+    q.add_argument("--budget", type=float, default=30.0)
+    args = ap.parse_args()
+    print("command: .venv/bin/python benchmarks/ducklake.py " + shlex.join(sys.argv[1:]))
+    print(f"machine: {machine()}")
+    print(f"{load()} at the start", flush=True)
+    t0 = time.perf_counter()
+    if args.what == "ingest":
+        ingest(args)
+    else:
+        query(args)
+    print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; {load()} at the end")
+
+
+if __name__ == "__main__":
+    main()
