@@ -345,3 +345,25 @@ def test_otlp_client_retries_a_busy_server_until_committed(tmp_path: Path) -> No
         client.close()
         assert len(result) == 1 and not result[0].HasField("partial_success")
         assert herald.store.count_events() == 3
+
+
+def test_spans_herald_refuses_are_reported_and_the_rest_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("fine"):
+        pass
+    year_2200_ns = 7_258_118_400 * 10**9
+    tracer.start_span("from the future", start_time=year_2200_ns).end(end_time=year_2200_ns + 1)
+    provider.shutdown()
+    db = tmp_path / "partial.duckdb"
+    exporter = HeraldSpanExporter(db=str(db))
+    with caplog.at_level(logging.WARNING, logger="collector.otel"):
+        assert exporter.export(memory.get_finished_spans()).name == "SUCCESS"
+    exporter.shutdown()
+    [warning] = [r.getMessage() for r in caplog.records if r.name.startswith("collector.otel")]
+    assert "did not store some spans" in warning and "from the future" in warning
+    assert rows(db, "SELECT related->0->>'prefect.resource.name' FROM events") == [("fine",)]
