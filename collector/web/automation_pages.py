@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
+import orjson
 from aiohttp import web
 
 from collector.config import Scope
@@ -69,6 +70,11 @@ def automation_routes(ctx: WebContext) -> list[Route]:
             service.history(automation_id, HISTORY_LIMIT), service.run_counts(automation_id)
         )
         data = stored.to_dict()
+        for firing in history:
+            for run in firing["action_runs"]:
+                detail = run.get("detail")
+                if detail is not None and not isinstance(detail, str):
+                    run["detail"] = orjson.dumps(detail).decode()
         return ctx.pages.page(
             "automation.html",
             nav="automations",

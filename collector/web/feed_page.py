@@ -91,7 +91,7 @@ def feed_routes(ctx: WebContext) -> list[Route]:
             until_input=until_input,
             error=error,
             histogram=hist,
-            bucket_text=bucket_text(hist.bucket.total_seconds()) if hist else "",
+            bucket_text=bucket_text(bucket_seconds(hist.since, hist.until)) if hist else "",
             rows=rows,
             total=page.total,
             next_url=query.url(page=page.next_page) if page.next_page else "",

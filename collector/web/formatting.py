@@ -34,6 +34,11 @@ def absolute(value: datetime | str) -> str:
     return as_datetime(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
+def short_time(value: datetime | str) -> str:
+    """``12-03 06:45 UTC`` (an axis label)."""
+    return as_datetime(value).astimezone(UTC).strftime("%m-%d %H:%M:%S UTC")
+
+
 def relative(value: datetime | str, now: datetime | None = None) -> str:
     """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 d ago`` (``in 4 min`` for the future)."""
     now = now or datetime.now(UTC)
@@ -155,6 +160,7 @@ def row_view(event: Mapping[str, Any], link: Callable[..., str], now: datetime) 
 FILTERS: dict[str, Callable[..., Any]] = {
     "iso": iso,
     "absolute": absolute,
+    "short_time": short_time,
     "relative": relative,
     "resource_name": resource_name,
     "event_label": event_label,

@@ -2,12 +2,13 @@
 are version-matched) with Selenium against a real ``herald serve``: starting the browser, waiting
 for page conditions, reading the console, emitting events and taking screenshots.
 
-Screenshots go to ``HERALD_UI_SCREENSHOTS`` when it is set (``docs/ui`` refreshes the pictures
+Screenshots go to ``UI_SCREENSHOTS_DIR`` when it is set (``docs/ui`` refreshes the pictures
 in docs/ui.md), else to the test's temporary directory — taken either way, so the code that
 takes them runs in every test run."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 import uuid
@@ -80,19 +81,29 @@ def wait_until(driver: D, check: Callable[[D], T | None], what: str) -> T:
         time.sleep(0.05)
 
 
-def screenshot(driver: WebDriver, name: str, fallback: Path) -> Path:
-    """A PNG of the page at ``HERALD_UI_SCREENSHOTS/<name>.png`` (else under ``fallback``)."""
-    folder = Path(os.environ.get("HERALD_UI_SCREENSHOTS") or fallback)
+def screenshot(driver: WebDriver, name: str, fallback: Path, max_height: int = 1800) -> Path:
+    """A PNG of the page from its top (up to ``max_height`` CSS pixels of it, beyond the
+    window) at ``UI_SCREENSHOTS_DIR/<name>.png``, else under ``fallback``."""
+    folder = Path(os.environ.get("UI_SCREENSHOTS_DIR") or fallback)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    # The whole page, not the window: widen the window to the document's height first.
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    size = driver.get_window_size()
-    driver.set_window_size(size["width"], min(max(int(height), 600), 2400))
-    try:
-        assert driver.save_screenshot(str(path)), f"no screenshot {path}"
-    finally:
-        driver.set_window_size(size["width"], size["height"])
+    chrome = cast(webdriver.Chrome, driver)
+    size = chrome.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = chrome.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {
+                "x": 0,
+                "y": 0,
+                "width": size["width"],
+                "height": min(size["height"], max_height),
+                "scale": 1,
+            },
+        },
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
     return path
 
 

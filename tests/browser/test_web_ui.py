@@ -346,3 +346,26 @@ def test_keyboard_and_select(
     Select(browser.find_element(By.ID, "range")).select_by_value("1h")
     browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
     wait_until(browser, lambda b: query_of(b).get("range") == ["1h"], "1h range")
+
+
+def test_dark_mode_and_long_values(
+    server: ServedProcess, browser: WebDriver, seeded: dict[str, Any], shots: Path
+) -> None:
+    base = f"http://{server.http}"
+    browser.get(base + "/")
+    light = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    try:
+        dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert light == "rgb(255, 255, 255)" and dark == "rgb(20, 22, 26)"
+        screenshot(browser, "feed-dark", shots, max_height=900)
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    # A truncated value opens in full on click.
+    cut = browser.find_element(By.CSS_SELECTOR, "#rows .trunc")
+    assert "open" not in str(cut.get_attribute("class"))
+    cut.click()
+    assert "open" in str(cut.get_attribute("class"))

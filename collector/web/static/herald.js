@@ -41,6 +41,11 @@
       });
     });
   };
+  // A truncated value shows in full when clicked (its title has it on hover too).
+  document.addEventListener("click", function (e) {
+    var cut = e.target.closest(".trunc");
+    if (cut && !e.target.closest("a, button")) cut.classList.toggle("open");
+  });
   document.addEventListener("click", function (e) {
     var button = e.target.closest("[data-copy]");
     if (!button) return;
