@@ -279,7 +279,12 @@ class Herald:
         if isinstance(self.store, LakeStore):
             # The live tail shows every collector's events: the others' from the lake's new
             # snapshots (storage.lake_follow_interval_seconds behind them).
-            self.follower = SnapshotFollower(self.store, cfg.storage.lake_follow_interval_seconds)
+            tail = self.tail
+            self.follower = SnapshotFollower(
+                self.store,
+                cfg.storage.lake_follow_interval_seconds,
+                wanted=lambda: tail.subscriber_count > 0,
+            )
             await asyncio.to_thread(self.follower.start)
             commits = LakeCommits(self.writer, self.follower)
         commits.add_listener(self.tail.on_commit)

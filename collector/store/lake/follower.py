@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from collector.domain.event_store import CommitListener
 from collector.store.lake.lake_store import LakeStore
@@ -31,9 +32,18 @@ _SKIP_AFTER_FAILURES = 3
 class SnapshotFollower:
     """A thread announcing other collectors' commits to its listeners (module docstring)."""
 
-    def __init__(self, store: LakeStore, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        store: LakeStore,
+        interval_seconds: float,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """``wanted``: whether any listener would use the events now (the live tail has
+        subscribers); while it says no, new snapshots are passed over unread — reading the
+        others' rows costs a scan of their new files, for nothing."""
         self._store = store
         self._interval = interval_seconds
+        self._wanted = wanted
         self._listeners: list[CommitListener] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,6 +77,9 @@ class SnapshotFollower:
         """Announce the snapshots committed since the last poll; returns the events announced."""
         newest = self._store.current_snapshot()
         if newest <= self._seen:
+            return 0
+        if not self._wanted():
+            self._seen = newest
             return 0
         try:
             batches = self._store.inserts_by_others(self._seen, newest)
