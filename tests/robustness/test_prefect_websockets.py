@@ -295,3 +295,25 @@ def test_a_full_queue_closes_with_1013_before_the_pong(tmp_path: Path) -> None:
                 assert ws.close_code == 1013 and "busy" in str(msg.extra)
 
         asyncio.run(run())
+
+
+def test_without_the_subprotocol_an_open_server_takes_events(open_server: Herald) -> None:
+    """Prefect's legacy mode: no subprotocol, no handshake — only when no tokens are set."""
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as s:
+            url = f"ws://{open_server.http_address}/api/events/in"
+            ws = await s.ws_connect(url, autoping=False)
+            sent = event("ws.legacy")
+            await ws.send_str(orjson.dumps(sent).decode())
+            await ws.ping(b"x")
+            msg = await ws.receive(timeout=30)
+            assert msg.type == aiohttp.WSMsgType.PONG
+            await ws.close()
+        r = httpx.post(
+            f"http://{open_server.http_address}/api/events/filter",
+            json={"filter": {"event": {"name": ["ws.legacy"]}}},
+        )
+        assert [e["id"] for e in r.json()["events"]] == [sent["id"]]
+
+    asyncio.run(run())
