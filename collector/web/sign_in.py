@@ -26,7 +26,7 @@ def sign_in_routes(ctx: WebContext) -> list[Route]:
         target = safe_next(request.query.get("next", "/"))
         if not ctx.auth.enabled:
             return web.Response(status=303, headers={"Location": target})
-        return ctx.pages.page("login.html", next=target, error="")
+        return ctx.pages.page("login.html", nav="sign-in", next=target, error="")
 
     async def login(request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -36,7 +36,11 @@ def sign_in_routes(ctx: WebContext) -> list[Route]:
             scopes = ctx.auth.scopes(f"Bearer {token}")
         except HeraldError:
             return ctx.pages.page(
-                "login.html", status=401, next=target, error="That token is not known here."
+                "login.html",
+                status=401,
+                nav="sign-in",
+                next=target,
+                error="That token is not known here.",
             )
         response = web.Response(status=303, headers={"Location": target})
         response.set_cookie(

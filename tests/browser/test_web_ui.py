@@ -369,3 +369,32 @@ def test_dark_mode_and_long_values(
     assert "open" not in str(cut.get_attribute("class"))
     cut.click()
     assert "open" in str(cut.get_attribute("class"))
+
+
+def test_sign_in_once_with_a_token(
+    tmp_path_factory: pytest.TempPathFactory, browser: WebDriver, shots: Path
+) -> None:
+    """With tokens configured the UI asks for a token once and keeps it in an HttpOnly cookie
+    that page scripts cannot read; signing out forgets it."""
+    folder = tmp_path_factory.mktemp("secured")
+    config = folder / "herald.toml"
+    config.write_text('[auth]\ntokens = [{token = "browser-read-token", scopes = ["read"]}]\n')
+    with serve_process(*ports_zero(folder / "h.duckdb", "--config", str(config))) as served:
+        base = f"http://{served.http}"
+        browser.get(base + "/automations")
+        wait_until(browser, lambda b: "/login" in b.current_url, "the sign-in page")
+        screenshot(browser, "sign-in", shots, max_height=600)
+        token = browser.find_element(By.ID, "token")
+        token.send_keys("wrong-token-value", Keys.ENTER)
+        wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".error"), "refused")
+        assert all("401" in e for e in console_errors(browser))
+        browser.find_element(By.ID, "token").send_keys("browser-read-token", Keys.ENTER)
+        wait_until(browser, lambda b: urlsplit(b.current_url).path == "/automations", "signed in")
+        cookie = browser.get_cookie("herald_token")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        assert browser.execute_script("return document.cookie") == ""  # not readable by scripts
+        browser.get(base + "/")
+        assert browser.title == "Events · Herald"
+        browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
+        wait_until(browser, lambda b: "/login" in b.current_url, "signed out")
+        assert browser.get_cookie("herald_token") is None
