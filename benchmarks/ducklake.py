@@ -5,8 +5,8 @@ after compaction, against the single file; data files and catalog rows per milli
     .venv/bin/python benchmarks/ducklake.py ingest --collectors 1 2 3 --seconds 20
     .venv/bin/python benchmarks/ducklake.py query --events 1000000
 
-``ingest``: a real PostgreSQL 15 (``collector.testing.postgres_server``) holds the catalog; each
-collector is a ``herald serve`` process on it with its own ports; the clients of
+``ingest``: a real PostgreSQL 15 (``collector.testing.postgres_server``, fsync on) holds the
+catalog; each collector is a ``herald serve`` process on it with its own ports; the clients of
 ``benchmarks/ingest_native.py`` (4 processes, 1,000-event ``Emit`` batches) are spread over the
 collectors, as a load balancer would. The single-file run is the same load on one
 ``herald serve`` with a DuckDB file. After each run the servers get SIGTERM and the lake's
@@ -94,7 +94,10 @@ def ingest(args: argparse.Namespace) -> None:
         single.cleanup()
     rows.append(("single file", 1, acked / elapsed, stored - acked))
     print(f"single file: {acked / elapsed:,.0f} events/s", flush=True)
-    with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="herald-lake-") as tmp:
+    with (
+        postgres_server(durable=True) as pg,
+        tempfile.TemporaryDirectory(prefix="herald-lake-") as tmp,
+    ):
         for n in args.collectors:
             dbname = pg.create_database()
             data = Path(tmp) / f"lake-{n}"
@@ -174,7 +177,10 @@ def catalog_rows(pg: PostgresServer, dbname: str) -> int:
 def query(args: argparse.Namespace) -> None:
     results: list[tuple[int, str, str, float, float, int]] = []
     sizes: list[tuple[int, str, int, int, int]] = []
-    with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="herald-lakeq-") as tmp:
+    with (
+        postgres_server(durable=True) as pg,
+        tempfile.TemporaryDirectory(prefix="herald-lakeq-") as tmp,
+    ):
         for n in args.events:
             path = Path(tmp) / f"events-{n}.duckdb"
             end = datetime.now(UTC) - timedelta(minutes=1)

@@ -333,12 +333,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def postgres_server(user: str = "herald") -> Iterator[PostgresServer]:
+def postgres_server(user: str = "herald", *, durable: bool = False) -> Iterator[PostgresServer]:
     """A real PostgreSQL server in a temporary directory (``initdb`` + ``pg_ctl``, as the
     unprivileged ``nobody`` when running as root) on a free 127.0.0.1 port, stopped and
-    removed on exit. fsync is off: a test's catalog need not survive a machine crash (the
-    tests kill collectors, never the catalog server). ``PostgresUnavailable`` without the
-    binaries."""
+    removed on exit. fsync is off unless ``durable`` (benchmarks: commits cost what they cost
+    in production): a test's catalog need not survive a machine crash (the tests kill
+    collectors, never the catalog server). ``PostgresUnavailable`` without the binaries."""
     bin_dir = postgres_bin_dir()
     root = Path(tempfile.mkdtemp(prefix="herald-pg-"))
     data = root / "data"
@@ -369,9 +369,10 @@ def postgres_server(user: str = "herald") -> Iterator[PostgresServer]:
             port = _free_port()
             options = (
                 f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=200"
             )
+            if not durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = subprocess.run(
                 [
                     *runas,
