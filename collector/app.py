@@ -234,12 +234,12 @@ class Herald:
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if isinstance(self.store, LakeStore):
             self._tasks.append(asyncio.create_task(self._upkeep_loop(), name="lake-upkeep"))
-        if cfg.automations.enabled:
-            if self.election is not None:
-                self.election.start()  # evaluates while it leads (LeaderRole)
-            else:
-                assert self.automations is not None
-                await self.automations.start()
+        if self.election is not None:
+            # Leads the leader-only jobs, and evaluates automations if they are on (LeaderRole).
+            self.election.start()
+        elif cfg.automations.enabled:
+            assert self.automations is not None
+            await self.automations.start()
 
     async def _open(self, http_sockets: list[socket.socket]) -> None:
         """Open the store and the parts on it, then serve on the bound ports."""
@@ -374,7 +374,7 @@ class Herald:
                 metrics=self.metrics,
             )
 
-        self.leader = LeaderRole(evaluating, shared.revision)
+        self.leader = LeaderRole(evaluating, shared.revision, evaluate=cfg.automations.enabled)
         self.election = LeaderElection(
             dsn, on_elected=self.leader.elected, on_deposed=self.leader.deposed
         )

@@ -40,19 +40,23 @@ class LeaderRole:
         build: Callable[[int], AutomationRuntime],
         revision: Callable[[], int],
         *,
+        evaluate: bool = True,
         poll_seconds: float = REVISION_POLL_SECONDS,
     ) -> None:
         self._build = build
+        self._evaluate = evaluate  # automations.enabled: off, the leader only runs the upkeep
         self._revision = revision
         self._poll = poll_seconds
         self._runtime: AutomationRuntime | None = None
         self._watch: asyncio.Task[None] | None = None
         self.term: int | None = None
+        # The automations revision the evaluating runtime has taken (tests wait on it).
+        self.applied_revision: int | None = None
 
     @property
     def leading(self) -> bool:
-        """This collector leads (and evaluates) now: the leader-only jobs ask this."""
-        return self._runtime is not None
+        """This collector leads now: the leader-only jobs (lake upkeep, retention) ask this."""
+        return self.term is not None
 
     @property
     def runtime(self) -> AutomationRuntime | None:
@@ -61,15 +65,20 @@ class LeaderRole:
 
     async def elected(self, term: int) -> None:
         await self.deposed()  # never two runtimes
+        self.term = term
+        if not self._evaluate:
+            return
         seen = await asyncio.to_thread(self._revision)
+        self.applied_revision = seen
         runtime = self._build(term)
-        self._runtime, self.term = runtime, term
+        self._runtime = runtime
         await runtime.start()
         self._watch = asyncio.create_task(self._follow(runtime, seen), name="automations-follow")
         log.info("automations: evaluating as the cluster's leader (term %d)", term)
 
     async def deposed(self) -> None:
         runtime, self._runtime, self.term = self._runtime, None, None
+        self.applied_revision = None
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
@@ -92,6 +101,6 @@ class LeaderRole:
                 now = await asyncio.to_thread(self._revision)
                 if now != seen:
                     await runtime.service.follow_store()
-                    seen = now
+                    seen = self.applied_revision = now
             except Exception:
                 log.exception("automations: taking changes made by other collectors failed")
