@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from collector.app import Herald
 from collector.client.automations import AutomationsClient
 from collector.client.remote import HeraldClient
 from collector.domain.ids import uuid7_str
+from collector.errors import InvalidInput
 from collector.testing import (
     PostgresServer,
     WebhookReceiver,
@@ -25,6 +27,8 @@ from collector.testing import (
     wait_for,
     webhook_receiver,
 )
+
+SECRET = "cluster-webhook-secret-42"
 
 
 def post(herald: Herald, n: int, name: str = "order.placed") -> list[str]:
@@ -91,11 +95,24 @@ def test_the_leader_takes_changes_made_elsewhere_and_hands_over_when_it_stops(
                                 "type": "call-webhook",
                                 "url": f"{hook.url}/placed",
                                 "body": '{"event": "{{ event.id }}"}',
+                                "headers": {"Authorization": f"Bearer {SECRET}"},
                             }
                         ],
                     }
                 )
                 aid = str(created["id"])
+                # The secret is in the catalog database, out of the body; user SQL on a lake
+                # cannot reach the catalog's tables.
+                assert SECRET not in postgres.psql("SELECT body FROM herald.automations", dbname)
+                with HeraldClient(follower.grpc_address) as reader:
+                    for query in (
+                        "SELECT * FROM __ducklake_metadata_lake.herald.automation_secrets",
+                        "SELECT * FROM postgres_query('__herald_pg', "
+                        "'SELECT value FROM herald.automation_secrets')",
+                    ):
+                        with pytest.raises(InvalidInput) as refused:
+                            reader.sql(query)
+                        assert SECRET not in str(refused.value)
                 wait_for(lambda: applied(leader), 10, "the leader to take the new automation")
                 sent = post(follower, 5) + post(leader, 5)
                 wait_for(lambda: sorted(called(hook)) == sorted(sent), 15, "the webhooks")
