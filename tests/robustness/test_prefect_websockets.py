@@ -275,26 +275,36 @@ def test_a_closed_connection_has_committed_what_it_sent(server: Herald) -> None:
 
 def test_a_full_queue_closes_with_1013_before_the_pong(tmp_path: Path) -> None:
     """Busy: the ping that would confirm refused events is not answered; the socket closes
-    with 1013 (try again later), so Prefect's client reconnects and re-sends them."""
+    with 1013 (try again later), so Prefect's client reconnects and re-sends them. Several
+    connections at once against a queue of one event: some of their groups find it full."""
     config = test_config(
         tmp_path / "busy.duckdb", storage={"queue_max_events": 1, "batch_max_events": 1}
     )
     with running_herald(config) as busy:
 
-        async def run() -> None:
-            async with aiohttp.ClientSession() as s:
-                ws = await connect(s, busy, "in", None)
-                assert await next_text(ws) == {"type": "auth_success"}
-                for i in range(500):
-                    await ws.send_str(orjson.dumps(event("ws.busy", rid=f"r.{i}")).decode())
-                await ws.ping(b"p")
+        async def one(s: aiohttp.ClientSession, c: int) -> tuple[int | None, str]:
+            ws = await connect(s, busy, "in", None)
+            assert await next_text(ws) == {"type": "auth_success"}
+            for i in range(300):
+                await ws.send_str(orjson.dumps(event("ws.busy", rid=f"r.{c}.{i}")).decode())
+            await ws.ping(b"p")
+            msg = await ws.receive(timeout=30)
+            while msg.type == aiohttp.WSMsgType.TEXT:
                 msg = await ws.receive(timeout=30)
-                while msg.type == aiohttp.WSMsgType.TEXT:
-                    msg = await ws.receive(timeout=30)
-                assert msg.type == aiohttp.WSMsgType.CLOSE, msg
-                assert ws.close_code == 1013 and "busy" in str(msg.extra)
+            if msg.type == aiohttp.WSMsgType.PONG:
+                await ws.close()
+                return None, "pong"
+            assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+            return ws.close_code, str(msg.extra)
 
-        asyncio.run(run())
+        async def run() -> list[tuple[int | None, str]]:
+            async with aiohttp.ClientSession() as s:
+                return await asyncio.gather(*(one(s, c) for c in range(6)))
+
+        answers = asyncio.run(run())
+        closed = [a for a in answers if a[1] != "pong"]
+        assert closed, answers
+        assert all(code == 1013 and "busy" in why for code, why in closed), answers
 
 
 def test_without_the_subprotocol_an_open_server_takes_events(open_server: Herald) -> None:
