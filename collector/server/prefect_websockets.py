@@ -46,7 +46,7 @@ from collector.errors import Busy, HeraldError, InvalidInput, PermissionDenied, 
 from collector.pipeline.ingest import NativeIngest
 from collector.pipeline.tail import TailHub
 from collector.server.auth import Authenticator
-from collector.server.http_server import Route, request_authorization
+from collector.server.http_server import MAX_BYTES_KEY, Route, request_authorization
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ MAX_ERROR_FRAMES = 8
 BACKFILL_WINDOW = timedelta(minutes=15)  # Prefect's maximum_websocket_backfill
 BACKFILL_MAX_EVENTS = 1000
 TRY_AGAIN_LATER = 1013
-# Frames of one connection whose commits may be pending at once; beyond, the socket is not
-# read until they are stored (TCP pushes back on the client), so memory stays bounded.
+# Frames of one connection waiting for the next group (also bounded by server.max_receive_bytes
+# in bytes); beyond, the socket is not read until they are stored (TCP pushes back on the
+# client), so memory stays bounded.
 MAX_PENDING_FRAMES = 1000
 
 
@@ -102,7 +103,13 @@ async def _accept(
     # Neither ping nor close is answered by aiohttp itself: a pong or a close frame tells
     # Prefect's client that what it sent before is stored, so Herald sends them after the
     # commits (events/in).
-    ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), autoping=False, autoclose=False)
+    # A frame over the receive limit closes the socket (1009), as a body over it is a 413.
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        autoping=False,
+        autoclose=False,
+        max_msg_size=request.app[MAX_BYTES_KEY],
+    )
     await ws.prepare(request)
     try:
         header = request_authorization(request)
@@ -148,7 +155,7 @@ def prefect_routes(
             return ws
         stored = _Committer(ws, ingest)
         try:
-            await _take_events(ws, stored)
+            await _take_events(ws, stored, request.app[MAX_BYTES_KEY])
         finally:
             stored.cancel()
         return ws
@@ -186,20 +193,22 @@ class _Committer:
         self._index = 0
         self._errors_sent = 0
         self._busy: Busy | None = None
+        self._buffered_bytes = 0
 
     def submit(self, text: Any) -> None:
         self._buffer.append((self._index, text))
+        self._buffered_bytes += len(text)
         self._index += 1
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._flush())
 
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
+    def full(self, max_bytes: int) -> bool:
+        """Whether the frames waiting for the next group reach a bound (count or bytes)."""
+        return len(self._buffer) >= MAX_PENDING_FRAMES or self._buffered_bytes >= max_bytes
 
     async def _flush(self) -> None:
         while self._buffer:
-            group, self._buffer = self._buffer, []
+            group, self._buffer, self._buffered_bytes = self._buffer, [], 0
             await self._store(group)
 
     async def _store(self, group: list[tuple[int, Any]]) -> None:
@@ -247,12 +256,12 @@ class _Committer:
             self._flushing.cancel()
 
 
-async def _take_events(ws: web.WebSocketResponse, stored: _Committer) -> None:
+async def _take_events(ws: web.WebSocketResponse, stored: _Committer, max_bytes: int) -> None:
     while True:
         msg = await ws.receive()
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             stored.submit(msg.data)
-            if stored.pending >= MAX_PENDING_FRAMES and not await _settled(ws, stored):
+            if stored.full(max_bytes) and not await _settled(ws, stored):
                 return
         elif msg.type == WSMsgType.PING:
             # The client's checkpoint: pong only once what came before it is committed.

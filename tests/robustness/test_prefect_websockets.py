@@ -327,3 +327,19 @@ def test_without_the_subprotocol_an_open_server_takes_events(open_server: Herald
         assert [e["id"] for e in r.json()["events"]] == [sent["id"]]
 
     asyncio.run(run())
+
+
+def test_a_frame_over_the_receive_limit_closes_with_1009(tmp_path: Path) -> None:
+    config = test_config(tmp_path / "limit.duckdb", server={"max_receive_bytes": 65536})
+    with running_herald(config) as limited:
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as s:
+                ws = await connect(s, limited, "in", None)
+                assert await next_text(ws) == {"type": "auth_success"}
+                big = event("ws.big", payload={"blob": "x" * 100_000})
+                await ws.send_str(orjson.dumps(big).decode())
+                code, _ = await closed_with(ws)
+                assert code == 1009
+
+        asyncio.run(run())
