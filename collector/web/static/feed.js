@@ -67,8 +67,8 @@
   var status = document.getElementById("live-status");
   var more = document.getElementById("new-events");
   var source = null;
-  var pending = [];   // html of rows held back while the user is scrolled down
-  var held = 0;       // how many rows that is
+  var pending = [];   // new rows (elements, newest first) not yet in the list
+  var held = 0;       // how many new rows arrived while the list was held (scrolled down)
   var dropped = 0;    // events the server counted but did not send (too many at once)
   var frame = 0;
 
@@ -78,25 +78,31 @@
   }
   function scrolled() { return window.scrollY > 80; }
 
-  // Ids listed now: a row the page or an earlier message already shows is not added twice.
+  // Ids listed or pending: a row the page or an earlier message already has is not added twice
+  // (nor counted as new).
   var listed = new Set();
   Array.prototype.forEach.call(rows.children, function (tr) { listed.add(tr.getAttribute("data-id")); });
 
-  function insert(html) {
+  function receive(html) {
     var holder = document.createElement("tbody");
     holder.innerHTML = html;
-    var fresh = document.createDocumentFragment();
-    var added = [];
+    var fresh = [];
     Array.prototype.slice.call(holder.children).forEach(function (tr) {
       var id = tr.getAttribute("data-id");
       if (listed.has(id)) return;
       listed.add(id);
-      tr.classList.add("fresh");
-      added.push(tr);
-      fresh.appendChild(tr);
+      fresh.push(tr);
     });
-    if (!added.length) return;
-    rows.insertBefore(fresh, rows.firstChild);
+    pending = fresh.concat(pending); // a message is newer than the ones before it
+    held += fresh.length;
+    // Held back at a high rate: keep the newest rows only (the count says how many came).
+    pending.splice(MAX_ROWS).forEach(function (tr) { listed.delete(tr.getAttribute("data-id")); });
+  }
+  function insert() {
+    if (!pending.length) return;
+    var fragment = document.createDocumentFragment();
+    pending.forEach(function (tr) { tr.classList.add("fresh"); fragment.appendChild(tr); });
+    rows.insertBefore(fragment, rows.firstChild);
     while (rows.children.length > MAX_ROWS) {
       var last = rows.lastElementChild;
       listed.delete(last.getAttribute("data-id"));
@@ -104,7 +110,10 @@
     }
     var empty = document.getElementById("empty");
     if (empty) empty.remove();
-    added.forEach(function (tr) { window.Herald.refreshTimes(tr); });
+    pending.forEach(function (tr) { window.Herald.refreshTimes(tr); });
+    pending = [];
+    held = 0;
+    more.hidden = true;
   }
   function flush() {
     frame = 0;
@@ -114,10 +123,7 @@
       more.textContent = held + " new event" + (held === 1 ? "" : "s");
       return;
     }
-    insert(pending.slice().reverse().join("")); // newest message on top
-    pending = [];
-    held = 0;
-    more.hidden = true;
+    insert();
   }
   function schedule() { if (!frame) frame = window.requestAnimationFrame(flush); }
 
@@ -128,12 +134,7 @@
     source = new EventSource(url);
     source.addEventListener("rows", function (e) {
       var msg = JSON.parse(e.data);
-      if (msg.html) {
-        pending.push(msg.html);
-        held += msg.rows;
-        // Held back (scrolled) at a high rate: keep the newest messages only, count them all.
-        while (pending.length > MAX_ROWS / 25) pending.shift();
-      }
+      if (msg.html) receive(msg.html);
       dropped += msg.skipped + msg.lagged;
       status.textContent = dropped ? "Live — " + dropped + " events came too fast to list (the count and a reload show all)" : "Live";
       schedule();
@@ -160,10 +161,7 @@
     window.addEventListener("scroll", function () { if (!scrolled() && pending.length) schedule(); }, { passive: true });
     more.addEventListener("click", function () {
       window.scrollTo(0, 0);
-      more.hidden = true;
-      insert(pending.slice().reverse().join("")); // newest message on top
-      pending = [];
-      held = 0;
+      insert();
       var first = rows.querySelector("a.event-name");
       if (first) first.focus({ preventScroll: true });
     });
