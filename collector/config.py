@@ -136,9 +136,10 @@ class StorageConfig(_Section):
     )
     lake_snapshot_keep_seconds: float = Field(
         3600.0,
-        ge=0,
-        description="lake snapshots younger than this are kept (readers in flight, time "
-        "travel); older ones expire and their unreferenced files are deleted",
+        ge=60,
+        description="lake snapshots younger than this are kept, and files replaced by "
+        "compaction too: a query in flight may still read them (longer than the longest "
+        "query or export); older ones expire and their files are deleted",
     )
 
     @field_validator("backend")

@@ -1,6 +1,7 @@
-"""Two collectors (real servers, in this process) on one DuckLake with a real PostgreSQL
-catalog, as a load balancer would use them: events sent to one are read through the other —
-feed, count, one event, SQL — and the other's live tail shows them within about a second."""
+"""Collectors (real servers, in this process) on one DuckLake with a real PostgreSQL catalog,
+as a load balancer would use them: events sent to one are read through the other — feed, one
+event, SQL — and the other's live tail shows them within about a second; the leader's upkeep
+and retention loops keep the lake compact and within its retention."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 from collector.app import Herald
 from collector.client.remote import HeraldClient
 from collector.domain.ids import uuid7_str
+from collector.store.lake.lake_store import LakeStore
+from collector.store.lake.upkeep import LakeUpkeep
 from collector.testing import PostgresServer, running_herald, test_config, wait_for
 
 
@@ -114,3 +117,41 @@ def _collect(q: queue.Queue[dict[str, Any]], seen: set[str], wanted: set[str]) -
     while (item := _get(q, 0.05)) is not None:
         seen.add(item["id"])
     return wanted <= seen
+
+
+def test_the_leader_compacts_the_lake_and_applies_retention(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """One collector (the leader of its cluster of one): its upkeep loop merges the small
+    files of many commits and its retention loop deletes expired events from the lake. (The
+    replaced files stay on disk for lake_snapshot_keep_seconds: a read in flight may still
+    be reading them — with no keep window at all, such reads fail.)"""
+    storage = {
+        "backend": "ducklake",
+        "catalog": postgres.catalog(postgres.create_database()),
+        "data_path": str(tmp_path / "lake"),
+        "lake_upkeep_interval_seconds": 0.5,
+        "retention_days": 7,
+        "retention_interval_seconds": 0.5,
+    }
+    config = test_config(tmp_path / "c.duckdb", storage=storage, automations={"enabled": False})
+    with running_herald(config) as server, HeraldClient(server.grpc_address) as client:
+        old = _events(5, "lake.old")
+        for e in old:
+            e["occurred"] = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+        assert client.emit(old) == (5, [])
+        for _ in range(8):  # eight group commits: eight small files
+            assert client.emit(_events(10, "lake.new")) == (10, [])
+        assert isinstance(server.store, LakeStore)
+        upkeep = LakeUpkeep(server.store, timedelta(0))
+        wait_for(
+            lambda: client.query({"event": {"prefix": ["lake.old"]}}, limit=10)["total"] == 0,
+            timeout=30,
+            what="retention deleting the 30-day-old events",
+        )
+        wait_for(
+            lambda: upkeep.stats().data_files <= 2,  # the events' file and herald_schema's
+            timeout=30,
+            what="upkeep merging the small files",
+        )
+        assert client.query({"event": {"prefix": ["lake.new"]}}, limit=100)["total"] == 80
