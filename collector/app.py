@@ -343,6 +343,15 @@ class Herald:
         follow = cfg.storage.lake_follow_interval_seconds
         events = LakeAutomationEvents(store)
         kind, _, dsn = cfg.storage.catalog.partition(":")
+        if kind == "sqlite" and cfg.automations.enabled:
+            # Several collectors may share a sqlite: lake, and nothing there elects one
+            # evaluator; measured, the evaluator's reads also held the catalog's lock against
+            # the writer's commits ("database is locked").
+            raise ConfigError(
+                "automations on a lake need a postgres: catalog (one elected leader among the "
+                "collectors) or a duckdb: catalog (one collector); with a sqlite: catalog set "
+                "automations.enabled = false"
+            )
         if kind != "postgres":
             self._automations_file = await asyncio.to_thread(EventStore, cfg.storage.path)
             state = OneHostAutomationStore(self._automations_file, events)

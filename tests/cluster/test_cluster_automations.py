@@ -18,7 +18,7 @@ from collector.app import Herald
 from collector.client.automations import AutomationsClient
 from collector.client.remote import HeraldClient
 from collector.domain.ids import uuid7_str
-from collector.errors import InvalidInput
+from collector.errors import ConfigError, InvalidInput
 from collector.testing import (
     PostgresServer,
     WebhookReceiver,
@@ -157,3 +157,54 @@ def test_the_leader_takes_changes_made_elsewhere_and_hands_over_when_it_stops(
             "SELECT triggering_event_id FROM herald.automation_firings", dbname
         ).split()
         assert sorted(firings) == sorted(sent + after)
+
+
+def test_a_one_host_lake_evaluates_without_an_election(tmp_path: Path) -> None:
+    """A duckdb: catalog (one collector, no PostgreSQL): no leader election, the
+    automation tables in storage.path, events read from the lake."""
+    storage = {
+        "backend": "ducklake",
+        "catalog": f"duckdb:{tmp_path / 'lake.ducklake'}",
+        "data_path": str(tmp_path / "lake"),
+        "lake_follow_interval_seconds": 0.1,
+    }
+    config = test_config(
+        tmp_path / "automations.duckdb",
+        storage=storage,
+        automations={"evaluation_interval_seconds": 0.2},
+        server={"drain_delay_seconds": 0},
+    )
+    with webhook_receiver() as hook, running_herald(config) as herald:
+        assert herald.election is None and herald.leads()
+        with AutomationsClient(herald.grpc_address) as client:
+            client.create(
+                {
+                    "name": "placed",
+                    "trigger": {"expect": ["order.placed"]},
+                    "rate_limit": "off",
+                    "actions": [
+                        {
+                            "type": "call-webhook",
+                            "url": f"{hook.url}/placed",
+                            "body": '{"event": "{{ event.id }}"}',
+                        }
+                    ],
+                }
+            )
+        sent = post(herald, 3)
+        wait_for(lambda: sorted(called(hook)) == sorted(sent), 15, "the webhooks")
+        assert (tmp_path / "automations.duckdb").exists()
+
+
+def test_automations_on_a_sqlite_lake_are_refused_with_the_way_out(tmp_path: Path) -> None:
+    storage = {
+        "backend": "ducklake",
+        "catalog": f"sqlite:{tmp_path / 'lake.sqlite'}",
+        "data_path": str(tmp_path / "lake"),
+    }
+    with pytest.raises(ConfigError, match=r"automations\.enabled = false"):
+        with running_herald(test_config(tmp_path / "a.duckdb", storage=storage)):
+            pass
+    off = test_config(tmp_path / "a.duckdb", storage=storage, automations={"enabled": False})
+    with running_herald(off) as herald:
+        post(herald, 1, "app.started")
