@@ -87,3 +87,20 @@ def test_events_come_in_commit_order_with_rising_times(lakes: tuple[LakeStore, L
     assert read_all(LakeAutomationEvents(b), (last_mark, last_occurred, last_id), 100) == [
         (late[0], T0 + 3001, T0)
     ]
+
+
+def test_a_followers_leader_counts_as_processed_only_if_committed_before_it(
+    lakes: tuple[LakeStore, LakeStore],
+) -> None:
+    a, b = lakes
+    before = commit(a, [T0 + 100])
+    follower = commit(b, [T0 + 50])  # committed after `before`, received "earlier"
+    after = commit(a, [T0 + 10])  # committed after the follower, received earlier still
+    events = LakeAutomationEvents(b)
+    seen = read_all(events, (T0, -1, "00000000-0000-0000-0000-000000000000"), chunk=100)
+    assert [i for i, _, _ in seen] == before + follower + after
+    at = seen[1][1]  # the follower's evaluation time
+    window = 30 * 60 * 1_000_000
+    assert events.event_received_before(before[0], at, window)
+    assert not events.event_received_before(after[0], at, window)
+    assert not events.event_received_before(uuid7_str(), at, window)

@@ -16,8 +16,12 @@ watermark's event, takes its (snapshot, rowid), and reads on from there — the 
 the same order with the same times, hence the same firings (stored once by id).
 
 What this changes for users: an event whose commit was overtaken shows, in its firing, a
-``received`` a little later than stored (by how late its commit was). The other reads
-(a follower's leader, an event's name, backtests) are the DuckDB file's SQL, unchanged.
+``received`` a little later than stored (by how late its commit was).
+
+"Was this follower's leader processed?" (``event_received_before``) is answered by position
+too: the leader was processed if it was committed before the follower being evaluated — so a
+replay after a failover, when the leader may have been committed meanwhile, answers as the
+live evaluation did. The other reads (an event's name, backtests) are the DuckDB file's SQL.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ LOOKUP_WINDOW_US = 3_600_000_000
 _PAST_EVERY_ROW = 1 << 62  # a rowid beyond any: "after the whole snapshot"
 _ZERO_ID = "00000000-0000-0000-0000-000000000000"
 _POSITIONS_KEPT = 8
+_TIMES_KEPT = 8_192  # two replay chunks' worth of evaluation times
 
 Position = tuple[int, int]  # (snapshot_id, rowid)
 
@@ -59,6 +64,9 @@ class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
         self._lake = lake
         # Watermark key → its position: the next read almost always starts at the last one.
         self._positions: OrderedDict[EventKey, Position] = OrderedDict()
+        # The evaluation time handed out → its event's position, for the last reads (the
+        # evaluator asks about followers among the events just read).
+        self._at: OrderedDict[int, Position] = OrderedDict()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._lake.cursor()
@@ -82,9 +90,25 @@ class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
             cols.append_json(id_, occurred, name, rid, resource, related, payload, follows)
             received.append(floor)
             last = (int(snap), int(row))
+            self._at[floor] = last
+        while len(self._at) > _TIMES_KEPT:
+            self._at.popitem(last=False)
         if last is not None:
             self._remember((floor, cols.occurred_us[-1], cols.ids[-1]), last)
         return cols, received
+
+    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
+        """The event was committed before the one evaluated at ``received_us`` (an
+        evaluation time this reader handed out; otherwise: received in the window before)."""
+        here = self._at.get(received_us)
+        if here is None:
+            return super().event_received_before(event_id, received_us, window_us)
+        rows = self._read(
+            "SELECT snapshot_id, rowid FROM events WHERE id = TRY_CAST(? AS UUID) "
+            "AND received >= make_timestamptz(?) AND received <= make_timestamptz(?) LIMIT 1",
+            [event_id, received_us - window_us, received_us + LOOKUP_WINDOW_US],
+        )
+        return bool(rows) and (int(rows[0][0]), int(rows[0][1])) < here
 
     def _remember(self, key: EventKey, position: Position) -> None:
         self._positions[key] = position
