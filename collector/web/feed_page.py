@@ -1,9 +1,11 @@
-"""The feed: ``GET /`` (histogram, filters, newest events, keyset pages) and ``GET /live`` (its
-live mode, see ``live.py``). Filters come from the URL (``feed_query.py``)."""
+"""The feed: ``GET /`` (filters, newest events, keyset pages), ``GET /histogram`` (its chart,
+fetched by the page once it shows) and ``GET /live`` (its live mode, see ``live.py``). Filters
+come from the URL (``feed_query.py``)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ from collector.web.context import WebContext
 from collector.web.feed_query import PRESETS, FeedQuery, bucket_seconds, parse_time
 from collector.web.formatting import row_view
 from collector.web.histogram import Histogram, build_histogram
+from collector.web.rendering import SECURITY_HEADERS
 
 PAGE_SIZE = 50
 INPUT_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -45,26 +48,26 @@ def feed_routes(ctx: WebContext) -> list[Route]:
 
     async def feed(request: web.Request) -> web.StreamResponse:
         error = ""
-        hist: Histogram | None = None
         page = Page([], 0, None)
         try:
             query = FeedQuery.parse(request.query)
         except HeraldError as exc:
             query, error = FeedQuery(), str(exc)
         now = ctx.clock.now()
+        histogram_url = ""
         if not error:
             try:
                 filter = parse_filter(query.to_filter(now))
-                # The list and the histogram read at the same time, on two threads.
-                listing = asyncio.to_thread(
-                    reader.query,
-                    None if query.page else filter,
-                    None if query.page else PAGE_SIZE,
-                    query.page or None,
-                )
-                page, hist = await asyncio.gather(
-                    listing, asyncio.to_thread(histogram, query, filter, now)
-                )
+                if query.page:
+                    page = await asyncio.to_thread(reader.query, None, None, query.page)
+                else:
+                    page = await asyncio.to_thread(reader.query, filter, PAGE_SIZE)
+                # The histogram is its own request, fetched once the list shows: the page's
+                # HTML waits for one query, not two. Its range is this page's, to the µs.
+                since, until = query.window(now)
+                histogram_url = replace(
+                    query, range="", since=since.isoformat(), until=until.isoformat()
+                ).url("/histogram")
             except InvalidFilter as exc:
                 error = str(exc)
         status = 400 if error else 200
@@ -90,14 +93,38 @@ def feed_routes(ctx: WebContext) -> list[Route]:
             since_input=since_input,
             until_input=until_input,
             error=error,
-            histogram=hist,
-            bucket_text=bucket_text(bucket_seconds(hist.since, hist.until)) if hist else "",
+            histogram_url=histogram_url,
             rows=rows,
             total=page.total,
             next_url=query.url(page=page.next_page) if page.next_page else "",
             page_size=PAGE_SIZE,
             live_allowed=not query.custom and not query.page and not error,
             live_url=live_query.url("/live"),
+        )
+
+    async def histogram_fragment(request: web.Request) -> web.StreamResponse:
+        hist: Histogram | None = None
+        error = ""
+        query = FeedQuery()
+        try:
+            query = FeedQuery.parse(request.query)
+            now = ctx.clock.now()
+            filter = parse_filter(query.to_filter(now))
+            hist = await asyncio.to_thread(histogram, query, filter, now)
+        except InvalidFilter as exc:
+            error = str(exc)
+        html = ctx.pages.fragment(
+            "_histogram.html",
+            histogram=hist,
+            bucket_text=bucket_text(bucket_seconds(hist.since, hist.until)) if hist else "",
+            query=query,
+            error=error,
+        )
+        return web.Response(
+            text=html,
+            status=400 if error else 200,
+            content_type="text/html",
+            headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
         )
 
     async def live(request: web.Request) -> web.StreamResponse:
@@ -121,5 +148,6 @@ def feed_routes(ctx: WebContext) -> list[Route]:
 
     return [
         Route("GET", "/", feed, Scope.READ, ctx.error_page),
+        Route("GET", "/histogram", histogram_fragment, Scope.READ),
         Route("GET", "/live", live_guarded, Scope.READ),
     ]

@@ -6,6 +6,7 @@ and no page logs an error to the console. One server and one browser for the mod
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from selenium.webdriver import Chrome as WebDriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -101,6 +103,13 @@ def rows(browser: WebDriver) -> list[str]:
     ]
 
 
+def bars(browser: WebDriver) -> list[WebElement]:
+    """The histogram's bars, once the page has fetched it."""
+    return wait_until(
+        browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#histogram rect.bar"), "histogram"
+    )
+
+
 def query_of(browser: WebDriver) -> dict[str, list[str]]:
     return parse_qs(urlsplit(browser.current_url).query)
 
@@ -116,7 +125,7 @@ def test_feed_filters_and_pages(
         [*seeded["alpha"], *seeded["beta"], seeded["span"]], key=lambda e: str(e["occurred"])
     )
     assert rows(browser)[0] == newest["id"]
-    assert browser.find_elements(By.CSS_SELECTOR, "#histogram rect.bar"), "no histogram bars"
+    bars(browser)
     screenshot(browser, "feed", shots)
 
     # Next page through the keyset token: the rest, none twice.
@@ -155,12 +164,25 @@ def test_feed_filters_and_pages(
 
     # Clicking a histogram bar zooms to its bucket: a custom range in the URL.
     browser.get(base + "/")
-    bar = browser.find_element(By.CSS_SELECTOR, "#histogram a")
+    bar = bars(browser)[0].find_element(By.XPATH, "..")
     browser.execute_script(
         "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", bar
     )
     wait_until(browser, lambda b: "since" in query_of(b), "zoom to a bar")
     assert 0 < len(rows(browser)) < 50
+
+    # Dragging across the chart zooms to the span dragged over (about a quarter of 24 h).
+    browser.get(base + "/")
+    bars(browser)
+    chart = browser.find_element(By.ID, "histogram")
+    width = chart.size["width"]
+    drag = ActionChains(browser).move_to_element_with_offset(chart, -width // 4, 0)
+    drag.click_and_hold().move_by_offset(width // 4, 0).release().perform()
+    wait_until(browser, lambda b: "since" in query_of(b), "zoom to the dragged span")
+    q = query_of(browser)
+    span = datetime.fromisoformat(q["until"][0]) - datetime.fromisoformat(q["since"][0])
+    assert timedelta(hours=4) < span < timedelta(hours=8), span
+    assert "range" not in q
 
     # Bad input is a clear message on the page, not a server error.
     browser.get(base + "/?since=yesterday-ish")

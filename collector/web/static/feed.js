@@ -17,9 +17,21 @@
     });
   }
 
+  // -- histogram: fetched once the list shows (its own request), then drag to zoom
+  var slot = document.getElementById("histogram-slot");
+  if (slot) {
+    fetch(slot.getAttribute("data-src"), { credentials: "same-origin" }).then(function (response) {
+      return response.text().then(function (html) {
+        // The server's own fragment (escaped like every page); an auth error is JSON instead.
+        if (response.ok || response.status === 400) slot.innerHTML = html;
+        else slot.textContent = "The histogram could not be loaded (" + response.status + ").";
+        var svg = document.getElementById("histogram");
+        if (svg) wireHistogram(svg);
+      });
+    }, function () { slot.textContent = "The histogram could not be loaded."; });
+  }
   // -- histogram: drag across it to zoom to the selected span
-  var svg = document.getElementById("histogram");
-  if (svg) {
+  function wireHistogram(svg) {
     var t0 = Date.parse(svg.getAttribute("data-since"));
     var t1 = Date.parse(svg.getAttribute("data-until"));
     var selection = document.getElementById("hist-selection");
