@@ -4,6 +4,7 @@ after compaction, against the single file; data files and catalog rows per milli
 
     .venv/bin/python benchmarks/ducklake.py ingest --collectors 1 2 3 --seconds 20
     .venv/bin/python benchmarks/ducklake.py query --events 1000000
+    .venv/bin/python benchmarks/ducklake.py commit --stores 1 3
 
 ``ingest``: a real PostgreSQL 15 (``collector.testing.postgres_server``, fsync on) holds the
 catalog; each collector is a ``herald serve`` process on it with its own ports; the clients of
@@ -48,9 +49,12 @@ from benchmarks.query import (
 )
 from collector.clock import SystemClock
 from collector.config import QueryConfig
+from collector.domain.columns import EventColumns
+from collector.domain.events import datetime_to_us
 from collector.domain.filters import parse_filter
-from collector.store.duckdb_store import EventStore
-from collector.store.lake.lake_store import LakeLocation, LakeStore
+from collector.domain.ids import uuid7_str
+from collector.store.duckdb_store import EventStore, columns_to_arrow, insert_statement
+from collector.store.lake.lake_store import LAKE, LakeLocation, LakeStore
 from collector.store.lake.migrate import migrate_to_lake
 from collector.store.lake.upkeep import LakeUpkeep
 from collector.store.reader import EventReader
@@ -132,6 +136,59 @@ def ingest(args: argparse.Namespace) -> None:
         if extra < 0:
             print("ERROR: acknowledged events are missing from the store")
             sys.exit(1)
+
+
+def commit_phases(args: argparse.Namespace) -> None:
+    """The commit lock's critical section, phase by phase, for ``--batch``-event commits made
+    in turn by ``--stores`` in-process stores (each commit follows another store's when > 1)."""
+    with postgres_server(durable=True) as pg, tempfile.TemporaryDirectory() as tmp:
+        location = LakeLocation.parse(pg.catalog(pg.create_database()), tmp + "/lake")
+        for n in args.stores:
+            stores = [LakeStore(location) for _ in range(n)]
+            phases: dict[str, list[float]] = {p: [] for p in ("lock", "begin", "insert", "commit")}
+            try:
+                for k in range(args.commits):
+                    store = stores[k % n]
+                    cols = EventColumns()
+                    now = datetime_to_us(datetime.now(UTC))
+                    for i in range(args.batch):
+                        cols.append(
+                            uuid7_str(),
+                            now + i,
+                            "bench.commit",
+                            {"prefect.resource.id": f"svc.{i % 7}"},
+                            [],
+                            '{"n": 1}',
+                        )
+                    batch = columns_to_arrow(cols, [now] * args.batch)
+                    sql, params = insert_statement(batch)
+                    t = time.perf_counter()
+                    with store._commit_lock():  # the same steps as LakeStore._insert, timed
+                        phases["lock"].append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        cur = store.cursor()
+                        cur.register("batch", batch)
+                        cur.execute("BEGIN")
+                        cur.execute(f"CALL {LAKE}.set_commit_message(?, 'ingest')", ["bench"])
+                        phases["begin"].append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        cur.execute(sql, params).fetchone()
+                        phases["insert"].append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        cur.execute("COMMIT")
+                        phases["commit"].append(time.perf_counter() - t)
+                        cur.close()
+            finally:
+                for store in stores:
+                    store.close()
+            p50 = {p: percentile([x * 1000 for x in v], 0.5) for p, v in phases.items()}
+            total = sum(p50.values())
+            print(
+                f"| {n} | {args.batch:,} | "
+                + " | ".join(f"{p50[p]:.1f}" for p in phases)
+                + f" | {total:.0f} | {args.batch / total * 1000:,.0f} |",
+                flush=True,
+            )
 
 
 Scenario = tuple[str, Callable[[], Any]]
@@ -253,6 +310,10 @@ def main() -> None:
     q.add_argument("--runs", type=int, default=20)
     q.add_argument("--warmup", type=int, default=2)
     q.add_argument("--budget", type=float, default=30.0)
+    c = sub.add_parser("commit", help="the commit lock's critical section, phase by phase")
+    c.add_argument("--stores", type=int, nargs="+", default=[1, 3])
+    c.add_argument("--batch", type=int, default=2000)
+    c.add_argument("--commits", type=int, default=40)
     args = ap.parse_args()
     print("command: .venv/bin/python benchmarks/ducklake.py " + shlex.join(sys.argv[1:]))
     print(f"machine: {machine()}")
@@ -260,6 +321,13 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.what == "ingest":
         ingest(args)
+    elif args.what == "commit":
+        print(
+            "| stores taking turns | events/commit | lock p50 ms | begin | insert | commit "
+            "| total | events/s in the lock |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        commit_phases(args)
     else:
         query(args)
     print(f"\ntotal run time {time.perf_counter() - t0:.0f} s; {load()} at the end")
