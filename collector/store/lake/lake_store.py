@@ -173,6 +173,8 @@ class LakeStore:
             self._open()
         except BaseException:
             self._conn.close()
+            if self._lock_file is not None:
+                os.close(self._lock_file)
             self._temp.cleanup()
             raise
 
@@ -209,8 +211,13 @@ class LakeStore:
             setup.execute("SET GLOBAL ducklake_max_retry_count = 100")
             setup.execute("SET lock_configuration = true")
             setup.execute(f"USE {LAKE}")
-            with self._commit_lock():
-                migrate_lake(setup, LAKE)
+            try:
+                with self._commit_lock():
+                    migrate_lake(setup, LAKE)
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"cannot create Herald's tables in the lake at {self.path}: {_first_line(exc)}"
+                ) from None
         finally:
             setup.close()
         self._events_table_id = self._table_id("events")
