@@ -208,3 +208,31 @@ def test_automations_on_a_sqlite_lake_are_refused_with_the_way_out(tmp_path: Pat
     off = test_config(tmp_path / "a.duckdb", storage=storage, automations={"enabled": False})
     with running_herald(off) as herald:
         post(herald, 1, "app.started")
+
+
+def test_with_automations_off_one_collector_still_leads_the_upkeep(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    storage = {
+        "backend": "ducklake",
+        "catalog": postgres.catalog(postgres.create_database()),
+        "data_path": str(tmp_path / "lake"),
+    }
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                running_herald(
+                    test_config(
+                        tmp_path / f"{name}.duckdb",
+                        storage=storage,
+                        automations={"enabled": False},
+                    )
+                )
+            )
+            for name in "ab"
+        ]
+        leader = wait_for(lambda: the_leader(*servers), 15, "a leader for the upkeep")
+        time.sleep(0.5)  # candidates keep trying: still one
+        assert the_leader(*servers) is leader
+        assert leader.leader is not None and leader.leader.runtime is None  # nothing evaluates
+        assert all(s.readiness()["evaluator"] is None for s in servers)
