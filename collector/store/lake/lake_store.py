@@ -173,8 +173,7 @@ class LakeStore:
             self._open()
         except BaseException:
             self._conn.close()
-            if self._lock_file is not None:
-                os.close(self._lock_file)
+            self._close_lock_file()
             self._temp.cleanup()
             raise
 
@@ -445,9 +444,13 @@ class LakeStore:
                 return
             self._closed = True
             self._conn.close()
-            if self._lock_file is not None:
-                os.close(self._lock_file)
+            self._close_lock_file()
             self._temp.cleanup()
+
+    def _close_lock_file(self) -> None:
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
