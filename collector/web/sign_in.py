@@ -33,7 +33,7 @@ def sign_in_routes(ctx: WebContext) -> list[Route]:
         token = str(form.get("token", "")).strip()
         target = safe_next(str(form.get("next", "/")))
         try:
-            scopes = ctx.auth.scopes(f"Bearer {token}")
+            ctx.auth.scopes(f"Bearer {token}")  # any known token signs in; scopes apply per page
         except HeraldError:
             return ctx.pages.page(
                 "login.html",
@@ -52,7 +52,6 @@ def sign_in_routes(ctx: WebContext) -> list[Route]:
             samesite="Lax",
             secure=request.secure,
         )
-        del scopes
         return response
 
     async def logout(request: web.Request) -> web.StreamResponse:
