@@ -81,9 +81,14 @@ def test_events_come_in_commit_order_with_rising_times(lakes: tuple[LakeStore, L
         successor = LakeAutomationEvents(b)
         rest = read_all(successor, (mark, occurred, event_id), chunk=100)
         assert rest == seen[cut:], cut
-    # Committed after the watermark, whatever its clock: found.
-    late = commit(b, [T0 + 5])
+    # A reader that reached the end reads nothing more until the lake moves on.
     last_id, last_mark, last_occurred = seen[-1]
+    end = (last_mark, last_occurred, last_id)
+    assert len(events.events_received_since(end, 100)[0]) == 0
+    assert len(events.events_received_since(end, 100)[0]) == 0
+    # Committed after the watermark, whatever its clock: found (by the same reader too).
+    late = commit(b, [T0 + 5])
+    assert read_all(events, end, 100) == [(late[0], T0 + 3001, T0)]
     assert read_all(LakeAutomationEvents(b), (last_mark, last_occurred, last_id), 100) == [
         (late[0], T0 + 3001, T0)
     ]

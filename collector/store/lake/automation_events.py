@@ -39,6 +39,7 @@ from collector.domain.columns import EventColumns
 from collector.store.automation_events import _EVENT_COLUMNS, AutomationEventReads
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
+from collector.store.lake.lake_store import LAKE
 
 # How far back of a watermark's time its event is looked up (``received`` was raised by the
 # lateness of its commit at most; the runtime replays at most an hour anyway).
@@ -67,6 +68,9 @@ class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
         # The evaluation time handed out → its event's position, for the last reads (the
         # evaluator asks about followers among the events just read).
         self._at: OrderedDict[int, Position] = OrderedDict()
+        # (position, lake snapshot) of the last read that reached the end: the leader polls
+        # every lake_follow_interval_seconds, and a quiet lake is then one catalog query.
+        self._caught_up: tuple[Position, int] | None = None
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._lake.cursor()
@@ -74,7 +78,10 @@ class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
     def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
         """The first ``limit`` events committed after the event ``after`` names, in commit
         order, each with its ``received`` (µs) raised to rise strictly (module docstring)."""
-        snapshot, rowid = self._position(after)
+        snapshot, rowid = position = self._position(after)
+        newest = self._newest_snapshot()
+        if self._caught_up == (position, newest):
+            return EventColumns(), []
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS}, snapshot_id, rowid FROM events "
             "WHERE snapshot_id >= ? AND (snapshot_id > ? OR rowid > ?) "
@@ -95,7 +102,13 @@ class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
             self._at.popitem(last=False)
         if last is not None:
             self._remember((floor, cols.occurred_us[-1], cols.ids[-1]), last)
+        if len(rows) < limit:  # read to the end of a snapshot at least as new as `newest`
+            self._caught_up = (last or position, newest)
         return cols, received
+
+    def _newest_snapshot(self) -> int:
+        rows = self._read(f"SELECT id FROM {LAKE}.current_snapshot()")
+        return int(rows[0][0]) if rows else 0
 
     def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
         """The event was committed before the one evaluated at ``received_us`` (an
