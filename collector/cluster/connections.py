@@ -2,14 +2,17 @@
 out one transaction at a time to the threads that make blocking store calls.
 
 A connection that failed on the wire is dropped, not reused; the next transaction opens a new
-one (PostgreSQL restarted, a network blip). Every error leaves as ``collector.errors``: a
-database failure is ``StoreError``; Herald's own errors raised inside a transaction (``NotFound``,
-``Conflict``) roll it back and pass through unchanged.
+one (PostgreSQL restarted, a network blip). One that sat idle for a while is checked with a
+round trip before it is lent, so a server restart meanwhile costs a reconnect, not a failed
+call. Every error leaves as ``collector.errors``: a database failure is ``StoreError``;
+Herald's own errors raised inside a transaction (``NotFound``, ``Conflict``) roll it back and
+pass through unchanged.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +26,8 @@ CONNECT_TIMEOUT_SECONDS = 5
 # A statement that runs longer than this is cancelled by the server (a lock never released,
 # a server in trouble): the caller gets a StoreError instead of a thread stuck for good.
 STATEMENT_TIMEOUT_MS = 30_000
+# An idle connection older than this is pinged before use (a restart may have cut it).
+PING_AFTER_IDLE_SECONDS = 5.0
 # libpq's TCP keepalives: a peer that vanished without closing the connection (a host power
 # loss, a partition) is noticed within about idle + interval * count seconds.
 KEEPALIVES = {
@@ -51,11 +56,20 @@ def store_error(exc: psycopg.Error, what: str) -> StoreError:
 class PgConnections:
     """Connections to one PostgreSQL database; ``transaction()`` lends one for a transaction."""
 
-    def __init__(self, dsn: str, *, max_idle: int = 4, application_name: str = "herald") -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_idle: int = 4,
+        application_name: str = "herald",
+        ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS,
+    ) -> None:
         self._dsn = dsn
         self._kwargs = connect_kwargs(application_name)
         self._max_idle = max_idle
-        self._idle: list[psycopg.Connection[tuple[Any, ...]]] = []
+        self._ping_after = ping_after_idle_seconds
+        # (connection, when it was given back)
+        self._idle: list[tuple[psycopg.Connection[tuple[Any, ...]], float]] = []
         self._lock = threading.Lock()
         self._schema_ready = False
         self._closed = False
@@ -66,19 +80,28 @@ class PgConnections:
         return conn
 
     def _take(self) -> psycopg.Connection[tuple[Any, ...]]:
-        with self._lock:
-            if self._closed:
-                raise StoreError("the automations store is closed")
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
-                    return conn
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StoreError("the automations store is closed")
+                if not self._idle:
+                    break
+                conn, since = self._idle.pop()
+            if conn.closed:
+                continue
+            if time.monotonic() - since < self._ping_after:
+                return conn
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                conn.close()  # cut while idle: try the next, or open a new one
         return self._connect()
 
     def _give_back(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         with self._lock:
             if not self._closed and not conn.closed and len(self._idle) < self._max_idle:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
                 return
         conn.close()
 
@@ -120,5 +143,5 @@ class PgConnections:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()

@@ -157,3 +157,26 @@ def test_a_deposed_leader_records_nothing(
     assert store.fenced(8).record(items[1:], None, now) == {i.firing.id for i in items[1:]}
     assert store.load_state() is None
     assert store.run_counts(None) == {"triggered": 3}
+
+
+def test_connections_cut_while_idle_are_replaced_not_failed(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    dbname = postgres.create_database()
+    events = EventStore(str(tmp_path / "events.duckdb"))
+    connections = PgConnections(
+        postgres.dsn(dbname), application_name="herald-idle-test", ping_after_idle_seconds=0
+    )
+    store = PgAutomationState(connections, AutomationStore(events))
+    try:
+        store.insert_automation(hook(), datetime.now(UTC))
+        # PostgreSQL ends every session of the store (as a restart would).
+        postgres.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'herald-idle-test'",
+            dbname,
+        )
+        assert [s.automation.name for s in store.list_automations()] == ["deploy hook"]
+    finally:
+        store.close()
+        events.close()
