@@ -201,8 +201,15 @@ def test_a_full_queue_is_counted_busy_and_its_depth_is_seen(tmp_path: Path) -> N
         writer = herald.writer
         assert writer is not None
         # The writer thread is held by a job of its own, so what is queued stays queued.
-        release = threading.Event()
-        held = writer.call(lambda: release.wait(30))
+        release, holding = threading.Event(), threading.Event()
+
+        def hold() -> bool:
+            holding.set()
+            return release.wait(30)
+
+        held = writer.call(hold)
+        # Only once the writer runs the job: before that it may take the events with it.
+        assert holding.wait(15)
         with HeraldClient(herald.grpc_address) as client:
             waiting = threading.Thread(target=client.emit, args=([event(), event()],))
             waiting.start()
