@@ -21,7 +21,7 @@ of them is everyone's; the leader evaluates and records firings here. The event 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -30,65 +30,37 @@ import psycopg
 
 from collector.cluster.connections import PgConnections
 from collector.cluster.schema import SCHEMA
+from collector.domain import automation_rows
 from collector.domain.automation_records import (
     ActionRun,
     EvaluatorState,
     EventKey,
-    Firing,
     NewFiring,
     StoredAutomation,
     Unfinished,
 )
+from collector.domain.automation_rows import (
+    AUTOMATION_COLUMNS,
+    FIRING_COLUMNS,
+    RUN_COLUMNS,
+    SEEN_KEY,
+    STATE_KEY,
+    automation_values,
+    utc,
+)
 from collector.domain.automation_state import AutomationEventSource, AutomationStateStore
 from collector.domain.automations import Automation, parse_automation
 from collector.domain.columns import EventColumns
-from collector.domain.events import format_time, us_to_datetime
+from collector.domain.events import us_to_datetime
 from collector.domain.secret_markers import refs_in, resolve, split
-from collector.errors import Conflict, NotFound, StoreError
+from collector.errors import NotFound, StoreError
 
-STATE_KEY = "evaluator"
-SEEN_KEY = "evaluator.seen"
 _dumps = orjson.dumps
 S = SCHEMA
-
-_AUTOMATION_COLUMNS = "body, created, updated"
-_RUN_COLUMNS = (
-    "id, firing_id, automation_id, action_list, action_index, action_type, phase, status, "
-    "reason, detail, response_status, created, started, finished"
-)
 
 
 class LeadershipLost(StoreError):
     """A write of the automations leader refused: another collector leads now."""
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-def _utc_or_none(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
-
-
-def _run(row: tuple[Any, ...]) -> ActionRun:
-    (id_, firing_id, automation_id, action_list, index, kind, phase, status, reason, detail,
-     response_status, created, started, finished) = row  # fmt: skip
-    return ActionRun(
-        id=id_,
-        firing_id=firing_id,
-        automation_id=automation_id,
-        action_list=action_list,
-        action_index=index,
-        action_type=kind,
-        phase=phase,
-        status=status,
-        reason=reason,
-        detail=orjson.loads(detail) if detail else {},
-        response_status=response_status,
-        created=_utc_or_none(created),
-        started=_utc_or_none(started),
-        finished=_utc_or_none(finished),
-    )
 
 
 class PgAutomationState(AutomationStateStore):
@@ -156,7 +128,7 @@ class PgAutomationState(AutomationStateStore):
         vault = self._vault(cur, refs)
         return [
             StoredAutomation(
-                parse_automation(resolve(public, vault)), _utc(created), _utc(updated), public
+                parse_automation(resolve(public, vault)), utc(created), utc(updated), public
             )
             for public, (_, created, updated) in zip(publics, rows, strict=True)
         ]
@@ -164,7 +136,7 @@ class PgAutomationState(AutomationStateStore):
     def _select(self, where: str, params: Sequence[Any], what: str) -> list[StoredAutomation]:
         with self._db.transaction(what) as cur:
             rows = cur.execute(
-                f"SELECT {_AUTOMATION_COLUMNS} FROM {S}.automations {where}",
+                f"SELECT {AUTOMATION_COLUMNS} FROM {S}.automations {where}",
                 list(params),
             ).fetchall()
             return self._automations(cur, rows)
@@ -208,10 +180,6 @@ class PgAutomationState(AutomationStateStore):
         cur.execute(f"DELETE FROM {S}.automation_secrets WHERE NOT (ref = ANY(%s))", [sorted(refs)])
         cur.execute(f"UPDATE {S}.leadership SET automations_revision = automations_revision + 1")
 
-    @staticmethod
-    def _values(a: Automation, public: dict[str, Any]) -> list[Any]:
-        return [a.name, a.description, a.enabled, list(a.tags), _dumps(public).decode()]
-
     def insert_automation(self, automation: Automation, now: datetime) -> StoredAutomation:
         with self._db.transaction("storing an automation") as cur:
             # One automation write at a time, cluster-wide (the vault changes with the table).
@@ -219,16 +187,12 @@ class PgAutomationState(AutomationStateStore):
             if cur.execute(
                 f"SELECT 1 FROM {S}.automations WHERE id = %s", [automation.id]
             ).fetchone():
-                raise Conflict(
-                    f"an automation with id {automation.id} already exists; update it "
-                    f"with `herald automations update --id {automation.id}`, or leave "
-                    "`id` out to create a copy"
-                )
+                raise automation_rows.id_taken(automation.id)
             automation, public = self._prepare(cur, automation, None)
             cur.execute(
                 f"INSERT INTO {S}.automations (id, name, description, enabled, tags, body, "
                 "created, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [automation.id, *self._values(automation, public), now, now],
+                [automation.id, *automation_values(automation, public), now, now],
             )
             self._forget_unused_secrets(cur)
         return StoredAutomation(automation, now, now, public)
@@ -245,16 +209,16 @@ class PgAutomationState(AutomationStateStore):
             cur.execute(
                 f"UPDATE {S}.automations SET name = %s, description = %s, enabled = %s, "
                 "tags = %s, body = %s, updated = %s WHERE id = %s",
-                [*self._values(automation, public), now, automation.id],
+                [*automation_values(automation, public), now, automation.id],
             )
             self._forget_unused_secrets(cur)
-        return StoredAutomation(automation, _utc(row[1]), now, public)
+        return StoredAutomation(automation, utc(row[1]), now, public)
 
     def delete_automation(self, automation_id: UUID) -> StoredAutomation:
         with self._db.transaction("deleting an automation") as cur:
             cur.execute(f"SELECT 1 FROM {S}.leadership WHERE id = 1 FOR UPDATE")
             row = cur.execute(
-                f"SELECT {_AUTOMATION_COLUMNS} FROM {S}.automations WHERE id = %s",
+                f"SELECT {AUTOMATION_COLUMNS} FROM {S}.automations WHERE id = %s",
                 [automation_id],
             ).fetchone()
             if row is None:
@@ -325,7 +289,7 @@ class PgAutomationState(AutomationStateStore):
         for run in runs:  # a run decided at once (skipped, cancelled) is stored finished
             run.created = now
         cur.execute(
-            f"INSERT INTO {S}.action_runs ({_RUN_COLUMNS}) SELECT id, firing_id, automation_id, "
+            f"INSERT INTO {S}.action_runs ({RUN_COLUMNS}) SELECT id, firing_id, automation_id, "
             "action_list, action_index, action_type, phase, status, reason, detail, "
             "response_status, %s, started, finished FROM unnest(%s::uuid[], %s::uuid[], "
             "%s::uuid[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], "
@@ -341,12 +305,7 @@ class PgAutomationState(AutomationStateStore):
                 [r.action_index for r in runs],
                 [r.action_type for r in runs],
                 [r.phase for r in runs],
-                [r.status for r in runs],
-                [r.reason for r in runs],
-                [_dumps(r.detail, default=str).decode() for r in runs],
-                [r.response_status for r in runs],
-                [r.started for r in runs],
-                [r.finished for r in runs],
+                *automation_rows.run_outcomes(runs).values(),
             ],
         )
 
@@ -364,12 +323,7 @@ class PgAutomationState(AutomationStateStore):
                     "started, finished) WHERE r.id = u.id",
                     [
                         [r.id for r in runs],
-                        [r.status for r in runs],
-                        [r.reason for r in runs],
-                        [_dumps(r.detail, default=str).decode() for r in runs],
-                        [r.response_status for r in runs],
-                        [r.started for r in runs],
-                        [r.finished for r in runs],
+                        *automation_rows.run_outcomes(runs).values(),
                     ],
                 )
             if announced:
@@ -390,18 +344,14 @@ class PgAutomationState(AutomationStateStore):
             ).fetchall()
             if not rows:
                 return []
-            runs: dict[UUID, list[ActionRun]] = {}
-            for row in cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM {S}.action_runs WHERE status = 'triggered' "
-                "AND firing_id = ANY(%s) ORDER BY action_list, action_index",
-                [[r[0] for r in rows]],
-            ).fetchall():
-                run = _run(row)
-                runs.setdefault(run.firing_id, []).append(run)
-        return [
-            Unfinished(Firing.from_dict(orjson.loads(body)), event_id, announced, runs.get(fid, []))
-            for fid, body, event_id, announced in rows
-        ]
+            runs = automation_rows.runs_by_firing(
+                cur.execute(
+                    f"SELECT {RUN_COLUMNS} FROM {S}.action_runs WHERE status = 'triggered' "
+                    "AND firing_id = ANY(%s) ORDER BY action_list, action_index",
+                    [[r[0] for r in rows]],
+                ).fetchall()
+            )
+        return automation_rows.unfinished(rows, runs)
 
     def history(
         self, automation_id: UUID | None, limit: int, status: str | None = None
@@ -420,45 +370,20 @@ class PgAutomationState(AutomationStateStore):
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._db.transaction("reading automation history") as cur:
             rows = cur.execute(
-                "SELECT id, automation_id, kind, occurred, trigger_path, bucket_key, "
-                "triggering_event_id, event_id, announced, body, created "
-                f"FROM {S}.automation_firings AS f {where} "
+                f"SELECT {FIRING_COLUMNS} FROM {S}.automation_firings AS f {where} "
                 "ORDER BY occurred DESC, created DESC LIMIT %s",
                 [*params, limit],
             ).fetchall()
             if not rows:
                 return []
-            runs: dict[UUID, list[dict[str, Any]]] = {}
-            for row in cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM {S}.action_runs WHERE firing_id = ANY(%s) "
-                "ORDER BY created, action_list, action_index",
-                [[r[0] for r in rows]],
-            ).fetchall():
-                run = _run(row)
-                runs.setdefault(run.firing_id, []).append(run.to_dict())
-        out = []
-        for fid, aid, kind, occurred, path, key, trig, event_id, announced, body, created in rows:
-            firing = orjson.loads(body)
-            event = firing.get("triggering_event") or {}
-            out.append(
-                {
-                    "id": str(fid),
-                    "automation_id": str(aid),
-                    "kind": kind,
-                    "occurred": format_time(occurred),
-                    "trigger_path": path,
-                    "bucket_key": orjson.loads(key),
-                    "triggering_labels": firing.get("triggering_labels", {}),
-                    "triggering_event_id": str(trig) if trig else None,
-                    "triggering_event_name": event.get("event"),
-                    "resolves": firing.get("resolves"),
-                    "event_id": str(event_id),
-                    "announced": announced,
-                    "created": format_time(created),
-                    "action_runs": runs.get(fid, []),
-                }
+            runs = automation_rows.runs_by_firing(
+                cur.execute(
+                    f"SELECT {RUN_COLUMNS} FROM {S}.action_runs WHERE firing_id = ANY(%s) "
+                    "ORDER BY created, action_list, action_index",
+                    [[r[0] for r in rows]],
+                ).fetchall()
             )
-        return out
+        return automation_rows.history(rows, runs)
 
     def run_counts(self, automation_id: UUID | None) -> dict[str, int]:
         where, params = ("WHERE automation_id = %s", [automation_id]) if automation_id else ("", [])
@@ -476,13 +401,6 @@ class PgAutomationState(AutomationStateStore):
         cur: psycopg.Cursor[tuple[Any, ...]], state: EvaluatorState, now: datetime
     ) -> None:
         mark = state.watermark
-        body = (
-            b'{"watermark":'
-            + _dumps(list(mark) if mark else None)
-            + b',"state":'
-            + state.core
-            + b"}"
-        )
         watermark_id: UUID | None = None
         if mark:
             try:
@@ -496,7 +414,7 @@ class PgAutomationState(AutomationStateStore):
             "watermark_id = excluded.watermark_id, updated = excluded.updated",
             [
                 STATE_KEY,
-                body.decode(),
+                automation_rows.state_snapshot(state),
                 us_to_datetime(mark[0]) if mark else None,
                 watermark_id,
                 now,
@@ -511,22 +429,14 @@ class PgAutomationState(AutomationStateStore):
             )
 
     def load_state(self) -> EvaluatorState | None:
-        rows = dict(
-            self._read(
-                f"SELECT key, snapshot FROM {S}.automation_state WHERE key IN (%s, %s)",
-                [STATE_KEY, SEEN_KEY],
-                "reading the automations state",
+        return automation_rows.evaluator_state(
+            dict(
+                self._read(
+                    f"SELECT key, snapshot FROM {S}.automation_state WHERE key IN (%s, %s)",
+                    [STATE_KEY, SEEN_KEY],
+                    "reading the automations state",
+                )
             )
-        )
-        if STATE_KEY not in rows:
-            return None
-        body = orjson.loads(rows[STATE_KEY])
-        mark = body.get("watermark")
-        seen = rows.get(SEEN_KEY)
-        return EvaluatorState(
-            _dumps(body["state"]),
-            (int(mark[0]), int(mark[1]), str(mark[2])) if mark else None,
-            seen.encode() if seen else None,
         )
 
     # -- events (the lake's) ----------------------------------------------------------------

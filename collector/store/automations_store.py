@@ -18,85 +18,59 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, overload
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import duckdb
 import orjson
 import pyarrow as pa
 
+from collector.domain import automation_rows
 from collector.domain.automation_records import (
     ActionRun,
     EvaluatorState,
-    Firing,
     NewFiring,
     StoredAutomation,
     Unfinished,
 )
+from collector.domain.automation_rows import (
+    AUTOMATION_COLUMNS,
+    FIRING_COLUMNS,
+    RUN_COLUMNS,
+    SEEN_KEY,
+    STATE_KEY,
+    automation_values,
+    utc,
+)
 from collector.domain.automation_state import AutomationStateStore
 from collector.domain.automations import Automation, parse_automation
-from collector.domain.events import format_time, us_to_datetime
+from collector.domain.events import us_to_datetime
 from collector.domain.secret_markers import refs_in, resolve, split
-from collector.errors import Conflict, NotFound, StoreError
+from collector.errors import NotFound, StoreError
 from collector.store.automation_events import AutomationEventReads
 from collector.store.duckdb_store import EventStore
 from collector.store.secret_vault import SecretVault
 
-STATE_KEY = "evaluator"
-SEEN_KEY = "evaluator.seen"
 _dumps = orjson.dumps
+_STAMP = pa.timestamp("us", tz="UTC")
+# The Arrow types of the outcome columns (None values need a type to be inferred from).
+_OUTCOME_TYPES = {
+    "status": pa.string(),
+    "reason": pa.string(),
+    "detail": pa.string(),
+    "response_status": pa.int32(),
+    "started": _STAMP,
+    "finished": _STAMP,
+}
 
 
-@overload
-def _utc(value: datetime) -> datetime: ...
-@overload
-def _utc(value: None) -> None: ...
-def _utc(value: datetime | None) -> datetime | None:
-    # DuckDB hands back pytz-aware datetimes; normalise to the stdlib's UTC.
-    return value.astimezone(UTC) if value is not None else None
-
-
-_AUTOMATION_COLUMNS = "body, created, updated"
-_RUN_COLUMNS = (
-    "id, firing_id, automation_id, action_list, action_index, action_type, phase, status, "
-    "reason, detail, response_status, created, started, finished"
-)
-
-
-def _run(row: tuple[Any, ...]) -> ActionRun:
-    (
-        id_,
-        firing_id,
-        automation_id,
-        action_list,
-        index,
-        kind,
-        phase,
-        status,
-        reason,
-        detail,
-        response_status,
-        created,
-        started,
-        finished,
-    ) = row
-    return ActionRun(
-        id=id_,
-        firing_id=firing_id,
-        automation_id=automation_id,
-        action_list=action_list,
-        action_index=index,
-        action_type=kind,
-        phase=phase,
-        status=status,
-        reason=reason,
-        detail=orjson.loads(detail) if detail else {},
-        response_status=response_status,
-        created=_utc(created),
-        started=_utc(started),
-        finished=_utc(finished),
-    )
+def _outcome_arrays(runs: Sequence[ActionRun]) -> dict[str, pa.Array]:
+    """The outcome columns of action runs as typed Arrow arrays."""
+    return {
+        name: pa.array(values, _OUTCOME_TYPES[name])
+        for name, values in automation_rows.run_outcomes(runs).items()
+    }
 
 
 class AutomationStore(AutomationEventReads, AutomationStateStore):
@@ -117,22 +91,22 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         body, created, updated = row
         public = orjson.loads(body)
         real = resolve(public, self._vault.snapshot())
-        return StoredAutomation(parse_automation(real), _utc(created), _utc(updated), public)
+        return StoredAutomation(parse_automation(real), utc(created), utc(updated), public)
 
     def list_automations(self) -> list[StoredAutomation]:
         """Every automation, by name then creation (Prefect's default sort is NAME_ASC)."""
-        rows = self._read(f"SELECT {_AUTOMATION_COLUMNS} FROM automations ORDER BY name, created")
+        rows = self._read(f"SELECT {AUTOMATION_COLUMNS} FROM automations ORDER BY name, created")
         return [self._automation(r) for r in rows]
 
     def get_automation(self, automation_id: UUID) -> StoredAutomation | None:
         rows = self._read(
-            f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?", [automation_id]
+            f"SELECT {AUTOMATION_COLUMNS} FROM automations WHERE id = ?", [automation_id]
         )
         return self._automation(rows[0]) if rows else None
 
     def find_by_name(self, name: str) -> list[StoredAutomation]:
         rows = self._read(
-            f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE name = ? ORDER BY created",
+            f"SELECT {AUTOMATION_COLUMNS} FROM automations WHERE name = ? ORDER BY created",
             [name],
         )
         return [self._automation(r) for r in rows]
@@ -180,10 +154,6 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
                 rewritten += 1
         return rewritten
 
-    @staticmethod
-    def _values(a: Automation, public: dict[str, Any]) -> list[Any]:
-        return [a.name, a.description, a.enabled, list(a.tags), _dumps(public).decode()]
-
     def insert_automation(self, automation: Automation, now: datetime) -> StoredAutomation:
         """Store a new automation; ``Conflict`` if its id is taken."""
         with self._writes:
@@ -193,15 +163,11 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
                     "SELECT 1 FROM automations WHERE id = ?", [automation.id]
                 ).fetchone()
                 if taken:
-                    raise Conflict(
-                        f"an automation with id {automation.id} already exists; update it "
-                        f"with `herald automations update --id {automation.id}`, or leave "
-                        "`id` out to create a copy"
-                    )
+                    raise automation_rows.id_taken(automation.id)
                 cur.execute(
                     "INSERT INTO automations (id, name, description, enabled, tags, body, "
                     "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [automation.id, *self._values(automation, public), now, now],
+                    [automation.id, *automation_values(automation, public), now, now],
                 )
             self._forget_unused_secrets()
         return StoredAutomation(automation, now, now, public)
@@ -222,10 +188,10 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
                 cur.execute(
                     "UPDATE automations SET name = ?, description = ?, enabled = ?, tags = ?, "
                     "body = ?, updated = ? WHERE id = ?",
-                    [*self._values(automation, public), now, automation.id],
+                    [*automation_values(automation, public), now, automation.id],
                 )
             self._forget_unused_secrets()
-        return StoredAutomation(automation, _utc(row[0]), now, public)
+        return StoredAutomation(automation, utc(row[0]), now, public)
 
     def delete_automation(self, automation_id: UUID) -> StoredAutomation:
         """Delete an automation (its firings and action runs stay, as history; its secrets
@@ -233,7 +199,7 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         with self._writes:
             with self._store.transaction() as cur:
                 row = cur.execute(
-                    f"SELECT {_AUTOMATION_COLUMNS} FROM automations WHERE id = ?",
+                    f"SELECT {AUTOMATION_COLUMNS} FROM automations WHERE id = ?",
                     [automation_id],
                 ).fetchone()
                 if row is None:
@@ -270,14 +236,13 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
     def _insert_firings(
         cur: duckdb.DuckDBPyConnection, items: list[NewFiring], now: datetime
     ) -> set[UUID]:
-        stamp = pa.timestamp("us", tz="UTC")
         firings = [item.firing for item in items]
         table = pa.table(
             {
                 "id": [str(f.id) for f in firings],
                 "automation_id": [str(f.automation_id) for f in firings],
                 "kind": [f.kind for f in firings],
-                "occurred": pa.array([f.occurred for f in firings], stamp),
+                "occurred": pa.array([f.occurred for f in firings], _STAMP),
                 "trigger_path": [f.trigger_path for f in firings],
                 "bucket_key": [_dumps(list(f.bucket_key)).decode() for f in firings],
                 "triggering_event_id": pa.array(
@@ -311,7 +276,6 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         # A run decided at once (skipped, cancelled) is stored finished.
         for run in runs:
             run.created = now
-        stamp = pa.timestamp("us", tz="UTC")
         table = pa.table(
             {
                 "id": [str(r.id) for r in runs],
@@ -321,18 +285,13 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
                 "action_index": pa.array([r.action_index for r in runs], pa.int32()),
                 "action_type": [r.action_type for r in runs],
                 "phase": [r.phase for r in runs],
-                "status": [r.status for r in runs],
-                "reason": pa.array([r.reason for r in runs], pa.string()),
-                "detail": [_dumps(r.detail, default=str).decode() for r in runs],
-                "response_status": pa.array([r.response_status for r in runs], pa.int32()),
-                "started": pa.array([r.started for r in runs], stamp),
-                "finished": pa.array([r.finished for r in runs], stamp),
+                **_outcome_arrays(runs),
             }
         )
         cur.register("new_runs", table)
         try:
             cur.execute(
-                f"INSERT OR IGNORE INTO action_runs ({_RUN_COLUMNS}) SELECT id::UUID, "
+                f"INSERT OR IGNORE INTO action_runs ({RUN_COLUMNS}) SELECT id::UUID, "
                 "firing_id::UUID, automation_id::UUID, action_list, action_index, action_type, "
                 "phase, status, reason, detail, response_status, ?, started, finished "
                 "FROM new_runs",
@@ -348,20 +307,12 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         lists as parameters costs ~100 µs per value)."""
         with self._store.transaction() as cur:
             if runs:
-                stamp = pa.timestamp("us", tz="UTC")
                 cur.register(
                     "run_updates",
                     pa.table(
                         {
                             "id": [str(r.id) for r in runs],
-                            "status": [r.status for r in runs],
-                            "reason": pa.array([r.reason for r in runs], pa.string()),
-                            "detail": [_dumps(r.detail, default=str).decode() for r in runs],
-                            "response_status": pa.array(
-                                [r.response_status for r in runs], pa.int32()
-                            ),
-                            "started": pa.array([r.started for r in runs], stamp),
-                            "finished": pa.array([r.finished for r in runs], stamp),
+                            **_outcome_arrays(runs),
                         }
                     ),
                 )
@@ -394,18 +345,14 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         )
         if not rows:
             return []
-        runs: dict[UUID, list[ActionRun]] = {}
-        for row in self._read(
-            f"SELECT {_RUN_COLUMNS} FROM action_runs WHERE status = 'triggered' "
-            "AND list_contains(?, firing_id) ORDER BY action_list, action_index",
-            [[r[0] for r in rows]],
-        ):
-            run = _run(row)
-            runs.setdefault(run.firing_id, []).append(run)
-        return [
-            Unfinished(Firing.from_dict(orjson.loads(body)), event_id, announced, runs.get(fid, []))
-            for fid, body, event_id, announced in rows
-        ]
+        runs = automation_rows.runs_by_firing(
+            self._read(
+                f"SELECT {RUN_COLUMNS} FROM action_runs WHERE status = 'triggered' "
+                "AND list_contains(?, firing_id) ORDER BY action_list, action_index",
+                [[r[0] for r in rows]],
+            )
+        )
+        return automation_rows.unfinished(rows, runs)
 
     def history(
         self, automation_id: UUID | None, limit: int, status: str | None = None
@@ -424,44 +371,20 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
             params.append(status)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self._read(
-            "SELECT id, automation_id, kind, occurred, trigger_path, bucket_key, "
-            "triggering_event_id, event_id, announced, body, created "
-            f"FROM automation_firings AS f {where} ORDER BY occurred DESC, created DESC LIMIT ?",
+            f"SELECT {FIRING_COLUMNS} FROM automation_firings AS f {where} "
+            "ORDER BY occurred DESC, created DESC LIMIT ?",
             [*params, limit],
         )
         if not rows:
             return []
-        runs: dict[UUID, list[dict[str, Any]]] = {}
-        for row in self._read(
-            f"SELECT {_RUN_COLUMNS} FROM action_runs WHERE list_contains(?, firing_id) "
-            "ORDER BY created, action_list, action_index",
-            [[r[0] for r in rows]],
-        ):
-            run = _run(row)
-            runs.setdefault(run.firing_id, []).append(run.to_dict())
-        out = []
-        for fid, aid, kind, occurred, path, key, trig, event_id, announced, body, created in rows:
-            firing = orjson.loads(body)
-            event = firing.get("triggering_event") or {}
-            out.append(
-                {
-                    "id": str(fid),
-                    "automation_id": str(aid),
-                    "kind": kind,
-                    "occurred": format_time(occurred),
-                    "trigger_path": path,
-                    "bucket_key": orjson.loads(key),
-                    "triggering_labels": firing.get("triggering_labels", {}),
-                    "triggering_event_id": str(trig) if trig else None,
-                    "triggering_event_name": event.get("event"),
-                    "resolves": firing.get("resolves"),
-                    "event_id": str(event_id),
-                    "announced": announced,
-                    "created": format_time(created),
-                    "action_runs": runs.get(fid, []),
-                }
+        runs = automation_rows.runs_by_firing(
+            self._read(
+                f"SELECT {RUN_COLUMNS} FROM action_runs WHERE list_contains(?, firing_id) "
+                "ORDER BY created, action_list, action_index",
+                [[r[0] for r in rows]],
             )
-        return out
+        )
+        return automation_rows.history(rows, runs)
 
     def run_counts(self, automation_id: UUID | None) -> dict[str, int]:
         """How many action runs (of one automation, or all) are in each status."""
@@ -479,19 +402,12 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
         # Row 'evaluator': {"watermark": key, "state": core}; the watermark's received time
         # and id are repeated in their own columns for people reading the table.
         mark = state.watermark
-        body = (
-            b'{"watermark":'
-            + _dumps(list(mark) if mark else None)
-            + b',"state":'
-            + state.core
-            + b"}"
-        )
         cur.execute(
             "INSERT OR REPLACE INTO automation_state (key, snapshot, watermark_received, "
             "watermark_id, updated) VALUES (?, ?, ?, TRY_CAST(? AS UUID), ?)",
             [
                 STATE_KEY,
-                body.decode(),
+                automation_rows.state_snapshot(state),
                 us_to_datetime(mark[0]) if mark else None,
                 mark[2] if mark else None,
                 now,
@@ -504,19 +420,11 @@ class AutomationStore(AutomationEventReads, AutomationStateStore):
             )
 
     def load_state(self) -> EvaluatorState | None:
-        rows = dict(
-            self._read(
-                "SELECT key, snapshot FROM automation_state WHERE key IN (?, ?)",
-                [STATE_KEY, SEEN_KEY],
+        return automation_rows.evaluator_state(
+            dict(
+                self._read(
+                    "SELECT key, snapshot FROM automation_state WHERE key IN (?, ?)",
+                    [STATE_KEY, SEEN_KEY],
+                )
             )
-        )
-        if STATE_KEY not in rows:
-            return None
-        body = orjson.loads(rows[STATE_KEY])
-        mark = body.get("watermark")
-        seen = rows.get(SEEN_KEY)
-        return EvaluatorState(
-            _dumps(body["state"]),
-            (int(mark[0]), int(mark[1]), str(mark[2])) if mark else None,
-            seen.encode() if seen else None,
         )
