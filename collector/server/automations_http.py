@@ -31,6 +31,7 @@ from collector.automations.service import AutomationService
 from collector.config import Scope
 from collector.domain.automation_records import StoredAutomation
 from collector.errors import HeraldError, InvalidAutomation, InvalidInput
+from collector.mapping.prefect_action_restore import restore_herald_actions
 from collector.mapping.prefect_automations import (
     is_prefect_client,
     parse_query,
@@ -92,7 +93,10 @@ def automations_routes(service: AutomationService, auth: Authenticator) -> list[
         return handler
 
     async def create(request: web.Request) -> web.StreamResponse:
-        stored = await service.create(await _json(request, required=True))
+        data = await _json(request, required=True)
+        # Actions shown to Prefect's client come back with ``herald_type``: restored.
+        data = restore_herald_actions(data, None, from_prefect_client=False)
+        stored = await service.create(data)
         return _reply(shown(request, [stored])[0], status=201)
 
     async def filter_automations(request: web.Request) -> web.StreamResponse:
@@ -113,7 +117,14 @@ def automations_routes(service: AutomationService, auth: Authenticator) -> list[
         return _reply(shown(request, [await service.read(_id(request))])[0])
 
     async def replace(request: web.Request) -> web.StreamResponse:
-        await service.update(_id(request), await _json(request, required=True))
+        automation_id = _id(request)
+        data = await _json(request, required=True)
+        # Prefect's client PUTs back what it read, minus the Herald fields its models drop:
+        # the stored actions fill them in, or the PUT is refused (prefect_action_restore).
+        from_prefect = is_prefect_client(request.headers.get("User-Agent"))
+        current = (await service.read(automation_id)).to_dict() if from_prefect else None
+        data = restore_herald_actions(data, current, from_prefect_client=from_prefect)
+        await service.update(automation_id, data)
         return web.Response(status=204)
 
     async def patch(request: web.Request) -> web.StreamResponse:
