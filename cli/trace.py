@@ -18,7 +18,7 @@ from cli._output import FormatOpt, OutputFormat, console, render, resolve_format
 from cli._progress import waiting
 from cli._readers import DbOpt, reader
 from collector.domain.otel_ids import parse_trace_id
-from collector.domain.traces import tree_guides
+from collector.domain.traces import format_ms, tree_guides
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
@@ -44,22 +44,6 @@ CSV_COLUMNS = [
     "events",
 ]
 _STATUS_STYLE = {"error": "bold red", "ok": "green", "unset": "cyan"}
-
-
-def format_ms(ms: float | None) -> str:
-    """A duration for people: ``0.42 ms``, ``12.3 ms``, ``1.25 s``, ``2 min 5 s``."""
-    if ms is None:
-        return "?"
-    if ms == 0:
-        return "0 ms"
-    if ms < 1:
-        return f"{ms:.2f} ms"
-    if ms < 1000:
-        return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    minutes, seconds = divmod(ms / 1000, 60)
-    return f"{minutes:.0f} min {seconds:.0f} s"
 
 
 def _bar(

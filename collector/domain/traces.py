@@ -361,6 +361,23 @@ def _tree_order(spans: dict[str, SpanJson], starts: Mapping[str, datetime]) -> l
     return ordered
 
 
+def format_ms(ms: float | None) -> str:
+    """A duration for people: ``0.42 ms``, ``12.3 ms``, ``1.25 s``, ``2 min 5 s`` (the
+    terminal and the web page show the same)."""
+    if ms is None:
+        return "?"
+    if ms == 0:
+        return "0 ms"
+    if ms < 1:
+        return f"{ms:.2f} ms"
+    if ms < 1000:
+        return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    minutes, seconds = divmod(ms / 1000, 60)
+    return f"{minutes:.0f} min {seconds:.0f} s"
+
+
 def tree_guides(depths: Sequence[int]) -> list[str]:
     """Tree guides (``├─``, ``└─``, ``│``) for spans in tree order with these depths (the
     terminal and the web page draw the same tree).
@@ -396,6 +413,7 @@ __all__ = [
     "TraceJson",
     "TraceLogJson",
     "assemble_trace",
+    "format_ms",
     "read_trace",
     "trace_filter",
     "tree_guides",

@@ -19,29 +19,20 @@ from aiohttp import web
 
 from collector.config import Scope
 from collector.domain.otel_ids import parse_trace_id, trace_resource_id
-from collector.domain.traces import SpanJson, TraceJson, TraceLogJson, read_trace, tree_guides
+from collector.domain.traces import (
+    SpanJson,
+    TraceJson,
+    TraceLogJson,
+    format_ms,
+    read_trace,
+    tree_guides,
+)
 from collector.server.http_server import Route
 from collector.web.context import WebContext
 from collector.web.feed_query import FeedQuery
 
 SCALE = 1000  # the bars' coordinate range (the SVG viewBox width)
 MIN_BAR = 3  # a span too short to see still gets a sliver
-
-
-def format_ms(ms: float | None) -> str:
-    """A duration for people: ``0.42 ms``, ``12.3 ms``, ``1.25 s``, ``2 min 5 s``."""
-    if ms is None:
-        return "?"
-    if ms == 0:
-        return "0 ms"
-    if ms < 1:
-        return f"{ms:.2f} ms"
-    if ms < 1000:
-        return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    minutes, seconds = divmod(ms / 1000, 60)
-    return f"{minutes:.0f} min {seconds:.0f} s"
 
 
 @dataclass
