@@ -208,9 +208,12 @@ class _Outlet:
         self._sender.close()
 
 
-class HeraldSpanExporter(SpanExporter):
-    """Spans to Herald (remote or embedded: see the module docstring). Pair it with a
-    ``BatchSpanProcessor``; ``export`` returns once the spans are committed."""
+class _HeraldExporter:
+    """What both exporters share: the outlet to Herald (a server or an embedded store), its
+    target, and the shutdown that releases it. Nothing is buffered here, so there is nothing
+    to flush: every export is committed before it returns."""
+
+    _what = "records"  # for the failure reports: "Herald did not store some <what>"
 
     def __init__(
         self,
@@ -220,11 +223,25 @@ class HeraldSpanExporter(SpanExporter):
         db: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
-        self._out = _Outlet(resolve_target(address, token, db), timeout, "spans")
+        self._out = _Outlet(resolve_target(address, token, db), timeout, self._what)
 
     @property
     def target(self) -> Target:
         return self._out.target
+
+    def shutdown(self) -> None:
+        """Release the connection or the store file (the last user commits and closes it)."""
+        self._out.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class HeraldSpanExporter(_HeraldExporter, SpanExporter):
+    """Spans to Herald (remote or embedded: see the module docstring). Pair it with a
+    ``BatchSpanProcessor``; ``export`` returns once the spans are committed."""
+
+    _what = "spans"
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
@@ -232,40 +249,14 @@ class HeraldSpanExporter(SpanExporter):
         ok = self._out.send(self._out.traces, encode_spans(spans), len(spans))
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
-    def shutdown(self) -> None:
-        """Release the connection or the store file (the last user commits and closes it)."""
-        self._out.close()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        # Nothing is buffered here: every export is committed before it returns.
-        return True
-
-
-class HeraldLogExporter(LogRecordExporter):
+class HeraldLogExporter(_HeraldExporter, LogRecordExporter):
     """Log records to Herald, as ``HeraldSpanExporter`` does spans."""
 
-    def __init__(
-        self,
-        *,
-        address: str | None = None,
-        token: str | None = None,
-        db: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-    ) -> None:
-        self._out = _Outlet(resolve_target(address, token, db), timeout, "log records")
-
-    @property
-    def target(self) -> Target:
-        return self._out.target
+    _what = "log records"
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if not batch:
             return LogRecordExportResult.SUCCESS
         ok = self._out.send(self._out.logs, encode_logs(batch), len(batch))
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self._out.close()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
