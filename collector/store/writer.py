@@ -310,6 +310,12 @@ class BatchWriter:
         tables: list[pa.Table] = []
         ready: list[_Pending] = []
         for p in taken:
+            # From here on the future cannot be cancelled, so setting its result or error
+            # cannot fail (a cancelled one would raise InvalidStateError and end this
+            # thread). A request whose caller already gave up is not committed: nobody waits
+            # for its answer, and a client that retries it is deduplicated by id anyway.
+            if not p.done.set_running_or_notify_cancel():
+                continue
             try:
                 tables.append(columns_to_arrow(p.columns, p.received_us))
                 ready.append(p)
