@@ -120,7 +120,7 @@ def _from_prefect_list(key: str, sent: list[Any], stored: list[Any]) -> list[Any
         if kind == "do-nothing" and _stored_type(here) in NOT_IN_PREFECT:
             out.append(here)
         elif kind == WEBHOOK:
-            if _stored_type(here) != WEBHOOK:
+            if not isinstance(here, dict) or here.get("type") != WEBHOOK:
                 raise InvalidAutomation(
                     f"{key}[{i}]: a call-webhook with the nil block id is Herald's webhook as "
                     "Prefect's client shows it, but its url (and headers) did not come back "

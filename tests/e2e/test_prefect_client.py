@@ -1,8 +1,9 @@
 """The real ``prefect`` package (3.x) against a real ``herald serve``: ``emit_event`` through
 Prefect's websocket, reading events back with Prefect's client (``/api/events/filter`` and its
 next pages), ``prefect events stream``, and ``prefect automation ls|inspect|pause|resume|
-delete|create|update`` — all with ``PREFECT_API_URL`` pointed at Herald and Herald's token given as
-Prefect's auth string (``PREFECT_API_AUTH_STRING=herald:<token>``).
+delete|create|update`` and ``Automation.read(...).update()`` — all with ``PREFECT_API_URL``
+pointed at Herald and Herald's token given as Prefect's auth string
+(``PREFECT_API_AUTH_STRING=herald:<token>``).
 
 Prefect lives in a virtualenv of its own, built by ``prefect_python()`` and cached under
 ``.cache/`` (gitignored): ``prefect==3.9.1`` pins ``certifi>=2026.10.19``, which the package
@@ -319,3 +320,61 @@ def test_prefect_automation_commands(prefect: Path, served: ServedProcess, tmp_p
         assert failed.returncode != 0
         assert "pause-work-pool" in failed.stdout + failed.stderr
         assert api.post("/automations/filter", json={}).json() == []
+
+
+UPDATE_WITH_THE_CLIENT = textwrap.dedent(
+    """
+    import json, sys
+    from prefect.automations import Automation
+
+    auto = Automation.read(id=sys.argv[1])
+    auto.name = "renamed by prefect"
+    auto.update()
+    # What the client held (and so PUT): its action models, without Herald's extra keys.
+    print(json.dumps(auto.model_dump(mode="json")["actions"]))
+    """
+)
+
+
+def test_prefect_update_keeps_herald_actions(
+    prefect: Path, served: ServedProcess, tmp_path: Path
+) -> None:
+    """``Automation.read(...).update()`` sends back what Prefect's models kept of Herald's
+    ``call-webhook``/``emit-event``/``run-command``; the stored actions survive it."""
+    env = prefect_env(served, tmp_path)
+    body = {
+        "name": "prefect-update",
+        "trigger": {"type": "event", "expect": ["test.update.*"], "posture": "Reactive"},
+        "actions": [
+            {
+                "type": "call-webhook",
+                "url": "http://127.0.0.1:9/hook",
+                "headers": {"Authorization": "Bearer e2e-hook-secret"},
+                "body": "{{ event.event }}",
+            },
+            {"type": "emit-event", "event": "x.y", "resource": {"prefect.resource.id": "r"}},
+            {"type": "run-command", "argv": ["true"]},
+            {"type": "pause-automation", "source": "inferred"},
+        ],
+    }
+    with herald_api(served) as api:
+        created = api.post("/automations/", json=body)
+        assert created.status_code == 201, created.text
+        aid = created.json()["id"]
+        reveal = {"reveal_secrets": "true"}
+        before = api.get(f"/automations/{aid}", params=reveal).json()
+        done = subprocess.run(
+            [str(prefect), "-c", UPDATE_WITH_THE_CLIENT, aid],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        held = json.loads(done.stdout.strip().splitlines()[-1])
+        # The premise: the client dropped the URL and turned emit-event into a bare do-nothing.
+        assert "url" not in held[0] and held[1] == {"type": "do-nothing"}
+        after = api.get(f"/automations/{aid}", params=reveal).json()
+        assert after["name"] == "renamed by prefect"
+        assert after["actions"] == before["actions"]
+        assert api.delete(f"/automations/{aid}").status_code == 204
