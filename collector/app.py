@@ -329,17 +329,29 @@ class Herald:
         cfg = self.config
         assert self.writer is not None
         grace = cfg.server.shutdown_grace_seconds
-        store = self.store
-        if not isinstance(store, LakeStore):
+        writer = self.writer
+
+        def runtime(
+            store: EventStore | None,
+            state: AutomationStateStore | None = None,
+            follow: float | None = None,
+        ) -> AutomationRuntime:
+            """On ``store``'s automation tables, or on ``state`` (a lake's)."""
             return build_automations(
                 store,
-                self.writer,
+                writer,
                 ingest,
                 cfg.automations,
                 self.clock,
+                state=state,
+                follow_store_seconds=follow,
                 shutdown_grace_seconds=grace,
                 metrics=self.metrics,
             )
+
+        store = self.store
+        if not isinstance(store, LakeStore):
+            return runtime(store)
         follow = cfg.storage.lake_follow_interval_seconds
         events = LakeAutomationEvents(store)
         kind, _, dsn = cfg.storage.catalog.partition(":")
@@ -355,48 +367,18 @@ class Herald:
         if kind != "postgres":
             self._automations_file = await asyncio.to_thread(EventStore, cfg.storage.path)
             state = OneHostAutomationStore(self._automations_file, events)
-            return build_automations(
-                None,
-                self.writer,
-                ingest,
-                cfg.automations,
-                self.clock,
-                state=state,
-                follow_store_seconds=follow,
-                shutdown_grace_seconds=grace,
-                metrics=self.metrics,
-            )
+            return runtime(None, state, follow)
         shared = PgAutomationState(PgConnections(dsn, application_name="herald"), events)
         self.cluster_state = shared
-        writer = self.writer
 
         def evaluating(term: int) -> AutomationRuntime:
-            return build_automations(
-                None,
-                writer,
-                ingest,
-                cfg.automations,
-                self.clock,
-                state=shared.fenced(term),
-                follow_store_seconds=follow,
-                shutdown_grace_seconds=grace,
-                metrics=self.metrics,
-            )
+            return runtime(None, shared.fenced(term), follow)
 
         self.leader = LeaderRole(evaluating, shared.revision, evaluate=cfg.automations.enabled)
         self.election = LeaderElection(
             dsn, on_elected=self.leader.elected, on_deposed=self.leader.deposed
         )
-        return build_automations(
-            None,
-            writer,
-            ingest,
-            cfg.automations,
-            self.clock,
-            state=shared,
-            shutdown_grace_seconds=grace,
-            metrics=self.metrics,
-        )
+        return runtime(None, shared)
 
     def leads(self) -> bool:
         """Whether this collector runs the leader-only jobs (automations, lake upkeep): the
