@@ -10,7 +10,9 @@ automation ls`` fail for every automation. For a request from Prefect's client (
 ``User-Agent: prefect/…``) those actions are therefore shown in Prefect's vocabulary:
 ``call-webhook`` with the nil block id and its body as ``payload``, the other two as
 ``do-nothing``; each keeps its Herald fields as extra keys (``herald_type`` names the real
-type), which Prefect's models ignore. Everyone else (curl, the web UI) gets Herald's JSON.
+type), which Prefect's models ignore (and drop: what the client sends back is mapped back
+to Herald's actions by ``prefect_action_restore``). Everyone else (curl, the web UI) gets
+Herald's JSON.
 """
 
 from __future__ import annotations

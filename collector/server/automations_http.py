@@ -15,7 +15,9 @@ Each handler is decode → ``AutomationService`` (the same calls the gRPC API ma
 reads need the ``read`` scope, changes ``admin`` (checked by ``http_server``). Errors are
 answered once, by ``json_error``: an automation that does not validate is 422 naming the
 field (an action type Herald lacks is named as such), an unknown id 404. Reads show secrets as
-markers; ``?reveal_secrets=true`` shows the values to an admin token.
+markers; ``?reveal_secrets=true`` shows the values to an admin token. Prefect's client is
+shown Herald's actions in its own vocabulary, and what it PUTs back is mapped to the stored
+actions (``prefect_action_restore``), so its ``update`` loses nothing.
 """
 
 from __future__ import annotations
