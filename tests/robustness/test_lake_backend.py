@@ -25,6 +25,7 @@ from collector.domain.ids import uuid7_str
 from collector.errors import InvalidSql
 from collector.store.duckdb_store import columns_to_arrow
 from collector.store.lake import extensions
+from collector.store.lake.automation_events import LakeAutomationEvents
 from collector.store.lake.follower import SnapshotFollower
 from collector.store.lake.lake_store import LakeLocation, LakeStore
 from collector.store.lake.upkeep import LakeUpkeep
@@ -220,3 +221,70 @@ def test_upkeep_merges_small_files_and_retention_space_comes_back(
     assert store.count_events() == 6 * 50
     # Another collector reads the compacted lake.
     assert other.count_events() == 6 * 50
+
+
+def test_followers_and_the_leaders_reads_see_every_event_across_compactions(
+    open_collectors: Callable[[int], list[LakeStore]],
+) -> None:
+    """Collector b commits while collector a's tail and the leader's commit-order reads lag
+    behind, and upkeep merges the small files in between — twice, so that the second merged
+    file begins before what the readers have read. DuckLake's change feed
+    (``ducklake_table_changes``) finds a merged file's rows only when the range asked for
+    starts at or before the file's first snapshot: the tail used to miss every event of the
+    second compaction."""
+    a, b = open_collectors(2)
+    follower = SnapshotFollower(a, 60.0)  # polled by hand below
+    heard: list[str] = []
+    follower.add_listener(lambda cols, received: heard.extend(cols.ids))
+    follower.start()
+    events = LakeAutomationEvents(a)
+    read: list[str] = []
+    watermark = (0, -1, "00000000-0000-0000-0000-000000000000")
+
+    def read_on() -> None:
+        nonlocal watermark
+        ids, keys = _reads(events, watermark)
+        read.extend(ids)
+        if keys:
+            watermark = keys[-1]
+
+    upkeep = LakeUpkeep(a, keep=timedelta(hours=1))
+    try:
+        sent: list[str] = []
+        for _ in range(3):  # caught up, then compacted
+            sent += _commit_ids(b, 4)
+        assert follower.poll() == 12
+        read_on()
+        upkeep.merge_files()
+        for _ in range(3):  # committed after the readers' position, then merged with the old
+            sent += _commit_ids(b, 4)
+        upkeep.merge_files()
+        assert upkeep.stats().data_files == 2  # herald_schema's file and one of events
+        assert follower.poll() == 12
+        read_on()
+        assert heard == sent
+        assert read == sent
+    finally:
+        follower.stop()
+
+
+def _commit_ids(store: LakeStore, n: int) -> list[str]:
+    ids = [uuid7_str() for _ in range(n)]
+    assert _append(store, _columns(ids, datetime.now(UTC))) == n
+    return ids
+
+
+def _reads(
+    events: LakeAutomationEvents, after: tuple[int, int, str]
+) -> tuple[list[str], list[tuple[int, int, str]]]:
+    """Every event the leader reads after ``after`` (commit order), with its watermark key."""
+    ids: list[str] = []
+    keys: list[tuple[int, int, str]] = []
+    while True:
+        cols, received = events.events_received_since(after, 5)
+        for id_, rec, occ in zip(cols.ids, received, cols.occurred_us, strict=True):
+            ids.append(id_)
+            keys.append((rec, occ, id_))
+        if len(cols) < 5:
+            return ids, keys
+        after = keys[-1]

@@ -5,8 +5,9 @@ commits from its writer at once, the others' from the follower.
 
 The follower asks the catalog for the newest snapshot id every
 ``storage.lake_follow_interval_seconds`` (one small catalog query; nothing else while the lake
-is quiet) and, when it moved, reads the new snapshots' inserted rows with DuckLake's
-``ducklake_table_changes`` — skipping snapshots this collector wrote (each commit names its
+is quiet) and, when it moved, reads the new snapshots' inserted rows by their ``snapshot_id``
+(``LakeStore.inserts_by_others``: unlike DuckLake's change feed, this survives compaction) —
+skipping snapshots this collector wrote (each commit names its
 writer, ``LakeStore.writer_id``). Lag behind another collector's commit: the interval plus one
 catalog round trip. Order: each collector's commits arrive in its commit order; between
 collectors, in snapshot order as far as one poll sees — a local commit may be announced before

@@ -414,13 +414,20 @@ class LakeStore:
             if not snapshots:
                 return []
             wanted = [int(r[0]) for r in snapshots]
+            # The rows by their snapshot, not DuckLake's change feed: once upkeep has merged
+            # files (``ducklake_merge_adjacent_files``), ``ducklake_table_changes`` and
+            # ``ducklake_table_insertions`` find a merged file's rows only when the range asked
+            # for starts at or before the file's first snapshot (DuckLake 0.3 on DuckDB
+            # 1.4.4) — a follower behind a compaction got nothing. Each row's ``snapshot_id``
+            # is kept by merging and rewriting, and the filter prunes files and row groups by
+            # it (docs/scale-out.md: as fast as the change feed).
             rows = cur.execute(
                 "SELECT snapshot_id, id::VARCHAR, epoch_us(occurred), epoch_us(received), event, "
                 "resource_id, resource::VARCHAR, related::VARCHAR, payload::VARCHAR, "
-                "follows::VARCHAR FROM ducklake_table_changes(?, 'main', 'events', ?, ?) "
-                "WHERE change_type = 'insert' AND list_contains(?, snapshot_id) "
+                "follows::VARCHAR FROM events "
+                "WHERE snapshot_id >= ? AND snapshot_id <= ? AND list_contains(?, snapshot_id) "
                 "ORDER BY snapshot_id, rowid",
-                [LAKE, wanted[0], wanted[-1], wanted],
+                [wanted[0], wanted[-1], wanted],
             ).fetchall()
         finally:
             cur.close()
