@@ -15,8 +15,10 @@ pre-check here is a necessary condition, never a sufficient one, so it can only 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Any, Generic, TypeVar
 
 from collector.domain.columns import EventColumns
@@ -29,18 +31,91 @@ S = TypeVar("S", bound=Hashable)
 NAME_MEMO_MAX = 10_000
 
 
+# A shared-prefix key this short would occur almost everywhere; not worth a search.
+MIN_KEY = 4
+# Occurrences of a shared key checked one by one before each needle is searched on its own.
+KEY_OCCURRENCES_MAX = 64
+
+COLUMNS = ("resources", "related", "lower")
+
+
+def _shared_length(a: str, b: str) -> int:
+    """Length of the common prefix of ``a`` and ``b`` without trailing digits (so that
+    ``x.1`` / ``x.11`` / ``x.2`` share ``x.``, not ``x.1``)."""
+    n = 0
+    for ca, cb in zip(a, b, strict=False):
+        if ca != cb:
+            break
+        n += 1
+    while n and a[n - 1].isdigit():
+        n -= 1
+    return n
+
+
+def shared_prefix_groups(needles: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Clusters of ``needles`` sharing a prefix of at least ``MIN_KEY`` characters: that
+    prefix → its needles. A batch without the prefix has none of them — one search for the
+    cluster instead of one per needle. Sorted needles are cut where the shared length of
+    neighbours dips (lower than on either side), so ``a.x.1 a.x.2 a.y.1 a.y.2`` gives two
+    clusters, not one under the common ``a.``."""
+    ordered = sorted(set(needles))
+    shared = [_shared_length(a, b) for a, b in pairwise(ordered)]
+    groups: dict[str, tuple[str, ...]] = {}
+    run: list[str] = ordered[:1]
+    key_len = 0
+    for i, h in enumerate(shared):
+        dips = (
+            h < MIN_KEY or (i and h < shared[i - 1]) or (i + 1 < len(shared) and h < shared[i + 1])
+        )
+        if dips:
+            if len(run) > 1:
+                groups[run[0][:key_len]] = tuple(run)
+            run, key_len = [ordered[i + 1]], 0
+        else:
+            key_len = h if len(run) == 1 else min(key_len, h)
+            run.append(ordered[i + 1])
+    if len(run) > 1:
+        groups[run[0][:key_len]] = tuple(run)
+    return groups
+
+
+class NeedlePlan:
+    """What the check-all pre-checks of one index search for, per batch text (``resources``,
+    ``related``, ``lower``): each needle that shares a prefix with others → that prefix and
+    its cluster (see ``shared_prefix_groups``). Built once per index, read by every batch."""
+
+    def __init__(self, needles: Mapping[str, Iterable[str]]) -> None:
+        self.cluster_of: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {}
+        for column, found in needles.items():
+            by_needle: dict[str, tuple[str, tuple[str, ...]]] = {}
+            for key, members in shared_prefix_groups(found).items():
+                for needle in members:
+                    by_needle[needle] = (key, members)
+            self.cluster_of[column] = by_needle
+
+
+NO_PLAN = NeedlePlan({})
+
+
 class Batch:
     """A committed batch (or a slice of one) as the pre-checks read it: the columns, plus
-    texts built once on first use and shared by every check-all subscriber — each row's
-    lowercased raw text (name and the JSON of labels and payload), and each column joined
-    into one string, so a substring that is nowhere in the batch is ruled out by one search
-    instead of one per row."""
+    texts built once on first use and shared by every check-all subscriber — the
+    ``resources`` and ``related`` JSON columns each joined into one string, and ``lower``:
+    every row's raw text (name and the JSON of labels and payload) joined and lowercased in
+    one go. Whether a needle occurs in a text, and in which rows of ``lower``, is memoized,
+    so subscribers searching the same needle search once; needles the ``NeedlePlan``
+    clusters under a shared prefix are ruled out together when the prefix is absent."""
 
-    def __init__(self, cols: EventColumns) -> None:
+    def __init__(self, cols: EventColumns, plan: NeedlePlan = NO_PLAN) -> None:
         self.cols = cols
-        self._lower: list[str] | None = None
+        self.plan = plan
         self._joined: dict[str, str] = {}
         self._names: set[str] | None = None
+        self._present: dict[str, dict[str, bool]] = {c: {} for c in COLUMNS}
+        self._rows: dict[str, list[int]] = {}
+        self._same_length = True
+        self._starts: list[int] | None = None
+        self._lower_rows: list[str] | None = None
 
     @property
     def distinct_names(self) -> set[str]:
@@ -48,27 +123,100 @@ class Batch:
             self._names = set(self.cols.names)
         return self._names
 
-    def lower_text(self, i: int) -> str:
-        if self._lower is None:
+    def _build_lower(self) -> str:
+        c = self.cols
+        raw = "\x01".join(
+            map("\x00".join, zip(c.names, c.resources, c.related, c.payloads, strict=True))
+        )
+        text = raw.lower()  # one C-level pass instead of one call per row
+        # str.lower maps no character to fewer than one, so an equal total length means every
+        # character kept its length and offsets into the raw rows hold for ``text`` too. (Its
+        # one context rule, Greek final sigma, only yields non-ASCII letters, and every text
+        # needle is printable ASCII; the separators are not case-ignorable either.)
+        self._same_length = len(text) == len(raw)
+        return text
+
+    def _row_starts(self) -> list[int] | None:
+        """Start offset of each row in ``lower`` (plus the end), or None if lowering changed
+        some row's length ("İ" → "i̇"); built only when some needle is in the batch."""
+        if self._starts is None and self._same_length:
             c = self.cols
-            self._lower = [
-                "\x00".join(parts).lower()
-                for parts in zip(c.names, c.resources, c.related, c.payloads, strict=True)
-            ]
-        return self._lower[i]
+            lengths = map(
+                lambda *parts: sum(map(len, parts)) + 4,  # 3 "\x00" and the "\x01" after
+                c.names,
+                c.resources,
+                c.related,
+                c.payloads,
+            )
+            self._starts = [0, *accumulate(lengths)]
+        return self._starts
 
     def joined(self, column: str) -> str:
         """``resources``, ``related`` or ``lower`` (the lowercased row texts), all rows."""
         text = self._joined.get(column)
         if text is None:
             if column == "lower":
-                self.lower_text(0)
-                assert self._lower is not None
-                text = "\x01".join(self._lower)
+                text = self._build_lower()
             else:
                 text = "\x01".join(getattr(self.cols, column))
             self._joined[column] = text
         return text
+
+    def has(self, column: str, needle: str) -> bool:
+        """Does ``needle`` occur anywhere in the batch text ``column``?"""
+        known = self._present[column]
+        found = known.get(needle)
+        if found is None:
+            cluster = self.plan.cluster_of.get(column, {}).get(needle)
+            if cluster is None:
+                found = known[needle] = needle in self.joined(column)
+            else:
+                self._resolve_cluster(column, *cluster)
+                found = known[needle]
+        return found
+
+    def _resolve_cluster(self, column: str, key: str, members: tuple[str, ...]) -> None:
+        text = self.joined(column)
+        known = self._present[column]
+        positions: list[int] = []
+        at = text.find(key)
+        while at >= 0 and len(positions) <= KEY_OCCURRENCES_MAX:
+            positions.append(at)
+            at = text.find(key, at + 1)
+        if len(positions) > KEY_OCCURRENCES_MAX:  # a common prefix: search each needle
+            for needle in members:
+                known[needle] = needle in text
+            return
+        for needle in members:
+            known[needle] = any(text.startswith(needle, p) for p in positions)
+
+    def rows_with(self, needle: str) -> list[int]:
+        """The rows whose lowercased text holds ``needle`` (printable ASCII), ascending."""
+        rows = self._rows.get(needle)
+        if rows is not None:
+            return rows
+        rows = []
+        if self.has("lower", needle):
+            starts = self._row_starts()
+            if starts is None:
+                if self._lower_rows is None:
+                    c = self.cols
+                    self._lower_rows = [
+                        "\x00".join(parts).lower()
+                        for parts in zip(c.names, c.resources, c.related, c.payloads, strict=True)
+                    ]
+                rows = [i for i, t in enumerate(self._lower_rows) if needle in t]
+            else:
+                # A needle never spans a row separator (it has no control characters), so
+                # each hit lies in one row; after a hit the search resumes at the next row.
+                text = self._joined["lower"]
+                at = text.find(needle)
+                while at >= 0:
+                    row = bisect_right(starts, at) - 1
+                    rows.append(row)
+                    at = text.find(needle, starts[row + 1])
+        self._rows[needle] = rows
+        return rows
 
 
 Groups = list[tuple[str, ...]]  # each group: one of its substrings must occur
@@ -101,31 +249,48 @@ class Precheck:
         # Event name → does the name part pass? Names repeat across batches; bounded.
         self._names: dict[str, bool] = {}
 
+    def needles(self) -> dict[str, set[str]]:
+        """Every substring this pre-check searches for, by batch text."""
+        out: dict[str, set[str]] = {c: set() for c in COLUMNS}
+        for group in self.on_resource:
+            out["resources"].update(group)
+        for group in self.on_related:
+            out["related"].update(group)
+        for group in self.on_either:
+            out["resources"].update(group)
+            out["related"].update(group)
+        out["lower"].update(self.include + self.required)
+        return out
+
     def _batch_may_match(self, batch: Batch) -> bool:
-        if self.on_resource and not _all_groups(batch.joined("resources"), self.on_resource):
+        has = batch.has
+        for group in self.on_resource:
+            if not any(has("resources", m) for m in group):
+                return False
+        for group in self.on_related:
+            if not any(has("related", m) for m in group):
+                return False
+        for group in self.on_either:
+            if not any(has("resources", m) or has("related", m) for m in group):
+                return False
+        if self.include and not any(has("lower", t) for t in self.include):
             return False
-        if self.on_related and not _all_groups(batch.joined("related"), self.on_related):
-            return False
-        if self.on_either:
-            a, b = batch.joined("resources"), batch.joined("related")
-            if not all(any(m in a or m in b for m in g) for g in self.on_either):
-                return False
-        if self.include or self.required:
-            text = batch.joined("lower")
-            if self.include and not any(t in text for t in self.include):
-                return False
-            if self.required and not all(t in text for t in self.required):
-                return False
-        return True
+        return all(has("lower", t) for t in self.required)
+
+    def _text_rows(self, batch: Batch) -> set[int] | None:
+        """Rows holding some include term and every required term; None: no text part."""
+        rows: set[int] | None = None
+        if self.include:
+            rows = set()
+            for term in self.include:
+                rows.update(batch.rows_with(term))
+        for term in self.required:
+            found = batch.rows_with(term)
+            rows = set(found) if rows is None else rows.intersection(found)
+        return rows
 
     def _row_may_match(self, batch: Batch, i: int) -> bool:
         cols = batch.cols
-        if self.include or self.required:
-            text = batch.lower_text(i)
-            if self.include and not any(t in text for t in self.include):
-                return False
-            if self.required and not all(t in text for t in self.required):
-                return False
         if self.on_resource and not _all_groups(cols.resources[i], self.on_resource):
             return False
         if self.on_related and not _all_groups(cols.related[i], self.on_related):
@@ -160,9 +325,12 @@ class Precheck:
         if self._has_raw and not self._batch_may_match(batch):
             return []
         indices: Sequence[int] = range(len(names))
+        text_rows = self._text_rows(batch) if self.include or self.required else None
+        if text_rows is not None:
+            indices = sorted(text_rows)  # usually few: the rows holding the terms
         if wanted is not None and len(wanted) < len(batch.distinct_names):
             indices = [i for i in indices if names[i] in wanted]
-        if not self._has_raw:
+        if not (self.on_resource or self.on_related or self.on_either):
             return list(indices)
         return [i for i in indices if self._row_may_match(batch, i)]
 
@@ -365,6 +533,12 @@ class TailIndex(Generic[S]):
                 self.resource_ids.add(entry, prefix=key.kind == "resource_id_prefix")
             else:
                 self.check_all.append(entry)
+        needles: dict[str, set[str]] = {c: set() for c in COLUMNS}
+        for entry in self.check_all:
+            if entry.precheck is not None:
+                for column, found in entry.precheck.needles().items():
+                    needles[column] |= found
+        self._plan = NeedlePlan(needles)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -377,7 +551,7 @@ class TailIndex(Generic[S]):
         if self.resource_ids:
             self.resource_ids.candidates(cols.resource_ids, out)
         n = len(cols)
-        batch = Batch(cols)
+        batch = Batch(cols, self._plan)
         for entry in self.check_all:
             check = entry.precheck
             if check is None:
@@ -389,4 +563,14 @@ class TailIndex(Generic[S]):
         return out
 
 
-__all__ = ["Batch", "Entry", "IndexKey", "Precheck", "TailIndex", "index_key", "precheck"]
+__all__ = [
+    "Batch",
+    "Entry",
+    "IndexKey",
+    "NeedlePlan",
+    "Precheck",
+    "TailIndex",
+    "index_key",
+    "precheck",
+    "shared_prefix_groups",
+]
