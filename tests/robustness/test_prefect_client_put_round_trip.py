@@ -97,6 +97,8 @@ def test_prefect_update_keeps_herald_actions_it_cannot_model(api: httpx.Client) 
     # What the real client sends: no URL, no event, no command left in the body.
     assert sent["actions"][1] == {"type": "do-nothing"}
     assert "url" not in sent["actions"][0]
+    # The stored action put back is the public one: its secrets travel as markers.
+    assert "hook-secret-1" not in str(view)
 
     put = api.put(f"/automations/{aid}", json=sent, headers=PREFECT_UA)
     assert put.status_code == 204, put.text
