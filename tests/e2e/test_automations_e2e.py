@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,7 @@ import pytest
 
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
-from collector.testing import ServedProcess
+from collector.testing import ServedProcess, wait_for
 from tests.e2e.test_serve_process import herald_serve, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -60,17 +59,6 @@ def receiver() -> Iterator[Receiver]:
     finally:
         r.server.shutdown()
         r.server.server_close()
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def post_events(served: ServedProcess, *events: dict[str, Any]) -> None:

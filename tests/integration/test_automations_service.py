@@ -5,8 +5,7 @@ backtests, and scopes."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from collector.client.remote import HeraldClient
 from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.errors import InvalidInput, NotFound, PermissionDenied
-from collector.testing import running_herald, test_config
+from collector.testing import running_herald, test_config, wait_for
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ADMIN_TOKEN = "test-admin-token"
@@ -43,18 +42,6 @@ def order(name: str, n: int, seconds_ago: float = 0, **labels: str) -> dict[str,
         "resource": {"prefect.resource.id": f"app.order.{n}", **labels},
         "id": uuid7_str(),
     }
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -173,7 +160,7 @@ def test_firings_pause_resume_and_history(
     events.emit([order("app.order.shipped", 2)])
     assert automations.set_enabled(aid, True)["enabled"] is True
     events.emit([order("app.order.shipped", 3)])
-    resumed = wait_for(lambda: len(automations.history(aid)) == 2 and automations.history(aid))
+    resumed = wait_for(lambda: h if len(h := automations.history(aid)) == 2 else None)
     ids = {f["triggering_event_id"] for f in resumed}
     assert len(ids) == 2  # order 2 arrived while paused: no firing for it
     wait_for(

@@ -35,12 +35,14 @@ from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
-from collector.testing import running_herald, test_config
+from collector.testing import running_herald, test_config, wait_for
 
 HOT = "app.cache.miss"
 # Generous: the lead runs the whole suite on two shared cores. Before the fix a pause under a
 # backlog of ~4,000 webhooks took 22–27 s on this machine; now ~0.2 s.
 PAUSE_ANSWER_SECONDS = 3.0
+# How long a wait may take here: thousands of webhooks on two shared cores.
+SLOW = 30.0
 
 
 @dataclass
@@ -107,17 +109,6 @@ def server(db: Path, **automations: Any) -> Any:
     return running_herald(config)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met in {timeout} s (last: {value!r})")
-        time.sleep(0.05)
-
-
 def hot_events(n: int, name: str = HOT) -> list[dict[str, Any]]:
     now = format_time(datetime.now(UTC))
     return [
@@ -171,9 +162,10 @@ def backlog(herald: Herald, receiver: Receiver, n: int) -> str:
     emit(herald, hot_events(n))
     wait_for(
         lambda: counts(herald, automation_id).get("triggered", 0) >= n // 2,
+        timeout=SLOW,
         what="a backlog of waiting runs",
     )
-    wait_for(lambda: receiver.count() >= 1, what="the first webhooks")
+    wait_for(lambda: receiver.count() >= 1, timeout=SLOW, what="the first webhooks")
     return automation_id
 
 
@@ -289,10 +281,12 @@ def test_a_full_action_queue_skips_the_overflow_and_memory_stays_bounded(
             emit(herald, hot_events(n))
             final = wait_for(
                 lambda: (
-                    (c := counts(herald, automation_id)).get("triggered", 0) == 0
+                    c
+                    if (c := counts(herald, automation_id)).get("triggered", 0) == 0
                     and sum(c.values()) == n
-                    and c
+                    else None
                 ),
+                timeout=SLOW,
                 what="every firing's runs to end",
             )
         finally:
@@ -349,7 +343,7 @@ def test_rate_limits_hold_and_the_default_applies_to_actions_that_call_out(
             done = all(sum(c.values()) == n and not c.get("triggered") for c in found.values())
             return found if done else {}
 
-        found = wait_for(settled, what="every run to end")
+        found = wait_for(settled, timeout=SLOW, what="every run to end")
         assert found["default"] == {"executed": 3, "skipped": n - 3}
         assert found["own"] == {"executed": 5, "skipped": n - 5}
         assert found["off"] == {"executed": n}
@@ -378,11 +372,16 @@ def test_history_cli_shows_cancelled_and_skipped_runs(tmp_path: Path, receiver: 
         emit(herald, hot_events(400))
         wait_for(
             lambda: counts(herald, automation_id).get("skipped", 0) >= 100,
+            timeout=SLOW,
             what="skipped runs",
         )
         with AutomationsClient(herald.grpc_address) as client:
             client.set_enabled(automation_id, False)
-        wait_for(lambda: not counts(herald, automation_id).get("triggered"), what="runs to end")
+        wait_for(
+            lambda: not counts(herald, automation_id).get("triggered"),
+            timeout=SLOW,
+            what="runs to end",
+        )
         final = counts(herald, automation_id)
 
         def cli(*args: str) -> Any:
@@ -443,11 +442,16 @@ def test_a_restart_resumes_no_cancelled_or_skipped_run(tmp_path: Path, receiver:
                 and counts(herald, left_id).get("triggered", 0) >= 100
                 and sum(counts(herald, limited_id).values()) == n
             ),
+            timeout=SLOW,
             what="backlogs",
         )
         with AutomationsClient(herald.grpc_address) as client:
             client.set_enabled(paused_id, False)
-        wait_for(lambda: not counts(herald, paused_id).get("triggered"), what="in-flight runs")
+        wait_for(
+            lambda: not counts(herald, paused_id).get("triggered"),
+            timeout=SLOW,
+            what="in-flight runs",
+        )
         before = {i: counts(herald, i) for i in (paused_id, limited_id)}
         # Stopped with `left`'s backlog still waiting: those runs stay `triggered`.
     left_waiting = counts_offline(db, left_id).get("triggered", 0)
@@ -469,7 +473,8 @@ def test_a_restart_resumes_no_cancelled_or_skipped_run(tmp_path: Path, receiver:
         with AutomationsClient(herald.grpc_address) as client:
             client.set_enabled(paused_id, True)
         after_left = wait_for(
-            lambda: (c := counts(herald, left_id)) and not c.get("triggered") and c,
+            lambda: c if (c := counts(herald, left_id)) and not c.get("triggered") else None,
+            timeout=SLOW,
             what="the left-over runs to be settled",
         )
         time.sleep(1.0)  # an absence: nothing that was cancelled or skipped is sent again
