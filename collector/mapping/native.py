@@ -18,14 +18,16 @@ import logging
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from collector.domain.columns import EventColumns
 from collector.domain.events import (
     EARLIEST_OCCURRED_US,
     RESOURCE_ID,
+    RESOURCE_ROLE,
     Limits,
     check_event_parts,
     datetime_to_us,
@@ -42,6 +44,129 @@ _dumps = orjson.dumps
 
 # The per-item message for a failure nobody foresaw; the details go to the server log.
 UNEXPECTED = "this event could not be mapped (an internal error, logged by the server)"
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# msgspec searches with the pattern, and "$" would also match before a final newline.
+_CanonicalUuid = Annotated[str, msgspec.Meta(pattern=rf"\A{_CANONICAL_UUID.pattern}\Z")]
+
+
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape of a plain, well-formed event, for the fast path (``_fast_columns``).
+
+    Typed so that msgspec checks in C what ``check_event_parts`` and ``_uuid`` check in Python
+    (labels are string to string, related is a list of them, ids are canonical UUIDs; other
+    UUID spellings go the exact path, which normalizes them). Unknown fields are refused
+    rather than skipped: msgspec skips a value without the checks orjson applies (``1e400``,
+    invalid UTF-8), and such a body must keep the answer the exact path gives it. Decoded
+    payload values are orjson's too, except integers beyond 64 bits (orjson: a float, msgspec:
+    an int), which orjson then refuses to write, so that body goes the exact path.
+    """
+
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]] | None = None
+    payload: dict[str, Any] | None = None
+    id: _CanonicalUuid | None = None
+    occurred: str | None = None
+    follows: _CanonicalUuid | None = None
+
+
+# Immutable once built (like a compiled regex): decodes a body straight into ``_WireEvent``s.
+_FAST_DECODER = msgspec.json.Decoder(list[_WireEvent])
+
+
+class _NotFast(Exception):
+    """This body needs the exact path (some item is invalid, or unusual)."""
+
+
+def json_body_to_columns(
+    body: bytes, received_us: int, limits: Limits
+) -> tuple[EventColumns, list[tuple[int, str]]]:
+    """Decode and validate a request body (a JSON array of events): the valid events as
+    columns, ``(index, reason)`` for the rest; ``InvalidInput`` if the body is not such an array.
+
+    A body of plain, valid events (the usual case) takes a fast path: msgspec decodes it into
+    typed structs, checking the label types in C, and what remains is checked in Python. At the
+    first item that path does not fully accept it gives up, and the body goes through
+    ``parse_events_json`` + ``json_events_to_columns`` from that item on (items are mapped
+    independently), which produce every error message: so the result is always exactly theirs
+    (``tests/unit/test_native_fast_path.py`` compares the two).
+    """
+    cols = EventColumns()
+    try:
+        _fast_columns(body, received_us, limits, cols)
+        return cols, []
+    except Exception:  # _NotFast, a msgspec.DecodeError, or a bug: all go
+        pass  # to the exact path, which reports (and logs) whatever is wrong with an item
+    items = parse_events_json(body)
+    done = len(cols)  # the fast path appends an item only once it has passed every rule
+    if not done:
+        return json_events_to_columns(items, received_us, limits)
+    rest, errors = json_events_to_columns(items[done:], received_us, limits)
+    for column, more in zip(_columns_of(cols), _columns_of(rest), strict=True):
+        column.extend(more)
+    return cols, [(done + index, reason) for index, reason in errors]
+
+
+def _fast_columns(body: bytes, received_us: int, limits: Limits, cols: EventColumns) -> None:
+    """``json_events_to_columns`` for a body whose items are all valid, appending to ``cols``;
+    ``_NotFast`` (or a decode error) at the first item that is not, the ones before it appended.
+
+    Every rule of ``_one`` is here; failing any of them means "not fast", never an error of its
+    own.
+    """
+    events = _FAST_DECODER.decode(body)
+    _, latest_us = occurred_range_us(received_us, limits)
+    max_name = limits.max_event_name_length
+    max_labels = limits.max_labels_per_resource
+    max_related = limits.max_related_resources
+    max_bytes = limits.max_event_bytes
+    append = cols.append_json
+    for ev in events:
+        name = ev.event
+        resource = ev.resource
+        rid = resource.get(RESOURCE_ID)
+        if not name or len(name) > max_name or not rid or len(resource) > max_labels:
+            raise _NotFast
+        related = ev.related
+        if related:
+            if len(related) > max_related:
+                raise _NotFast
+            for labels in related:
+                if (
+                    not labels.get(RESOURCE_ID)
+                    or not labels.get(RESOURCE_ROLE)
+                    or len(labels) > max_labels
+                ):
+                    raise _NotFast
+            related_json = _dumps(related).decode()
+        else:
+            related_json = "[]"
+        payload = ev.payload
+        if payload is None:
+            payload_json = "{}"
+        else:
+            payload_json = _dumps(payload).decode()
+            if depth_problem(payload, payload_json):
+                raise _NotFast
+        given_id = ev.id
+        event_id = given_id or uuid7_str()
+        raw_occurred = ev.occurred
+        if raw_occurred is None and given_id is not None and given_id[14] == "7":
+            occurred = int(given_id[:8] + given_id[9:13], 16) * 1000
+        elif raw_occurred is None:
+            occurred = received_us
+        else:
+            occurred = _occurred_us(raw_occurred, received_us)
+        if not EARLIEST_OCCURRED_US <= occurred <= latest_us:
+            raise _NotFast
+        follows = ev.follows
+        resource_json = _dumps(resource).decode()
+        size = len(resource_json) + len(related_json) + len(payload_json) + len(name) + 200
+        if size > max_bytes:
+            raise _NotFast
+        append(event_id, occurred, name, rid, resource_json, related_json, payload_json, follows)
 
 
 def parse_events_json(body: bytes) -> list[Any]:
@@ -67,9 +192,6 @@ def _occurred_us(value: Any, received_us: int) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return datetime_to_us(when)
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _uuid(value: Any, field: str) -> str | None:
@@ -170,17 +292,21 @@ def json_events_to_columns(
     return cols, errors
 
 
+def _columns_of(cols: EventColumns) -> tuple[list[Any], ...]:
+    return (
+        cols.ids,
+        cols.occurred_us,
+        cols.names,
+        cols.resource_ids,
+        cols.resources,
+        cols.related,
+        cols.payloads,
+        cols.follows,
+    )
+
+
 def _truncate(cols: EventColumns, n: int) -> None:
     """Drop anything a failed item appended past the first ``n`` events (all or nothing)."""
     if len(cols) > n:
-        for column in (
-            cols.ids,
-            cols.occurred_us,
-            cols.names,
-            cols.resource_ids,
-            cols.resources,
-            cols.related,
-            cols.payloads,
-            cols.follows,
-        ):
+        for column in _columns_of(cols):
             del column[n:]

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from collector.clock import now_us
+from collector.domain.columns import EventColumns
 from collector.domain.events import Limits
 from collector.domain.self_metrics import NoMetrics, SelfMetrics, reason_of
-from collector.mapping.native import json_events_to_columns, parse_events_json
+from collector.mapping.native import json_body_to_columns, json_events_to_columns
 from collector.pipeline.sink import EventSink
 
 
@@ -29,13 +30,19 @@ class NativeIngest:
 
         Raises ``InvalidInput`` for an undecodable body and ``Busy`` when the queue is full.
         """
-        return await self.emit_items(parse_events_json(body))
+        columns, errors = json_body_to_columns(body, now_us(), self.limits)
+        return await self._commit(columns, errors)
 
     async def emit_items(self, items: list[Any]) -> tuple[int, list[tuple[int, str]]]:
         """Validate and commit already-decoded events; returns (accepted, [(index, reason)])."""
         columns, errors = json_events_to_columns(items, now_us(), self.limits)
+        return await self._commit(columns, errors)
+
+    async def _commit(
+        self, columns: EventColumns, errors: list[tuple[int, str]]
+    ) -> tuple[int, list[tuple[int, str]]]:
         metrics = self._metrics
-        metrics.ingested("events", len(items), len(errors))
+        metrics.ingested("events", len(columns) + len(errors), len(errors))
         try:
             accepted = await self.sink.submit(columns)
         except Exception as exc:
