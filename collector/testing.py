@@ -180,15 +180,27 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "
 
 @dataclass
 class WebhookReceiver:
-    """What a ``webhook_receiver`` has been sent: one record per request, in arrival order."""
+    """What a ``webhook_receiver`` has been sent: one record per request, in arrival order
+    (``arrived``: ``time.monotonic()`` when the request came in).
+
+    ``delay`` may be changed while it runs (a slow receiver builds up a backlog)."""
 
     url: str = ""
     port: int = 0
+    delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
         return [r["path"] for r in list(self.requests)]
+
+    def count(self, path: str | None = None) -> int:
+        """How many requests came in (to ``path`` only, if given)."""
+        return sum(1 for r in list(self.requests) if path is None or r["path"] == path)
+
+    def since(self, moment: float) -> int:
+        """How many requests came in after ``moment`` (``time.monotonic()``)."""
+        return sum(1 for r in list(self.requests) if r["arrived"] > moment)
 
 
 @contextmanager
@@ -197,10 +209,11 @@ def webhook_receiver(echo: bool = False, delay: float = 0.0) -> Iterator[Webhook
 
     It answers 200 ``ok`` after ``delay`` seconds, or with ``echo`` the request as JSON
     (``{"you_sent": record}``, as httpbin does: the worst case for a recorded response)."""
-    found = WebhookReceiver()
+    found = WebhookReceiver(delay=delay)
     loop = asyncio.new_event_loop()
 
     async def handle(request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         record = {
             "method": request.method,
             "path": request.path,
@@ -208,15 +221,16 @@ def webhook_receiver(echo: bool = False, delay: float = 0.0) -> Iterator[Webhook
             "headers": dict(request.headers),
             "body": await request.text(),
         }
-        found.requests.append(record)
-        if delay:
-            await asyncio.sleep(delay)
+        found.requests.append({**record, "arrived": arrived})
+        if found.delay:
+            await asyncio.sleep(found.delay)
         return web.json_response({"you_sent": record}) if echo else web.Response(text="ok")
 
     async def start() -> web.AppRunner:
         application = web.Application()
         application.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(application)
+        # Requests still waiting out a delay when the test ends are not waited for.
+        runner = web.AppRunner(application, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -10,19 +10,16 @@ Real server, real DuckDB file, a real (slow) webhook receiver on 127.0.0.1 port 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
-from aiohttp import web
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -35,7 +32,13 @@ from collector.domain.events import format_time
 from collector.domain.ids import uuid7_str
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
-from collector.testing import running_herald, test_config, wait_for
+from collector.testing import (
+    WebhookReceiver,
+    running_herald,
+    test_config,
+    wait_for,
+    webhook_receiver,
+)
 
 HOT = "app.cache.miss"
 # Generous: the lead runs the whole suite on two shared cores. Before the fix a pause under a
@@ -45,59 +48,11 @@ PAUSE_ANSWER_SECONDS = 3.0
 SLOW = 30.0
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver that takes ``delay`` seconds per request, so a backlog builds up.
-    Records each request's path and arrival time (monotonic) when it arrives."""
-
-    url: str = ""
-    delay: float = 0.0
-    arrivals: list[tuple[str, float]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def count(self, path: str | None = None) -> int:
-        with self.lock:
-            return sum(1 for p, _ in self.arrivals if path is None or p == path)
-
-    def since(self, moment: float) -> int:
-        with self.lock:
-            return sum(1 for _, t in self.arrivals if t > moment)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    loop = asyncio.new_event_loop()
-
-    async def handle(request: web.Request) -> web.Response:
-        with found.lock:
-            found.arrivals.append((request.path, time.monotonic()))
-        await request.read()
-        if found.delay:
-            await asyncio.sleep(found.delay)
-        return web.Response(text="ok")
-
-    async def start() -> web.AppRunner:
-        application = web.Application()
-        application.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(application, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        found.url = f"http://127.0.0.1:{port}"
-        return runner
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
+def receiver() -> Iterator[WebhookReceiver]:
+    """The webhook receiver; a test sets its ``delay`` so that a backlog builds up."""
+    with webhook_receiver() as found:
         yield found
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def server(db: Path, **automations: Any) -> Any:
@@ -154,7 +109,7 @@ def runs(herald: Herald, automation_id: str, status: str) -> list[dict[str, Any]
     return rows
 
 
-def backlog(herald: Herald, receiver: Receiver, n: int) -> str:
+def backlog(herald: Herald, receiver: WebhookReceiver, n: int) -> str:
     """An automation firing a slow webhook on each of ``n`` hot events: returns its id once
     thousands of runs wait behind the ones in flight."""
     with AutomationsClient(herald.grpc_address) as client:
@@ -171,7 +126,7 @@ def backlog(herald: Herald, receiver: Receiver, n: int) -> str:
 
 def stop_and_check(
     herald: Herald,
-    receiver: Receiver,
+    receiver: WebhookReceiver,
     automation_id: str,
     n: int,
     stop: Callable[[AutomationsClient], Any],
@@ -209,7 +164,7 @@ def stop_and_check(
 
 
 def test_pause_answers_at_once_under_a_backlog_and_cancels_what_waits(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     receiver.delay = 0.5
     n = 3000
@@ -233,7 +188,7 @@ def test_pause_answers_at_once_under_a_backlog_and_cancels_what_waits(
 
 
 def test_delete_answers_at_once_under_a_backlog_and_cancels_what_waits(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     receiver.delay = 0.5
     n = 2000
@@ -256,7 +211,7 @@ def test_delete_answers_at_once_under_a_backlog_and_cancels_what_waits(
 
 
 def test_a_full_action_queue_skips_the_overflow_and_memory_stays_bounded(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     receiver.delay = 0.1
     n, queue = 1000, 50
@@ -307,7 +262,7 @@ def test_a_full_action_queue_skips_the_overflow_and_memory_stays_bounded(
 
 
 def test_rate_limits_hold_and_the_default_applies_to_actions_that_call_out(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     n = 40
     with server(
@@ -364,7 +319,9 @@ def test_rate_limits_hold_and_the_default_applies_to_actions_that_call_out(
         assert table.to_pylist() == [{"n": n}]
 
 
-def test_history_cli_shows_cancelled_and_skipped_runs(tmp_path: Path, receiver: Receiver) -> None:
+def test_history_cli_shows_cancelled_and_skipped_runs(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
     receiver.delay = 0.3
     with server(tmp_path / "h.duckdb", max_queued_actions=100) as herald:
         with AutomationsClient(herald.grpc_address) as client:
@@ -414,7 +371,9 @@ def test_history_cli_shows_cancelled_and_skipped_runs(tmp_path: Path, receiver: 
         assert "status: must be one of" in bad.output
 
 
-def test_a_restart_resumes_no_cancelled_or_skipped_run(tmp_path: Path, receiver: Receiver) -> None:
+def test_a_restart_resumes_no_cancelled_or_skipped_run(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
     db = tmp_path / "h.duckdb"
     receiver.delay = 0.4
     n = 600
