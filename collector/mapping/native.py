@@ -26,6 +26,7 @@ import orjson
 from collector.domain.columns import EventColumns
 from collector.domain.events import (
     EARLIEST_OCCURRED_US,
+    MAX_PAYLOAD_DEPTH,
     RESOURCE_ID,
     RESOURCE_ROLE,
     Limits,
@@ -52,7 +53,7 @@ _CanonicalUuid = Annotated[str, msgspec.Meta(pattern=rf"\A{_CANONICAL_UUID.patte
 
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
-    """The shape of a plain, well-formed event, for the fast path (``_fast_columns``).
+    """The shape of a plain, well-formed event, for the fast path (``json_body_to_columns``).
 
     Typed so that msgspec checks in C what ``check_event_parts`` and ``_uuid`` check in Python
     (labels are string to string, related is a list of them, ids are canonical UUIDs; other
@@ -86,87 +87,92 @@ def json_body_to_columns(
     """Decode and validate a request body (a JSON array of events): the valid events as
     columns, ``(index, reason)`` for the rest; ``InvalidInput`` if the body is not such an array.
 
-    A body of plain, valid events (the usual case) takes a fast path: msgspec decodes it into
-    typed structs, checking the label types in C, and what remains is checked in Python. At the
-    first item that path does not fully accept it gives up, and the body goes through
-    ``parse_events_json`` + ``json_events_to_columns`` from that item on (items are mapped
-    independently), which produce every error message: so the result is always exactly theirs
-    (``tests/unit/test_native_fast_path.py`` compares the two).
+    The fast path: msgspec decodes the body straight into typed structs (label types checked in
+    C) and the remaining rules of ``_one`` are checked inline. A body msgspec refuses, and any
+    item that breaks a rule (or anything unforeseen), goes the exact way instead:
+    ``parse_events_json`` (decoded once, at the first such item) and ``_one``, which write every
+    error message. So the result is always exactly ``json_events_to_columns(parse_events_json(
+    body))``'s (``tests/unit/test_native_fast_path.py`` compares the two).
     """
-    cols = EventColumns()
     try:
-        _fast_columns(body, received_us, limits, cols)
-        return cols, []
-    except Exception:  # _NotFast, a msgspec.DecodeError, or a bug: all go
-        pass  # to the exact path, which reports (and logs) whatever is wrong with an item
-    items = parse_events_json(body)
-    done = len(cols)  # the fast path appends an item only once it has passed every rule
-    if not done:
-        return json_events_to_columns(items, received_us, limits)
-    rest, errors = json_events_to_columns(items[done:], received_us, limits)
-    for column, more in zip(_columns_of(cols), _columns_of(rest), strict=True):
-        column.extend(more)
-    return cols, [(done + index, reason) for index, reason in errors]
-
-
-def _fast_columns(body: bytes, received_us: int, limits: Limits, cols: EventColumns) -> None:
-    """``json_events_to_columns`` for a body whose items are all valid, appending to ``cols``;
-    ``_NotFast`` (or a decode error) at the first item that is not, the ones before it appended.
-
-    Every rule of ``_one`` is here; failing any of them means "not fast", never an error of its
-    own.
-    """
-    events = _FAST_DECODER.decode(body)
+        events = _FAST_DECODER.decode(body)
+    except Exception:  # a DecodeError/ValidationError, or a RecursionError on deep nesting
+        return json_events_to_columns(parse_events_json(body), received_us, limits)
+    cols = EventColumns()
+    errors: list[tuple[int, str]] = []
+    items: list[Any] | None = None  # the exact path's decoding, made once if needed
+    logged = False
     _, latest_us = occurred_range_us(received_us, limits)
     max_name = limits.max_event_name_length
     max_labels = limits.max_labels_per_resource
     max_related = limits.max_related_resources
     max_bytes = limits.max_event_bytes
     append = cols.append_json
-    for ev in events:
-        name = ev.event
-        resource = ev.resource
-        rid = resource.get(RESOURCE_ID)
-        if not name or len(name) > max_name or not rid or len(resource) > max_labels:
-            raise _NotFast
-        related = ev.related
-        if related:
-            if len(related) > max_related:
+    for index, ev in enumerate(events):
+        # Every rule of ``_one``; breaking one means "take the exact path", never an error of
+        # its own. Nothing is appended before the last check.
+        try:
+            name = ev.event
+            resource = ev.resource
+            rid = resource.get(RESOURCE_ID)
+            if not name or len(name) > max_name or not rid or len(resource) > max_labels:
                 raise _NotFast
-            for labels in related:
-                if (
-                    not labels.get(RESOURCE_ID)
-                    or not labels.get(RESOURCE_ROLE)
-                    or len(labels) > max_labels
-                ):
+            related = ev.related
+            if related:
+                if len(related) > max_related:
                     raise _NotFast
-            related_json = _dumps(related).decode()
-        else:
-            related_json = "[]"
-        payload = ev.payload
-        if payload is None:
-            payload_json = "{}"
-        else:
-            payload_json = _dumps(payload).decode()
-            if depth_problem(payload, payload_json):
+                for labels in related:
+                    if (
+                        not labels.get(RESOURCE_ID)
+                        or not labels.get(RESOURCE_ROLE)
+                        or len(labels) > max_labels
+                    ):
+                        raise _NotFast
+                related_json = _dumps(related).decode()
+            else:
+                related_json = "[]"
+            payload = ev.payload
+            if payload is None:
+                payload_json = "{}"
+            else:
+                payload_json = _dumps(payload).decode()
+                # Nesting past the limit takes more brackets than a typical payload has
+                # characters.
+                if len(payload_json) > MAX_PAYLOAD_DEPTH and depth_problem(payload, payload_json):
+                    raise _NotFast
+            given_id = ev.id
+            raw_occurred = ev.occurred
+            if raw_occurred is None and given_id is not None and given_id[14] == "7":
+                occurred = int(given_id[:8] + given_id[9:13], 16) * 1000
+            elif raw_occurred is None:
+                occurred = received_us
+            else:
+                occurred = _occurred_us(raw_occurred, received_us)
+            if not EARLIEST_OCCURRED_US <= occurred <= latest_us:
                 raise _NotFast
-        given_id = ev.id
-        event_id = given_id or uuid7_str()
-        raw_occurred = ev.occurred
-        if raw_occurred is None and given_id is not None and given_id[14] == "7":
-            occurred = int(given_id[:8] + given_id[9:13], 16) * 1000
-        elif raw_occurred is None:
-            occurred = received_us
-        else:
-            occurred = _occurred_us(raw_occurred, received_us)
-        if not EARLIEST_OCCURRED_US <= occurred <= latest_us:
-            raise _NotFast
-        follows = ev.follows
-        resource_json = _dumps(resource).decode()
-        size = len(resource_json) + len(related_json) + len(payload_json) + len(name) + 200
-        if size > max_bytes:
-            raise _NotFast
-        append(event_id, occurred, name, rid, resource_json, related_json, payload_json, follows)
+            resource_json = _dumps(resource).decode()
+            size = len(resource_json) + len(related_json) + len(payload_json) + len(name) + 200
+            if size > max_bytes:
+                raise _NotFast
+            append(
+                given_id or uuid7_str(),
+                occurred,
+                name,
+                rid,
+                resource_json,
+                related_json,
+                payload_json,
+                ev.follows,
+            )
+            continue
+        except Exception:  # _NotFast, an orjson or time error, or a bug: the exact path
+            pass  # reports (and logs) whatever is wrong with this item
+        if items is None:
+            items = parse_events_json(body)  # (orjson's verdict on the body, if it differs)
+        logged = _exact_item(
+            items[index], index, cols, errors, received_us, latest_us, limits, logged
+        )
+    return cols, errors
 
 
 def parse_events_json(body: bytes) -> list[Any]:
@@ -276,37 +282,49 @@ def json_events_to_columns(
     _, latest_us = occurred_range_us(received_us, limits)
     logged = False
     for index, item in enumerate(items):
-        before = len(cols)
-        try:
-            _one(item, cols, received_us, latest_us, limits)
-        except (InvalidEvent, EventTooLarge) as exc:
-            errors.append((index, str(exc)))
-        except Exception:
-            # A bug, not bad input: this item is reported, the batch goes on, and the first
-            # traceback of the batch is logged (one hostile batch must not flood the log).
-            if not logged:
-                log.exception("could not map event %d of a batch", index)
-                logged = True
-            _truncate(cols, before)
-            errors.append((index, UNEXPECTED))
+        logged = _exact_item(item, index, cols, errors, received_us, latest_us, limits, logged)
     return cols, errors
 
 
-def _columns_of(cols: EventColumns) -> tuple[list[Any], ...]:
-    return (
-        cols.ids,
-        cols.occurred_us,
-        cols.names,
-        cols.resource_ids,
-        cols.resources,
-        cols.related,
-        cols.payloads,
-        cols.follows,
-    )
+def _exact_item(
+    item: Any,
+    index: int,
+    cols: EventColumns,
+    errors: list[tuple[int, str]],
+    received_us: int,
+    latest_us: int,
+    limits: Limits,
+    logged: bool,
+) -> bool:
+    """Map one item onto ``cols``, or its reason onto ``errors``; returns ``logged``, whether
+    the batch has logged a traceback yet."""
+    before = len(cols)
+    try:
+        _one(item, cols, received_us, latest_us, limits)
+    except (InvalidEvent, EventTooLarge) as exc:
+        errors.append((index, str(exc)))
+    except Exception:
+        # A bug, not bad input: this item is reported, the batch goes on, and the first
+        # traceback of the batch is logged (one hostile batch must not flood the log).
+        if not logged:
+            log.exception("could not map event %d of a batch", index)
+            logged = True
+        _truncate(cols, before)
+        errors.append((index, UNEXPECTED))
+    return logged
 
 
 def _truncate(cols: EventColumns, n: int) -> None:
     """Drop anything a failed item appended past the first ``n`` events (all or nothing)."""
     if len(cols) > n:
-        for column in _columns_of(cols):
+        for column in (
+            cols.ids,
+            cols.occurred_us,
+            cols.names,
+            cols.resource_ids,
+            cols.resources,
+            cols.related,
+            cols.payloads,
+            cols.follows,
+        ):
             del column[n:]
