@@ -325,6 +325,47 @@ class PostgresServer:
             sql,
         )
 
+    def restart(self) -> None:
+        """``pg_ctl restart`` (fast shutdown: every client connection is dropped), same port
+        and options; returns once the server accepts connections again."""
+        subprocess.run(
+            [
+                *_as_unprivileged(),
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-l",
+                str(self.data_dir.parent / "server.log"),
+                "-w",
+                "restart",
+            ],
+            # Not captured: the restarted server would hold the pipe open, and run() wait.
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            timeout=120,
+        )
+
+    def stop(self) -> None:
+        """``pg_ctl stop`` (fast): the server is away until the end of ``postgres_server``."""
+        subprocess.run(
+            [
+                *_as_unprivileged(),
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+
     def _run(self, tool: str, *args: str) -> str:
         done = subprocess.run(
             [str(self.bin_dir / tool), *args], capture_output=True, text=True, timeout=60

@@ -203,7 +203,7 @@ class LakeStore:
                     setup.execute(f"ATTACH {_quoted(loc.target)} AS {_LOCK_DB} (TYPE postgres)")
             except duckdb.Error as exc:
                 raise StoreError(
-                    f"cannot open the lake at {self.path}: {_first_line(exc)}"
+                    f"cannot open the lake at {self.path}: {self._reason(exc)}"
                 ) from None
             setup.execute("SET enable_external_access = false")
             # DuckLake's own retry of a commit that lost the race for the next snapshot.
@@ -215,7 +215,7 @@ class LakeStore:
                     migrate_lake(setup, LAKE)
             except duckdb.Error as exc:
                 raise StoreError(
-                    f"cannot create Herald's tables in the lake at {self.path}: {_first_line(exc)}"
+                    f"cannot create Herald's tables in the lake at {self.path}: {self._reason(exc)}"
                 ) from None
         finally:
             setup.close()
@@ -260,7 +260,7 @@ class LakeStore:
             cur.execute(f"USE {LAKE}")
         except duckdb.Error as exc:
             cur.close()
-            raise StoreError(f"the lake is not available: {_first_line(exc)}") from None
+            raise StoreError(f"the lake is not available: {self._reason(exc)}") from None
         return cur
 
     @contextmanager
@@ -296,9 +296,11 @@ class LakeStore:
     def append(self, batch: pa.Table) -> int:
         """Insert an Arrow batch from ``columns_to_arrow`` in one lake commit (under the commit
         lock) and return how many rows were new — an id already in the lake, from any
-        collector, is skipped. Failed commits are retried (``COMMIT_ATTEMPTS``); the answer
-        comes only once DuckLake has committed. ``InvalidEvent`` when DuckDB refuses a value,
-        ``StoreError`` when the lake fails."""
+        collector, is skipped. A failed attempt — a commit conflict, or the catalog's
+        connection dropped (PostgreSQL restarted: the next attempt reconnects), whether at the
+        lock, the cursor or the commit — is retried (``COMMIT_ATTEMPTS``, ~1.5 s in all); the
+        answer comes only once DuckLake has committed. ``InvalidEvent`` when DuckDB refuses a
+        value, ``StoreError`` naming the catalog when every attempt failed."""
         sql, params = insert_statement(batch)
         with self._write_lock:
             if self._closed:
@@ -308,12 +310,24 @@ class LakeStore:
                     return self._insert(batch, sql, params)
                 except DATA_ERRORS as exc:
                     raise InvalidEvent(f"the store refused a value of this batch: {exc}") from exc
-                except duckdb.Error as exc:
+                except (duckdb.Error, StoreError) as exc:
+                    reason = self._reason(exc)
                     if attempt + 1 == COMMIT_ATTEMPTS:
-                        raise StoreError(f"lake commit failed: {_first_line(exc)}") from exc
-                    log.warning("lake commit failed (%s); retrying", _first_line(exc))
+                        raise StoreError(
+                            f"lake commit failed after {COMMIT_ATTEMPTS} attempts "
+                            f"(catalog {self.path}): {reason}"
+                        ) from None
+                    log.warning("lake commit failed (%s); retrying", reason)
                     time.sleep(_RETRY_WAIT_SECONDS * 2**attempt)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _reason(self, exc: BaseException) -> str:
+        """The first line of a failure, without the catalog's connection string (DuckDB's
+        postgres errors quote it, and it may hold a password)."""
+        reason = _first_line(exc)
+        if self.location.kind == "postgres":
+            reason = reason.replace(self.location.target, self.path)
+        return reason
 
     def _insert(self, batch: pa.Table, sql: str, params: dict[str, Any]) -> int:
         with self._commit_lock():
@@ -345,16 +359,17 @@ class LakeStore:
             if self._closed:
                 raise StoreError("the store is closed")
             for attempt in range(COMMIT_ATTEMPTS):
-                cur = self.cursor()
                 try:
-                    row = cur.execute(sql, params).fetchone()
+                    cur = self.cursor()  # fails too when the catalog's connection dropped
+                    try:
+                        row = cur.execute(sql, params).fetchone()
+                    finally:
+                        cur.close()
                     return int(row[0]) if row else 0
-                except duckdb.Error as exc:
+                except (duckdb.Error, StoreError) as exc:
                     if attempt + 1 == COMMIT_ATTEMPTS:
-                        raise StoreError(f"retention failed: {_first_line(exc)}") from exc
+                        raise StoreError(f"retention failed: {self._reason(exc)}") from None
                     time.sleep(_RETRY_WAIT_SECONDS * 2**attempt)
-                finally:
-                    cur.close()
         raise AssertionError("unreachable")
 
     def wal_bytes(self) -> int:
