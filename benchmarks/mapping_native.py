@@ -5,7 +5,8 @@ time per event to turn a 1,000-event JSON request body into ``EventColumns``, i.
     .venv/bin/python benchmarks/mapping_native.py [--repeats 15]
 
 Bodies come from ``benchmarks/ingest_native.make_batch`` (3–6 labels, 0–3 related resources, a
-small payload, a UUIDv4 id). Variants: the same with an ``occurred`` on every event, and
+small payload, a UUIDv4 id). Variants: the same with an ``occurred`` on every event, without
+ids (ingest makes UUIDv7s), and
 batches where one event in 100 is invalid (per-item errors) in two ways that leave the fast
 path at different points. "exact path" is ``parse_events_json`` + ``json_events_to_columns``
 (what ingest ran before msgspec), "fast path" ``json_body_to_columns`` (what it runs now).
@@ -42,6 +43,13 @@ def with_occurred(body: bytes) -> bytes:
     items = orjson.loads(body)
     for i, item in enumerate(items):
         item["occurred"] = f"2026-01-02T03:04:{i % 60:02d}.{i:06d}+00:00"
+    return orjson.dumps(items)
+
+
+def without_ids(body: bytes) -> bytes:
+    items = orjson.loads(body)
+    for item in items:
+        del item["id"]
     return orjson.dumps(items)
 
 
@@ -84,6 +92,7 @@ def main() -> None:
     bodies = {
         "typical (no occurred)": plain,
         "with occurred": with_occurred(plain),
+        "without ids": without_ids(plain),
         "1 % bad labels": with_bad_labels(plain),
         "1 % bad times": with_bad_times(plain),
     }

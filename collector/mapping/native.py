@@ -38,7 +38,7 @@ from collector.domain.events import (
     occurred_range_us,
     time_out_of_range,
 )
-from collector.domain.ids import uuid7_str
+from collector.domain.ids import uuid7_str, uuid7_strs
 from collector.errors import EventTooLarge, InvalidEvent, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ def json_body_to_columns(
     errors: list[tuple[int, str]] = []
     items: list[Any] | None = None  # the exact path's decoding, made once if needed
     logged = False
+    new_ids: list[str] = []
     _, latest_us = occurred_range_us(received_us, limits)
     max_name = limits.max_event_name_length
     max_labels = limits.max_labels_per_resource
@@ -156,8 +157,12 @@ def json_body_to_columns(
             size = len(resource_json) + len(related_json) + len(payload_json) + len(name) + 200
             if size > max_bytes:
                 raise _NotFast
+            if given_id is None:
+                if not new_ids:  # ids for the events sent without one, drawn a chunk at a time
+                    new_ids = uuid7_strs(min(256, len(events) - index))
+                given_id = new_ids.pop()
             append(
-                given_id or uuid7_str(),
+                given_id,
                 occurred,
                 name,
                 rid,
