@@ -9,7 +9,8 @@ share one commit. The queue is bounded by events: when full, ``submit`` raises `
 A group that fails to commit is retried one request at a time, so only a request whose own data
 the store refuses gets the error — ``InvalidEvent``, which is not worth retrying — and its
 neighbours are committed as usual (issue 8: one poison item used to fail every request of its
-commit with a retryable 503).
+commit with a retryable 503). A request whose caller gave up while it waited (a cancelled
+future: the client went away) is left out of the commit and never answered.
 
 The thread also runs the store's maintenance, so that there is one writer and no lock order to
 get wrong: bounded jobs handed to ``call`` (retention slices) run between group commits, one per
