@@ -5,13 +5,13 @@ commits from its writer at once, the others' from the follower.
 
 The follower asks the catalog for the newest snapshot id every
 ``storage.lake_follow_interval_seconds`` (one small catalog query; nothing else while the lake
-is quiet) and, when it moved, reads the new snapshots' inserted rows by their ``snapshot_id``
-(``LakeStore.inserts_by_others``: unlike DuckLake's change feed, this survives compaction) —
-skipping snapshots this collector wrote (each commit names its
-writer, ``LakeStore.writer_id``). Lag behind another collector's commit: the interval plus one
-catalog round trip. Order: each collector's commits arrive in its commit order; between
-collectors, in snapshot order as far as one poll sees — a local commit may be announced before
-another collector's slightly older one that the next poll finds.
+is quiet) and, when it moved, reads the new snapshots' inserted rows
+(``LakeStore.inserts_by_others``: DuckLake's change feed, or the rows by ``snapshot_id`` when a
+compaction since would hide rows from the feed) — skipping snapshots this collector wrote (each
+commit names its writer, ``LakeStore.writer_id``). Lag behind another collector's commit: the
+interval plus one catalog round trip. Order: each collector's commits arrive in its commit
+order; between collectors, in snapshot order as far as one poll sees — a local commit may be
+announced before another collector's slightly older one that the next poll finds.
 """
 
 from __future__ import annotations

@@ -420,30 +420,38 @@ class LakeStore:
             return []
         cur = self.cursor()
         try:
-            snapshots = cur.execute(
-                f"SELECT snapshot_id FROM ducklake_snapshots({_quoted(LAKE)}) "
-                "WHERE snapshot_id > ? AND snapshot_id <= ? AND author IS DISTINCT FROM ? "
-                "AND list_contains(changes['tables_inserted_into'], ?) ORDER BY snapshot_id",
-                [after, upto, self.writer_id, str(self._events_table_id)],
-            ).fetchall()
-            if not snapshots:
+            wanted, plain, last = self._snapshots_after(cur, after, upto)
+            if not wanted:
                 return []
-            wanted = [int(r[0]) for r in snapshots]
-            # The rows by their snapshot, not DuckLake's change feed: once upkeep has merged
-            # files (``ducklake_merge_adjacent_files``), ``ducklake_table_changes`` and
-            # ``ducklake_table_insertions`` find a merged file's rows only when the range asked
-            # for starts at or before the file's first snapshot (DuckLake 0.3 on DuckDB
-            # 1.4.4) — a follower behind a compaction got nothing. Each row's ``snapshot_id``
-            # is kept by merging and rewriting, and the filter prunes files and row groups by
-            # it (docs/scale-out.md: as fast as the change feed).
-            rows = cur.execute(
-                "SELECT snapshot_id, id::VARCHAR, epoch_us(occurred), epoch_us(received), event, "
+            columns = (
+                "snapshot_id, id::VARCHAR, epoch_us(occurred), epoch_us(received), event, "
                 "resource_id, resource::VARCHAR, related::VARCHAR, payload::VARCHAR, "
-                "follows::VARCHAR FROM events "
-                "WHERE snapshot_id >= ? AND snapshot_id <= ? AND list_contains(?, snapshot_id) "
-                "ORDER BY snapshot_id, rowid",
-                [wanted[0], wanted[-1], wanted],
-            ).fetchall()
+                "follows::VARCHAR"
+            )
+            rows: list[Any] | None = None
+            if plain:
+                # Only commits since: DuckLake's change feed reads just the new files.
+                rows = cur.execute(
+                    f"SELECT {columns} FROM ducklake_table_changes(?, 'main', 'events', ?, ?) "
+                    "WHERE change_type = 'insert' AND list_contains(?, snapshot_id) "
+                    "ORDER BY snapshot_id, rowid",
+                    [LAKE, wanted[0], wanted[-1], wanted],
+                ).fetchall()
+                # A compaction committed while the feed was read may have hidden rows from it.
+                if not self._snapshots_after(cur, last, last)[1]:
+                    rows = None
+            if rows is None:
+                # A compaction since ``after``: the change feed (``ducklake_table_changes``,
+                # ``ducklake_table_insertions``) finds a merged file's rows only when the
+                # range asked for starts at or before the file's first snapshot (DuckLake of
+                # DuckDB 1.4.4) — a follower behind a compaction got nothing. Each row's
+                # ``snapshot_id`` is kept by merging and rewriting: read the rows by it (a
+                # scan of every file's snapshot ids, docs/benchmarks.md).
+                rows = cur.execute(
+                    f"SELECT {columns} FROM events WHERE snapshot_id >= ? AND snapshot_id <= ? "
+                    "AND list_contains(?, snapshot_id) ORDER BY snapshot_id, rowid",
+                    [wanted[0], wanted[-1], wanted],
+                ).fetchall()
         finally:
             cur.close()
         batches: list[tuple[EventColumns, list[int]]] = []
@@ -456,6 +464,25 @@ class LakeStore:
             cols.append_json(id_, occurred, name, rid, resource, related, payload, follows)
             stamps.append(received)
         return batches
+
+    def _snapshots_after(
+        self, cur: duckdb.DuckDBPyConnection, after: int, upto: int
+    ) -> tuple[list[int], bool, int]:
+        """The snapshots after ``after``: those up to ``upto`` in which other collectors
+        inserted events; whether every one since ``after`` (up to the newest) only inserted
+        or deleted rows — no compaction (which commits a snapshot of no such change), no
+        schema change; and the newest snapshot id."""
+        rows = cur.execute(
+            "SELECT snapshot_id, author IS DISTINCT FROM ? "
+            "AND list_contains(changes['tables_inserted_into'], ?), "
+            "len(map_keys(changes)) > 0 AND list_has_all(['tables_inserted_into', "
+            "'tables_deleted_from'], map_keys(changes)) "
+            f"FROM ducklake_snapshots({_quoted(LAKE)}) WHERE snapshot_id > ? ORDER BY snapshot_id",
+            [self.writer_id, str(self._events_table_id), after],
+        ).fetchall()
+        wanted = [int(snap) for snap, theirs, _ in rows if theirs and snap <= upto]
+        plain = all(bool(moved_nothing) for _, _, moved_nothing in rows)
+        return wanted, plain, int(rows[-1][0]) if rows else after
 
     # ------------------------------------------------------------------ lifecycle
 
