@@ -304,8 +304,9 @@ CHANGE_FEED_SQL = (
 
 def follow(args: argparse.Namespace) -> None:
     """A follower's read of the newest ``--read`` commits of another collector, on a lake of
-    ``--commits`` commits of ``--batch`` events: ``LakeStore.inserts_by_others`` (rows by
-    ``snapshot_id``) against DuckLake's change feed, before and after compaction."""
+    ``--commits`` commits of ``--batch`` events: ``LakeStore.inserts_by_others`` (the change
+    feed, or the rows by ``snapshot_id`` after a compaction) against DuckLake's change feed
+    alone, before and after compaction."""
     with postgres_server() as pg, tempfile.TemporaryDirectory() as tmp:
         location = LakeLocation.parse(pg.catalog(pg.create_database()), str(Path(tmp) / "lake"))
         reader, writer = LakeStore(location), LakeStore(location)
@@ -358,7 +359,10 @@ def follow(args: argparse.Namespace) -> None:
                 upkeep.merge_files()
             timed(label, after)
 
-        print("| lake | data files | by snapshot_id: rows | p50 ms | change feed: rows | p50 ms |")
+        print(
+            "| lake | data files | inserts_by_others: rows | p50 ms "
+            "| change feed alone: rows | p50 ms |"
+        )
         print("|---|---|---|---|---|---|")
         read_next(f"{args.commits} commits, not merged", merge_after=False)
         upkeep.merge_files()
