@@ -34,7 +34,6 @@ from collector.domain import automation_rows
 from collector.domain.automation_records import (
     ActionRun,
     EvaluatorState,
-    EventKey,
     NewFiring,
     StoredAutomation,
     Unfinished,
@@ -48,9 +47,12 @@ from collector.domain.automation_rows import (
     automation_values,
     utc,
 )
-from collector.domain.automation_state import AutomationEventSource, AutomationStateStore
+from collector.domain.automation_state import (
+    AutomationEventSource,
+    AutomationStateStore,
+    ForwardedEventSource,
+)
 from collector.domain.automations import Automation, parse_automation
-from collector.domain.columns import EventColumns
 from collector.domain.events import us_to_datetime
 from collector.domain.secret_markers import refs_in, resolve, split
 from collector.errors import NotFound, StoreError
@@ -63,7 +65,7 @@ class LeadershipLost(StoreError):
     """A write of the automations leader refused: another collector leads now."""
 
 
-class PgAutomationState(AutomationStateStore):
+class PgAutomationState(ForwardedEventSource, AutomationStateStore):
     """The automations tables in PostgreSQL, with the lake's event reads (``events``)."""
 
     def __init__(
@@ -438,29 +440,3 @@ class PgAutomationState(AutomationStateStore):
                 )
             )
         )
-
-    # -- events (the lake's) ----------------------------------------------------------------
-
-    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
-        return self._events.events_received_since(after, limit)
-
-    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
-        return self._events.event_received_before(event_id, received_us, window_us)
-
-    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
-        return self._events.stored_event_name(event_id, received_since)
-
-    def count_events_between(
-        self, since: datetime, until: datetime, names: list[str] | None = None
-    ) -> int:
-        return self._events.count_events_between(since, until, names)
-
-    def events_between(
-        self,
-        since: datetime,
-        until: datetime,
-        after: tuple[int, str] | None,
-        limit: int,
-        names: list[str] | None = None,
-    ) -> tuple[EventColumns, list[int]]:
-        return self._events.events_between(since, until, after, limit, names)

@@ -68,6 +68,38 @@ class AutomationEventSource(Protocol):
         ...
 
 
+class ForwardedEventSource:
+    """The event reads of an automations store whose events live elsewhere (a lake): each
+    ``AutomationEventSource`` method forwarded to ``self._events``, so a state store that keeps
+    its tables in one database and reads events from another writes the forwarding once."""
+
+    _events: AutomationEventSource
+
+    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
+        return self._events.events_received_since(after, limit)
+
+    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
+        return self._events.event_received_before(event_id, received_us, window_us)
+
+    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
+        return self._events.stored_event_name(event_id, received_since)
+
+    def count_events_between(
+        self, since: datetime, until: datetime, names: list[str] | None = None
+    ) -> int:
+        return self._events.count_events_between(since, until, names)
+
+    def events_between(
+        self,
+        since: datetime,
+        until: datetime,
+        after: tuple[int, str] | None,
+        limit: int,
+        names: list[str] | None = None,
+    ) -> tuple[EventColumns, list[int]]:
+        return self._events.events_between(since, until, after, limit, names)
+
+
 class AutomationStateStore(AutomationEventSource, Protocol):
     """Automations, their firings and action runs, the evaluator state, and event reads."""
 

@@ -27,14 +27,12 @@ live evaluation did. The other reads (an event's name, backtests) are the DuckDB
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
 from typing import Protocol
-from uuid import UUID
 
 import duckdb
 
 from collector.domain.automation_records import EventKey
-from collector.domain.automation_state import AutomationEventSource
+from collector.domain.automation_state import AutomationEventSource, ForwardedEventSource
 from collector.domain.columns import EventColumns
 from collector.store.automation_events import _EVENT_COLUMNS, AutomationEventReads
 from collector.store.automations_store import AutomationStore
@@ -163,7 +161,7 @@ class LakeAutomationEvents(AutomationEventReads, AutomationEventSource):
         return int(rows[0][0]), _PAST_EVERY_ROW
 
 
-class OneHostAutomationStore(AutomationStore):
+class OneHostAutomationStore(ForwardedEventSource, AutomationStore):
     """The automations state of a one-host lake (a ``sqlite:`` or ``duckdb:`` catalog: one
     collector, no leader election): the automation tables in the DuckDB file at
     ``storage.path``, as without a lake, and the events read from the lake."""
@@ -171,27 +169,3 @@ class OneHostAutomationStore(AutomationStore):
     def __init__(self, store: EventStore, events: LakeAutomationEvents) -> None:
         super().__init__(store)
         self._events = events
-
-    def events_received_since(self, after: EventKey, limit: int) -> tuple[EventColumns, list[int]]:
-        return self._events.events_received_since(after, limit)
-
-    def event_received_before(self, event_id: str, received_us: int, window_us: int) -> bool:
-        return self._events.event_received_before(event_id, received_us, window_us)
-
-    def stored_event_name(self, event_id: UUID, received_since: datetime) -> str | None:
-        return self._events.stored_event_name(event_id, received_since)
-
-    def count_events_between(
-        self, since: datetime, until: datetime, names: list[str] | None = None
-    ) -> int:
-        return self._events.count_events_between(since, until, names)
-
-    def events_between(
-        self,
-        since: datetime,
-        until: datetime,
-        after: tuple[int, str] | None,
-        limit: int,
-        names: list[str] | None = None,
-    ) -> tuple[EventColumns, list[int]]:
-        return self._events.events_between(since, until, after, limit, names)
