@@ -169,6 +169,26 @@ def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
     )
 
 
+def read_event(cur: duckdb.DuckDBPyConnection, event_id: str) -> ReceivedEvent | None:
+    """One stored event by id (any spelling of the UUID), or None; closes ``cur``."""
+    try:
+        row = cur.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = TRY_CAST(? AS UUID)", [event_id]
+        ).fetchone()
+    finally:
+        cur.close()
+    return row_to_event(row) if row else None
+
+
+def count_all_events(cur: duckdb.DuckDBPyConnection) -> int:
+    """How many events are stored; closes ``cur``."""
+    try:
+        row = cur.execute("SELECT count(*) FROM events").fetchone()
+    finally:
+        cur.close()
+    return int(row[0]) if row else 0
+
+
 def expired_delete_sql(
     default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int
 ) -> tuple[str, dict[str, Any]]:
@@ -410,22 +430,10 @@ class EventStore:
         return self.checkpoint()
 
     def get_event(self, event_id: str) -> ReceivedEvent | None:
-        cur = self.cursor()
-        try:
-            row = cur.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = TRY_CAST(? AS UUID)", [event_id]
-            ).fetchone()
-        finally:
-            cur.close()
-        return row_to_event(row) if row else None
+        return read_event(self.cursor(), event_id)
 
     def count_events(self) -> int:
-        cur = self.cursor()
-        try:
-            row = cur.execute("SELECT count(*) FROM events").fetchone()
-        finally:
-            cur.close()
-        return int(row[0]) if row else 0
+        return count_all_events(self.cursor())
 
     def delete_expired(
         self, default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int

@@ -54,10 +54,10 @@ from collector.errors import InvalidEvent, StoreError
 from collector.niceness import lower_new_native_threads, native_threads
 from collector.store.duckdb_store import (
     DATA_ERRORS,
-    EVENT_COLUMNS,
+    count_all_events,
     expired_delete_sql,
     insert_statement,
-    row_to_event,
+    read_event,
 )
 from collector.store.lake import extensions
 from collector.store.lake.lake_schema import migrate_lake
@@ -384,22 +384,10 @@ class LakeStore:
     # ------------------------------------------------------------------ reads
 
     def get_event(self, event_id: str) -> ReceivedEvent | None:
-        cur = self.cursor()
-        try:
-            row = cur.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = TRY_CAST(? AS UUID)", [event_id]
-            ).fetchone()
-        finally:
-            cur.close()
-        return row_to_event(row) if row else None
+        return read_event(self.cursor(), event_id)
 
     def count_events(self) -> int:
-        cur = self.cursor()
-        try:
-            row = cur.execute("SELECT count(*) FROM events").fetchone()
-        finally:
-            cur.close()
-        return int(row[0]) if row else 0
+        return count_all_events(self.cursor())
 
     # ------------------------------------------------------------------ snapshots
 
