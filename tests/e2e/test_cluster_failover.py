@@ -116,6 +116,10 @@ def start_cluster(stack: ExitStack, tmp_path: Path, env: dict[str, str]) -> list
 
 def leader_pid(postgres: PostgresServer, dbname: str) -> tuple[int, int] | None:
     """(term, pid) of the current leader, from the shared state."""
+    # The collectors create the shared schema on their first campaign, which can come just
+    # after their ports answer: no table yet means no leader yet.
+    if postgres.psql("SELECT to_regclass('herald.leadership') IS NULL", dbname).strip() == "t":
+        return None
     row = postgres.psql("SELECT term, holder FROM herald.leadership", dbname).strip()
     if not row or "|" not in row:
         return None
