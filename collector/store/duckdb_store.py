@@ -34,18 +34,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.domain.columns import EventColumns
 from collector.domain.events import ReceivedEvent
 from collector.errors import InvalidEvent, StoreError
 from collector.niceness import lower_new_native_threads, native_threads
+from collector.store import arrow_batch
 from collector.store.schema import migrate
 
-_TS = pa.timestamp("us", tz="UTC")
-
-# Times the store can hand back: Python's datetime (every reader, the feed, automations) ends at
-# year 9999, so an event beyond it could be stored but never read again.
-MIN_OCCURRED_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
-MAX_OCCURRED_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+# The batch form the writer inserts lives in ``arrow_batch`` (importable without DuckDB, for the
+# OTLP mapping workers); these names stay importable from here.
+columns_to_arrow = arrow_batch.columns_to_arrow
+MIN_OCCURRED_US = arrow_batch.MIN_OCCURRED_US
+MAX_OCCURRED_US = arrow_batch.MAX_OCCURRED_US
 
 # DuckDB errors that mean "this data cannot be stored" (a bad value in the batch), as opposed to
 # an I/O or internal failure that a retry may get past.
@@ -72,57 +71,6 @@ _LOCKED_DOWN = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
-_JSON = pa.json_(pa.string())
-
-
-def _json_array(texts: list[str]) -> pa.ExtensionArray:
-    # Arrow's canonical JSON extension type lands in DuckDB as JSON without a re-parse.
-    return pa.ExtensionArray.from_storage(_JSON, pa.array(texts, pa.string()))
-
-
-def columns_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
-    """Build the Arrow table for ``cols`` without per-event Python objects.
-
-    Raises ``InvalidEvent`` when a value cannot be stored (an ``occurred`` outside years
-    1–9999, a value Arrow cannot convert): the batch's sender is at fault, not the store."""
-    try:
-        occurred = pa.array(cols.occurred_us, _TS)
-        bounds = pc.min_max(occurred.cast(pa.int64()))
-        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        if lo is not None and (lo < MIN_OCCURRED_US or hi > MAX_OCCURRED_US):
-            raise InvalidEvent(
-                "an event's occurred time is outside the years 1-9999 the store can hold"
-            )
-        return _to_table(cols, occurred, received_us)
-    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-        raise InvalidEvent(f"the store cannot hold a value of this batch: {exc}") from None
-
-
-def _to_table(cols: EventColumns, occurred: pa.Array, received_us: list[int]) -> pa.Table:
-    return pa.Table.from_arrays(
-        [
-            pa.array(cols.ids, pa.string()),
-            occurred,
-            pa.array(received_us, _TS),
-            pa.array(cols.names, pa.string()),
-            pa.array(cols.resource_ids, pa.string()),
-            _json_array(cols.resources),
-            _json_array(cols.related),
-            _json_array(cols.payloads),
-            pa.array(cols.follows, pa.string()),
-        ],
-        names=[
-            "id",
-            "occurred",
-            "received",
-            "event",
-            "resource_id",
-            "resource",
-            "related",
-            "payload",
-            "follows",
-        ],
-    )
 
 
 # Dedupe without a primary key: an ART index on ``id`` must live in memory (measured ~60 bytes

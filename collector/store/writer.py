@@ -40,7 +40,7 @@ from collector.domain.columns import EventColumns
 from collector.domain.event_store import CommitListener
 from collector.domain.self_metrics import NoMetrics, SelfMetrics
 from collector.errors import Busy, HeraldError, InvalidInput, StoreError
-from collector.store.duckdb_store import columns_to_arrow
+from collector.store.arrow_batch import columns_to_arrow
 
 log = logging.getLogger(__name__)
 
