@@ -17,6 +17,8 @@ import random
 import sys
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -65,8 +67,16 @@ ClientResult = tuple[int, int, list[float]]
 
 
 def client(
-    address: str, seconds: float, batch: int, seed: int, out: mp.Queue[ClientResult]
+    address: str,
+    seconds: float,
+    batch: int,
+    seed: int,
+    out: mp.Queue[ClientResult],
+    late_s: float = 0.0,
 ) -> None:
+    """Send ``batch``-event Emits for ``seconds``; with ``late_s`` > 0 every event carries an
+    ``occurred`` up to that many seconds before the send (clients that report late), otherwise
+    none (the server uses the time it received it)."""
     rng = random.Random(seed)
     # Pre-build distinct bodies; ids are rewritten per send so nothing is deduped away.
     bodies = [orjson.loads(make_batch(rng, batch)) for _ in range(4)]
@@ -79,8 +89,13 @@ def client(
     while time.monotonic() < deadline:
         events = bodies[i % len(bodies)]
         i += 1
+        now = time.time()
         for ev in events:
             ev["id"] = str(uuid.uuid4())
+            if late_s > 0:
+                ev["occurred"] = datetime.fromtimestamp(
+                    now - rng.random() * late_s, UTC
+                ).isoformat()
         payload = orjson.dumps(events)
         t0 = time.perf_counter()
         try:
@@ -96,6 +111,46 @@ def client(
     out.put((acked, busy, latencies))
 
 
+@dataclass
+class Run:
+    """What the clients of one run saw."""
+
+    acked: int
+    busy: int
+    latencies: list[float]  # seconds per acknowledged call, sorted
+    elapsed: float
+
+    @property
+    def per_second(self) -> float:
+        return self.acked / self.elapsed
+
+    def latency_ms(self, q: float) -> float:
+        lats = self.latencies
+        return lats[min(len(lats) - 1, int(len(lats) * q))] * 1000 if lats else 0.0
+
+
+def run_clients(address: str, clients: int, seconds: float, batch: int, late_s: float = 0.0) -> Run:
+    """``clients`` processes running ``client`` against ``address`` at once."""
+    out: mp.Queue[ClientResult] = mp.Queue()
+    procs = [
+        mp.Process(target=client, args=(address, seconds, batch, s, out, late_s))
+        for s in range(clients)
+    ]
+    t0 = time.monotonic()
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    elapsed = time.monotonic() - t0
+    for p in procs:
+        p.join()
+    return Run(
+        acked=sum(r[0] for r in results),
+        busy=sum(r[1] for r in results),
+        latencies=sorted(x for r in results for x in r[2]),
+        elapsed=elapsed,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=4)
@@ -105,30 +160,17 @@ def main() -> None:
 
     server = ServerProcess()
     try:
-        out: mp.Queue[ClientResult] = mp.Queue()
-        procs = [
-            mp.Process(target=client, args=(server.grpc, args.seconds, args.batch, s, out))
-            for s in range(args.clients)
-        ]
-        t0 = time.monotonic()
-        for p in procs:
-            p.start()
-        results = [out.get() for _ in procs]
-        elapsed = time.monotonic() - t0
-        for p in procs:
-            p.join()
-        acked = sum(r[0] for r in results)
-        busy = sum(r[1] for r in results)
-        lats = sorted(x for r in results for x in r[2])
+        run = run_clients(server.grpc, args.clients, args.seconds, args.batch)
+        acked = run.acked
         code = server.stop()
         stored = server.count_events()
-        p50 = lats[len(lats) // 2] * 1000 if lats else 0
-        p99 = lats[int(len(lats) * 0.99)] * 1000 if lats else 0
-        print(f"clients={args.clients} batch={args.batch} seconds={elapsed:.1f}")
+        print(f"clients={args.clients} batch={args.batch} seconds={run.elapsed:.1f}")
         print(f"acknowledged events      {acked}")
-        print(f"events/s acknowledged    {acked / elapsed:,.0f}")
-        print(f"request latency p50/p99  {p50:.1f} ms / {p99:.1f} ms")
-        print(f"busy answers (retried)   {busy}")
+        print(f"events/s acknowledged    {run.per_second:,.0f}")
+        print(
+            f"request latency p50/p99  {run.latency_ms(0.5):.1f} ms / {run.latency_ms(0.99):.1f} ms"
+        )
+        print(f"busy answers (retried)   {run.busy}")
         print(f"server max RSS           {server.max_rss_mb:.0f} MB")
         print(f"stored after SIGTERM     {stored} (exit code {code})")
         if stored < acked:

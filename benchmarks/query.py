@@ -227,7 +227,18 @@ def run_size(
     seconds = build_store(path, n, end, labels_per_event=args.labels_per_event)
     size_mb = path.stat().st_size / 1e6
     print(f"built {n:,} events in {seconds:.1f} s ({size_mb:,.0f} MB)", flush=True)
+    try:
+        return measure_store(path, n, end, args)
+    finally:
+        path.unlink(missing_ok=True)
+        Path(str(path) + ".wal").unlink(missing_ok=True)
 
+
+def measure_store(
+    path: Path, n: int, end: datetime, args: argparse.Namespace
+) -> list[tuple[str, int, str, list[float]]]:
+    """Every scenario on the store at ``path`` (``n`` events built to end at ``end``); reads
+    ``args.runs``, ``args.warmup`` and ``args.budget``. Rows: scenario, n, what, ms per run."""
     store = EventStore(path)
     reader = EventReader(store, QueryConfig(), clock=SystemClock())
     rows: list[tuple[str, int, str, list[float]]] = []
@@ -269,8 +280,6 @@ def run_size(
             )
     finally:
         store.close()
-        path.unlink(missing_ok=True)
-        Path(str(path) + ".wal").unlink(missing_ok=True)
     return rows
 
 

@@ -1,0 +1,473 @@
+"""How Herald's costs grow (issue 13, item 4): native ingest throughput against the number of
+clients, the batch size and the store size, and feed query latency against the store size —
+printed as markdown tables and drawn as PNG plots.
+
+    .venv/bin/python benchmarks/cost_growth.py            # about 15 minutes, PNGs in docs/img/
+    .venv/bin/python benchmarks/cost_growth.py --quick    # smoke run, about 2 minutes
+    .venv/bin/python benchmarks/cost_growth.py --skip-10m # without the 10M store
+
+1. **Clients**: 1, 2, 4, 8 client processes sending 1,000-event `Emit`s to an empty store.
+2. **Batch size**: 10, 100, 1,000 events per `Emit`, 4 clients, empty store.
+3. **Store size**: 4 clients × 1,000-event batches into an empty store and into stores
+   pre-filled with 100k, 1M and 10M events (``benchmarks/query.py``'s SQL builder, the newest
+   event at the time of the build). The clients send events that occurred up to ``--late``
+   seconds before the send, so every batch's dedupe check (an anti-join against the stored
+   events in the batch's ``occurred`` range) overlaps the newest stored events, as it would in
+   production; the stored events in that window are counted and printed.
+4. **Query latency**: p50 of ``benchmarks/query.py``'s scenarios on each pre-filled store
+   (measured on the store as built; the ingest of 3. runs on a copy of it).
+
+Each ingest point is a fresh ``herald serve`` subprocess (``benchmarks/_server.py``) driven by
+``benchmarks/ingest_native.py``'s clients for ``--seconds``; server CPU is read from /proc over
+the run. After every point the server gets SIGTERM and the events in the file are counted: the
+new ones must equal the acknowledged ones, or the script exits 1 (after printing everything).
+The clients share the machine's cores with the server, as in the other ingest benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._server import ServerProcess
+from benchmarks.ingest_native import run_clients
+from benchmarks.query import build_store, load, machine, measure_store, percentile
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENTS = [1, 2, 4, 8]
+BATCHES = [10, 100, 1000]
+STORE_SIZES = [100_000, 1_000_000, 10_000_000]
+# --quick: the same code paths on sizes that build in seconds (query.py's "later page"
+# scenario needs a few hundred matches, hence not smaller than 20k).
+QUICK_CLIENTS = [1, 2]
+QUICK_BATCHES = [10, 100]
+QUICK_STORE_SIZES = [20_000, 100_000]
+# The clients and batch of the store-size sweep (and the defaults of the other two).
+BASE_CLIENTS = 4
+BASE_BATCH = 1000
+
+
+@dataclass
+class IngestPoint:
+    """One ingest run: a server, ``clients`` processes, ``batch`` events per call."""
+
+    clients: int
+    batch: int
+    store_events: int  # events in the file before the run
+    per_second: float  # acknowledged events per second
+    p50_ms: float
+    p99_ms: float
+    busy: int  # UNAVAILABLE answers (retried by the clients)
+    cpu_us_per_event: float  # server CPU over the run / acknowledged events
+    max_rss_mb: float
+    acked: int
+    stored_new: int  # events received during the run, counted in the file after SIGTERM
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.stored_new == self.acked and self.exit_code == 0
+
+
+@dataclass
+class QueryPoint:
+    """p50/p95 of one ``benchmarks/query.py`` scenario on a store of ``store_events``."""
+
+    scenario: str
+    store_events: int
+    p50_ms: float
+    p95_ms: float
+    runs: int
+
+
+@dataclass
+class Results:
+    clients: list[IngestPoint]
+    batches: list[IngestPoint]
+    stores: list[IngestPoint]
+    queries: list[QueryPoint]
+    title_note: str  # the load average, shown on every plot
+
+
+def count_events(db: Path, column: str = "", since: datetime | None = None) -> int:
+    """Events in the file at ``db``; with ``column``, those whose ``column`` >= ``since``."""
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        where = f"WHERE {column} >= ?" if column else ""
+        got = conn.execute(f"SELECT count(*) FROM events {where}", [since] if column else [])
+        row = got.fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def ingest_point(
+    clients: int, batch: int, seconds: float, late_s: float, db: Path | None = None
+) -> IngestPoint:
+    """One run against a new server on ``db`` (a temporary empty store when None)."""
+    before = count_events(db) if db is not None else 0
+    if db is not None and before:
+        since = datetime.now(UTC) - timedelta(seconds=late_s)
+        window = count_events(db, "occurred", since)
+        print(f"  {window:,} stored events lie in the clients' occurred window", flush=True)
+    # The new events are those received from now on: the server's retention may delete the
+    # oldest pre-filled ones (built over 7 days before now) when it starts.
+    started = datetime.now(UTC)
+    server = ServerProcess(db=db)
+    try:
+        cpu0 = server.cpu_seconds()
+        run = run_clients(server.grpc, clients, seconds, batch, late_s)
+        cpu = server.cpu_seconds() - cpu0
+        code = server.stop()
+        stored_new = count_events(server.db, "received", started)
+        point = IngestPoint(
+            clients=clients,
+            batch=batch,
+            store_events=before,
+            per_second=run.per_second,
+            p50_ms=run.latency_ms(0.5),
+            p99_ms=run.latency_ms(0.99),
+            busy=run.busy,
+            cpu_us_per_event=cpu / run.acked * 1e6 if run.acked else 0.0,
+            max_rss_mb=server.max_rss_mb,
+            acked=run.acked,
+            stored_new=stored_new,
+            exit_code=code,
+        )
+    finally:
+        server.cleanup()
+    check = "ok" if point.ok else "ERROR: stored != acknowledged"
+    print(
+        f"  clients={clients} batch={batch} store={before:,}: {point.per_second:,.0f} events/s, "
+        f"p50/p99 {point.p50_ms:.0f}/{point.p99_ms:.0f} ms, server CPU "
+        f"{point.cpu_us_per_event:.1f} µs/event, RSS {point.max_rss_mb:.0f} MB; "
+        f"acknowledged {point.acked:,}, stored {point.stored_new:,} (exit {code}) {check}",
+        flush=True,
+    )
+    return point
+
+
+def store_points(
+    sizes: Sequence[int], args: argparse.Namespace, tmp: Path
+) -> tuple[list[IngestPoint], list[QueryPoint]]:
+    """Ingest into an empty store and into each pre-filled one (a copy); queries on each."""
+    print(f"store size: {BASE_CLIENTS} clients, batch {BASE_BATCH}, empty store", flush=True)
+    ingest = [ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late)]
+    queries: list[QueryPoint] = []
+    query_args = argparse.Namespace(runs=args.query_runs, warmup=2, budget=args.query_budget)
+    for n in sizes:
+        path = tmp / f"events-{n}.duckdb"
+        end = datetime.now(UTC)
+        took = build_store(path, n, end)
+        print(
+            f"store size: built {n:,} events in {took:.0f} s "
+            f"({path.stat().st_size / 1e6:,.0f} MB); {load()}",
+            flush=True,
+        )
+        copy = tmp / f"ingest-{n}.duckdb"
+        shutil.copyfile(path, copy)
+        try:
+            ingest.append(ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late, copy))
+        finally:
+            for p in (copy, Path(f"{copy}.wal")):
+                p.unlink(missing_ok=True)
+        try:
+            for name, _n, _what, times in measure_store(path, n, end, query_args):
+                queries.append(
+                    QueryPoint(name, n, percentile(times, 0.5), percentile(times, 0.95), len(times))
+                )
+        finally:
+            for p in (path, Path(f"{path}.wal")):
+                p.unlink(missing_ok=True)
+    return ingest, queries
+
+
+def _size(n: int) -> str:
+    if n == 0:
+        return "empty"
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return f"{n:,}"
+
+
+def _ingest_table(first: str, key: str, points: list[IngestPoint]) -> str:
+    lines = [
+        f"| {first} | events/s acknowledged | request p50 / p99 | server CPU per event "
+        "| server max RSS | busy answers | acknowledged = stored |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        value = _size(p.store_events) if key == "store_events" else str(getattr(p, key))
+        lines.append(
+            f"| {value} | {p.per_second:,.0f} | {p.p50_ms:,.0f} / {p.p99_ms:,.0f} ms "
+            f"| {p.cpu_us_per_event:.1f} µs | {p.max_rss_mb:.0f} MB | {p.busy} "
+            f"| {'yes' if p.ok else f'**no** ({p.acked:,} / {p.stored_new:,})'} |"
+        )
+    return "\n".join(lines)
+
+
+def _query_table(points: list[QueryPoint]) -> str:
+    sizes = sorted({p.store_events for p in points})
+    scenarios = list(dict.fromkeys(p.scenario for p in points))
+    by = {(p.scenario, p.store_events): p for p in points}
+    lines = [
+        "| scenario (p50 ms) | " + " | ".join(_size(n) for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    for s in scenarios:
+        cells = [f"{by[s, n].p50_ms:,.1f}" if (s, n) in by else "" for n in sizes]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tables(results: Results) -> str:
+    """The four markdown tables, each under a heading naming its plot."""
+    parts = []
+    if results.clients:
+        parts += [
+            f"### Throughput against clients (batch {BASE_BATCH}, empty store)",
+            _ingest_table("clients", "clients", results.clients),
+        ]
+    if results.batches:
+        parts += [
+            f"### Throughput against batch size ({BASE_CLIENTS} clients, empty store)",
+            _ingest_table("events per Emit", "batch", results.batches),
+        ]
+    if results.stores:
+        parts += [
+            f"### Throughput against store size ({BASE_CLIENTS} clients, batch {BASE_BATCH})",
+            _ingest_table("events stored before", "store_events", results.stores),
+        ]
+    if results.queries:
+        parts += ["### Query latency against store size", _query_table(results.queries)]
+    return "\n\n".join(parts)
+
+
+def plot(results: Results, out: Path) -> list[Path]:
+    """One PNG per sweep in ``out``; returns their paths. matplotlib is imported here only
+    (the ``bench`` extra), with the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Figure, name: str) -> None:
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    def throughput_line(ax: Axes, xs: list[int], points: list[IngestPoint]) -> None:
+        ys = [p.per_second for p in points]
+        ax.plot(xs, ys, marker="o", color="tab:blue", label="events/s acknowledged")
+        for x, y in zip(xs, ys, strict=True):
+            ax.annotate(
+                f"{y:,.0f}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=8,
+            )
+        ax.set_ylabel("events/s acknowledged")
+        ax.set_ylim(0, max(ys) * 1.2 if ys else 1)
+        ax.grid(True, alpha=0.3)
+        right = ax.twinx()
+        right.plot(
+            xs,
+            [p.p99_ms for p in points],
+            marker="s",
+            linestyle="--",
+            color="tab:gray",
+            label="request p99 ms",
+        )
+        right.set_ylabel("request p99 (ms)", color="tab:gray")
+        right.set_ylim(bottom=0)
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="lower right", fontsize=8)
+
+    note = results.title_note
+    if results.clients:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        xs = [p.clients for p in results.clients]
+        throughput_line(ax, xs, results.clients)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("client processes")
+        ax.set_title(f"Native ingest vs clients (batch {BASE_BATCH}) {note}", fontsize=9)
+        save(fig, "cost-growth-clients.png")
+    if results.batches:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        xs = [p.batch for p in results.batches]
+        throughput_line(ax, xs, results.batches)
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:,}" for x in xs])
+        ax.set_xlabel("events per Emit")
+        ax.set_title(f"Native ingest vs batch size ({BASE_CLIENTS} clients) {note}", fontsize=9)
+        save(fig, "cost-growth-batch.png")
+    if results.stores:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        labels = [_size(p.store_events) for p in results.stores]
+        ys = [p.per_second for p in results.stores]
+        bars = ax.bar(labels, ys, color="tab:blue", label="events/s acknowledged")
+        ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=8)
+        ax.set_ylabel("events/s acknowledged")
+        ax.set_ylim(0, max(ys) * 1.2 if ys else 1)
+        ax.set_xlabel("events in the store before the run")
+        ax.grid(True, axis="y", alpha=0.3)
+        right = ax.twinx()
+        right.plot(
+            labels,
+            [p.cpu_us_per_event for p in results.stores],
+            marker="o",
+            linestyle="--",
+            color="tab:red",
+            label="server CPU µs/event",
+        )
+        right.set_ylabel("server CPU per event (µs)", color="tab:red")
+        right.set_ylim(bottom=0)
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="lower right", fontsize=8)
+        ax.set_title(
+            f"Native ingest vs store size ({BASE_CLIENTS} clients, batch {BASE_BATCH}) {note}",
+            fontsize=9,
+        )
+        save(fig, "cost-growth-store.png")
+    if results.queries:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        sizes = sorted({p.store_events for p in results.queries})
+        for scenario in dict.fromkeys(p.scenario for p in results.queries):
+            pts = sorted(
+                (p for p in results.queries if p.scenario == scenario), key=lambda p: p.store_events
+            )
+            ax.plot(
+                [p.store_events for p in pts], [p.p50_ms for p in pts], marker="o", label=scenario
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sizes, [_size(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("events in the store")
+        ax.set_ylabel("p50 latency (ms)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"Feed queries vs store size {note}", fontsize=9)
+        save(fig, "cost-growth-query.png")
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="seconds per ingest point (default 10, 3 with --quick)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: fewer and smaller points (PNGs to a temp dir unless --out)",
+    )
+    ap.add_argument("--skip-10m", action="store_true", help="leave the 10M-event store out")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for the PNGs (default docs/img, or a temp dir with --quick)",
+    )
+    ap.add_argument(
+        "--late",
+        type=float,
+        default=600.0,
+        help="events occurred up to this many seconds before they are sent",
+    )
+    ap.add_argument("--query-runs", type=int, default=15, help="timed runs per query scenario")
+    ap.add_argument(
+        "--query-budget",
+        type=float,
+        default=20.0,
+        help="seconds per query scenario after which it stops (at least 5 runs)",
+    )
+    ap.add_argument("--dir", type=Path, default=None, help="where the temp stores go")
+    args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = 3.0 if args.quick else 10.0
+    clients = QUICK_CLIENTS if args.quick else CLIENTS
+    batches = QUICK_BATCHES if args.quick else BATCHES
+    sizes = QUICK_STORE_SIZES if args.quick else STORE_SIZES
+    if args.skip_10m:
+        sizes = [n for n in sizes if n < 10_000_000]
+    out = args.out
+    if out is None:
+        out = (
+            Path(tempfile.mkdtemp(prefix="herald-cost-growth-"))
+            if args.quick
+            else (ROOT / "docs" / "img")
+        )
+
+    command = ".venv/bin/python benchmarks/cost_growth.py " + shlex.join(sys.argv[1:])
+    print(f"command: {command.strip()}")
+    print(f"machine: {machine()}")
+    print(f"started {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {load()}", flush=True)
+    loads = [os.getloadavg()[0]]
+    t0 = time.perf_counter()
+
+    # The 4-client, 1,000-event point belongs to both sweeps: measured once.
+    shared: dict[tuple[int, int], IngestPoint] = {}
+
+    def point(c: int, b: int) -> IngestPoint:
+        if (c, b) not in shared:
+            shared[c, b] = ingest_point(c, b, args.seconds, args.late)
+            loads.append(os.getloadavg()[0])
+        return shared[c, b]
+
+    print(f"clients: batch {BASE_BATCH}, empty store", flush=True)
+    by_clients = [point(c, BASE_BATCH) for c in clients]
+    print(f"batch size: {BASE_CLIENTS} clients, empty store", flush=True)
+    by_batch = [point(BASE_CLIENTS, b) for b in batches]
+    with tempfile.TemporaryDirectory(prefix="herald-cost-growth-", dir=args.dir) as tmp:
+        by_store, queries = store_points(sizes, args, Path(tmp))
+    loads.append(os.getloadavg()[0])
+
+    # The load at the start is other work's; later samples include this run's own processes.
+    note = f"(load avg {loads[0]:.1f} at start, {max(loads):.1f} max)"
+    results = Results(by_clients, by_batch, by_store, queries, note)
+    print()
+    print(tables(results))
+    print()
+    for path in plot(results, out):
+        print(f"wrote {path} ({path.stat().st_size / 1000:.0f} kB)")
+    print(
+        f"\ntotal run time {time.perf_counter() - t0:.0f} s; 1-min load average during the run "
+        f"{min(loads):.2f}-{max(loads):.2f}; {load()} at the end"
+    )
+    bad = [p for p in [*by_clients, *by_batch, *by_store] if not p.ok]
+    if bad:
+        print(f"ERROR: {len(bad)} run(s) where the stored events differ from the acknowledged")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
