@@ -267,6 +267,10 @@ def plot(results: Results, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    # Plain numbers with thousands separators (not 1e4 or 10^2) on every value axis.
+    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -291,7 +295,8 @@ def plot(results: Results, out: Path) -> list[Path]:
                 fontsize=8,
             )
         ax.set_ylabel("events/s acknowledged")
-        ax.set_ylim(0, max(ys) * 1.2 if ys else 1)
+        ax.set_ylim(0, max(ys) * 1.45 if ys else 1)
+        ax.yaxis.set_major_formatter(plain)
         ax.grid(True, alpha=0.3)
         right = ax.twinx()
         right.plot(
@@ -303,9 +308,10 @@ def plot(results: Results, out: Path) -> list[Path]:
             label="request p99 ms",
         )
         right.set_ylabel("request p99 (ms)", color="tab:gray")
-        right.set_ylim(bottom=0)
+        right.set_ylim(0, max(p.p99_ms for p in points) * 1.45 if points else 1)
+        right.yaxis.set_major_formatter(plain)
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="lower right", fontsize=8)
+        ax.legend(handles=handles, loc="upper left", ncol=2, fontsize=8)
 
     note = results.title_note
     if results.clients:
@@ -333,7 +339,8 @@ def plot(results: Results, out: Path) -> list[Path]:
         bars = ax.bar(labels, ys, color="tab:blue", label="events/s acknowledged")
         ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=8)
         ax.set_ylabel("events/s acknowledged")
-        ax.set_ylim(0, max(ys) * 1.2 if ys else 1)
+        ax.set_ylim(0, max(ys) * 1.45 if ys else 1)
+        ax.yaxis.set_major_formatter(plain)
         ax.set_xlabel("events in the store before the run")
         ax.grid(True, axis="y", alpha=0.3)
         right = ax.twinx()
@@ -346,9 +353,10 @@ def plot(results: Results, out: Path) -> list[Path]:
             label="server CPU µs/event",
         )
         right.set_ylabel("server CPU per event (µs)", color="tab:red")
-        right.set_ylim(bottom=0)
+        right.set_ylim(0, max(p.cpu_us_per_event for p in results.stores) * 1.45)
+        right.yaxis.set_major_formatter(plain)
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="lower right", fontsize=8)
+        ax.legend(handles=handles, loc="upper left", ncol=2, fontsize=8)
         ax.set_title(
             f"Native ingest vs store size ({BASE_CLIENTS} clients, batch {BASE_BATCH}) {note}",
             fontsize=9,
@@ -370,8 +378,9 @@ def plot(results: Results, out: Path) -> list[Path]:
         ax.minorticks_off()
         ax.set_xlabel("events in the store")
         ax.set_ylabel("p50 latency (ms)")
+        ax.yaxis.set_major_formatter(plain)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
         ax.set_title(f"Feed queries vs store size {note}", fontsize=9)
         save(fig, "cost-growth-query.png")
     return written
