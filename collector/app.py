@@ -46,7 +46,9 @@ from collector.domain.self_metrics import SelfMetrics
 from collector.errors import ConfigError, StoreError
 from collector.pipeline.ingest import NativeIngest
 from collector.pipeline.otlp_ingest import OtlpIngest
+from collector.pipeline.otlp_workers import MappingPool
 from collector.pipeline.tail import TailHub
+from collector.process_memory import limit_malloc_arenas
 from collector.server.admission import GrpcAdmission, InflightBudget
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
@@ -62,6 +64,7 @@ from collector.server.otlp_http import otlp_routes
 from collector.server.prefect_websockets import prefect_routes
 from collector.server.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from collector.server.prometheus_metrics import PrometheusMetrics
+from collector.store.arrow_batch import columns_to_arrow
 from collector.store.automations_store import AutomationStore
 from collector.store.duckdb_store import EventStore
 from collector.store.lake.automation_events import LakeAutomationEvents, OneHostAutomationStore
@@ -88,6 +91,13 @@ def limits_from(config: Config) -> Limits:
         max_event_bytes=c.max_event_bytes,
         max_future_seconds=c.max_future_seconds,
     )
+
+
+def backlog_events(cfg: Config) -> int:
+    """How many committed events the live tail and the automations may each hold while they
+    catch up (past it they re-read or report lag): what ``storage.queue_max_bytes`` holds, at
+    ``approx_bytes``' measured ~700 bytes an event (docs/configuration.md#memory-budget)."""
+    return max(10_000, min(MAX_BACKLOG_EVENTS, cfg.storage.queue_max_bytes // 700))
 
 
 def build_automations(
@@ -188,6 +198,7 @@ class Herald:
         self.draining = False  # stop() began: /readyz answers 503 from then on
         self.store: EventStore | LakeStore | None = None
         self.writer: BatchWriter | None = None
+        self.mapping_pool: MappingPool | None = None  # OTLP mapping workers (ingest.*)
         self.reader: EventReads | None = None  # the DuckDB EventReader, seen through its interface
         self.web: WebContext | None = None  # the web UI's pages (collector/web/)
         self.tail: TailHub | None = None
@@ -213,6 +224,8 @@ class Herald:
         The ports are bound before the store is opened, so a start that fails on an address
         (a port in use, a host that does not resolve) leaves no DuckDB file behind."""
         cfg = self.config
+        # Before the server's threads start (collector/process_memory.py).
+        limit_malloc_arenas()
         bind_allowed(cfg.server.grpc, self.auth, cfg.server.insecure)
         bind_allowed(cfg.server.http, self.auth, cfg.server.insecure)
         tls = self._tls()
@@ -265,6 +278,7 @@ class Herald:
             self.store,
             batch_max_events=cfg.storage.batch_max_events,
             queue_max_events=cfg.storage.queue_max_events,
+            queue_max_bytes=cfg.storage.queue_max_bytes,
             metrics=self.metrics,
         )
         self.writer.start()
@@ -273,6 +287,8 @@ class Herald:
             asyncio.get_running_loop(),
             cfg.query.tail_buffer_events,
             max_subscribers=cfg.query.max_tail_subscribers,
+            buffer_bytes=cfg.query.tail_buffer_bytes,
+            max_backlog_events=backlog_events(cfg),
             metrics=self.metrics,
         )
         commits: CommitNotices = self.writer
@@ -292,7 +308,17 @@ class Herald:
         ingest = NativeIngest(self.writer, self.limits, metrics=self.metrics)
         # Automations emit their events through the same ingest step as every producer.
         self.automations = await self._automations_runtime(ingest)
-        otlp = OtlpIngest(self.writer, self.limits, metrics=self.metrics)
+        if cfg.ingest.mapping_workers:
+            # OTLP requests are mapped in worker processes that build the writer's Arrow batch
+            # with the store's own columns_to_arrow (collector/pipeline/otlp_workers.py).
+            self.mapping_pool = MappingPool(
+                cfg.ingest.mapping_workers,
+                columns_to_arrow,
+                max_queued_bytes=cfg.ingest.mapping_queue_bytes,
+                metrics=self.metrics,
+            )
+            await asyncio.to_thread(self.mapping_pool.start)
+        otlp = OtlpIngest(self.writer, self.limits, metrics=self.metrics, pool=self.mapping_pool)
         await self._start_grpc(ingest, otlp)
         health = health_routes(
             self.version, self.readiness, self.metrics.render, METRICS_CONTENT_TYPE
@@ -346,6 +372,7 @@ class Herald:
                 state=state,
                 follow_store_seconds=follow,
                 shutdown_grace_seconds=grace,
+                max_backlog_events=backlog_events(cfg),
                 metrics=self.metrics,
             )
 
@@ -628,6 +655,10 @@ class Herald:
             closing.append(self._http.cleanup())
             self._http = None
         await asyncio.gather(*closing)
+        if self.mapping_pool is not None:
+            # The receivers have drained: no request waits for a worker any more.
+            await asyncio.to_thread(self.mapping_pool.close)
+            self.mapping_pool = None
         if self.election is not None:
             # Steps down if it leads (the evaluating runtime stops, its lock is released).
             await self.election.stop()

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,6 +39,44 @@ class Scope(StrEnum):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+MiB = 1024 * 1024
+DEFAULT_MEMORY_BUDGET = 300 * MiB
+# Below this the server's fixed part (interpreter, libraries, DuckDB's code: ~190 MB measured)
+# leaves too little for data.
+MIN_MEMORY_BUDGET = 256 * MiB
+MIN_DUCKDB_MEMORY = 64 * MiB
+MIN_TAIL_BUFFER_BYTES = 64 * 1024
+
+
+def budget_parts(
+    budget: int, *, max_receive_bytes: int, max_tail_subscribers: int
+) -> dict[str, dict[str, int]]:
+    """What each part of the server gets of ``server.memory_budget_bytes`` — section → key →
+    bytes — for every key left unset or 0 (docs/configuration.md#memory-budget). The budget is
+    the whole process's RSS: about 190 MB of it is the server itself (code, interpreter,
+    libraries), the rest is split between what grows with load."""
+    share = budget // 16
+    return {
+        "server": {"max_inflight_bytes": max(max_receive_bytes, budget // 4)},
+        "storage": {"checkpoint_wal_bytes": share, "queue_max_bytes": share},
+        "query": {
+            "sql_memory_limit": max(MIN_DUCKDB_MEMORY, budget // 5),
+            "tail_buffer_bytes": max(MIN_TAIL_BUFFER_BYTES, share // max_tail_subscribers),
+        },
+    }
+
+
+_DEFAULT_PARTS = budget_parts(
+    DEFAULT_MEMORY_BUDGET, max_receive_bytes=64 * MiB, max_tail_subscribers=100
+)
+
+
+def _derived_default(section: str, key: str, value: Any) -> Any:
+    """0 (or unset) means "derived from the budget"; a section built on its own (not inside a
+    ``Config``) takes the default budget's share."""
+    return _DEFAULT_PARTS[section][key] if value == 0 else value
 
 
 class ServerConfig(_Section):
@@ -60,11 +99,29 @@ class ServerConfig(_Section):
         1000, gt=0, description="gRPC calls handled at once, all methods; one more is 'busy'"
     )
     max_inflight_bytes: int = Field(
-        256 * 1024 * 1024,
+        _DEFAULT_PARTS["server"]["max_inflight_bytes"],
         gt=0,
         description="gRPC request bytes held at once; a call reserves max_receive_bytes "
-        "while its request arrives (must be at least max_receive_bytes)",
+        "while its request arrives (must be at least max_receive_bytes). 0 = derived from "
+        "memory_budget_bytes: a quarter of it, at least max_receive_bytes",
     )
+    memory_budget_bytes: int = Field(
+        DEFAULT_MEMORY_BUDGET,
+        ge=MIN_MEMORY_BUDGET,
+        description="the server's memory ('300MiB' or bytes): its RSS under any load, split "
+        "between the parts that grow with it — every key of them left at 0 is derived from "
+        "it (docs/configuration.md#memory-budget)",
+    )
+
+    @field_validator("memory_budget_bytes", mode="before")
+    @classmethod
+    def _budget_size(cls, v: Any) -> Any:
+        return parse_size(v)
+
+    @field_validator("max_inflight_bytes", mode="before")
+    @classmethod
+    def _inflight_derived(cls, v: Any) -> Any:
+        return _derived_default("server", "max_inflight_bytes", parse_size(v))
 
     @model_validator(mode="after")
     def _inflight_holds_one_request(self) -> ServerConfig:
@@ -99,10 +156,18 @@ class StorageConfig(_Section):
     queue_max_events: int = Field(
         100_000, gt=0, description="events waiting for commit before ingest answers 'busy'"
     )
-    checkpoint_wal_bytes: int = Field(
-        128 * 1024 * 1024,
+    queue_max_bytes: int = Field(
+        _DEFAULT_PARTS["storage"]["queue_max_bytes"],
         gt=0,
-        description="WAL size that forces a checkpoint while ingest is busy (idle: 16 MiB)",
+        description="memory of the events waiting for commit before ingest answers 'busy' "
+        "(as queue_max_events). 0 = derived: 1/16 of server.memory_budget_bytes",
+    )
+    checkpoint_wal_bytes: int = Field(
+        _DEFAULT_PARTS["storage"]["checkpoint_wal_bytes"],
+        gt=0,
+        description="WAL size that forces a checkpoint while ingest is busy (idle: 16 MiB); "
+        "DuckDB holds about as much in memory until then. 0 = derived: 1/16 of "
+        "server.memory_budget_bytes",
     )
     retention_days: float = Field(7.0, gt=0, description="delete events older than this")
     retention_overrides: dict[str, float] = Field(
@@ -142,6 +207,12 @@ class StorageConfig(_Section):
         "query or export); older ones expire and their files are deleted",
     )
 
+    @field_validator("queue_max_bytes", "checkpoint_wal_bytes", mode="before")
+    @classmethod
+    def _storage_derived(cls, v: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        return _derived_default("storage", info.field_name, parse_size(v))
+
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
@@ -165,6 +236,22 @@ class StorageConfig(_Section):
         return self
 
 
+class IngestConfig(_Section):
+    mapping_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="worker processes that decode and map OTLP requests (0 = in the server's "
+        "own process); see docs/benchmarks.md, OTLP mapping workers",
+    )
+    mapping_queue_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="request bytes handed to the mapping workers and not answered yet; past "
+        "it (or 4 requests per worker) OTLP requests are answered busy",
+    )
+
+
 class LimitsConfig(_Section):
     max_labels_per_resource: int = Field(500, gt=0)
     max_related_resources: int = Field(100, ge=0)
@@ -185,6 +272,13 @@ class QueryConfig(_Section):
         3600.0, ge=0, description="an export (herald sql --output) is stopped after this; 0 = never"
     )
     tail_buffer_events: int = Field(1000, gt=0, description="per-subscriber live-tail buffer")
+    tail_buffer_bytes: int = Field(
+        _DEFAULT_PARTS["query"]["tail_buffer_bytes"],
+        gt=0,
+        description="the same buffer's bound in bytes (wire JSON); whichever is reached first. "
+        "0 = derived: 1/16 of server.memory_budget_bytes over max_tail_subscribers, at "
+        "least 64 KiB",
+    )
     max_tail_subscribers: int = Field(
         100, gt=0, description="live-tail streams open at once; one more is answered 'busy'"
     )
@@ -202,11 +296,12 @@ class QueryConfig(_Section):
         "(exports write every row)",
     )
     sql_memory_limit: int = Field(
-        2 * 1024**3,
-        ge=64 * 1024**2,
+        _DEFAULT_PARTS["query"]["sql_memory_limit"],
+        ge=MIN_DUCKDB_MEMORY,
         description="DuckDB's memory limit for the store ('2GiB' or bytes): its hash tables, "
         "sorts and cached blocks, shared by user SQL and ingest; a query past it spills "
-        "to disk or fails. Not a bound on one huge value (docs/sql.md)",
+        "to disk or fails. Not a bound on one huge value (docs/sql.md). 0 = derived: 1/5 "
+        "of server.memory_budget_bytes, at least 64 MiB",
     )
     sql_spill_limit: int = Field(
         8 * 1024**3,
@@ -219,6 +314,12 @@ class QueryConfig(_Section):
     @classmethod
     def _size(cls, v: Any) -> Any:
         return parse_size(v)
+
+    @field_validator("sql_memory_limit", "tail_buffer_bytes", mode="before")
+    @classmethod
+    def _query_derived(cls, v: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        return _derived_default("query", info.field_name, parse_size(v))
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.I)
@@ -296,10 +397,44 @@ class Config(_Section):
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     storage: StorageConfig = StorageConfig()
+    ingest: IngestConfig = IngestConfig()
     limits: LimitsConfig = LimitsConfig()
     query: QueryConfig = QueryConfig()
     automations: AutomationsConfig = AutomationsConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_from_budget(cls, data: Any) -> Any:
+        """Fill every budget-derived key that is unset or 0 with its share of
+        ``server.memory_budget_bytes`` (``budget_parts``), before the sections are validated;
+        a value set explicitly stays. A budget that is not a valid size is left for the
+        field's own error."""
+        if not isinstance(data, Mapping):
+            return data
+        data = {
+            name: section.model_dump(exclude_unset=True)
+            if isinstance(section, BaseModel)
+            else section
+            for name, section in data.items()
+        }
+        sections = {name: data.get(name, {}) for name in ("server", "storage", "query")}
+        if not all(isinstance(section, Mapping) for section in sections.values()):
+            return data
+        budget = parse_size(sections["server"].get("memory_budget_bytes", DEFAULT_MEMORY_BUDGET))
+        receive = parse_size(sections["server"].get("max_receive_bytes", 64 * MiB))
+        subscribers = sections["query"].get("max_tail_subscribers", 100)
+        values = (budget, receive, subscribers)
+        if not all(type(v) is int and v > 0 for v in values) or budget < MIN_MEMORY_BUDGET:
+            return data
+        parts = budget_parts(budget, max_receive_bytes=receive, max_tail_subscribers=subscribers)
+        for name, derived in parts.items():
+            section = dict(sections[name])
+            for key, value in derived.items():
+                if parse_size(section.get(key, 0)) == 0:
+                    section[key] = value
+            data[name] = section
+        return data
 
 
 ENV_PREFIX = "HERALD_"

@@ -29,7 +29,7 @@ SIGNALS = ("events", "spans", "logs", "metrics")
 REJECT_REASONS = ("invalid", "busy", "unavailable", "not_stored", "error")
 
 # What a busy answer ran out of.
-BUSY_REASONS = ("ingest_queue", "grpc_calls", "grpc_bytes", "sql", "tail")
+BUSY_REASONS = ("ingest_queue", "mapping_workers", "grpc_calls", "grpc_bytes", "sql", "tail")
 
 
 def reason_of(exc: BaseException) -> str:

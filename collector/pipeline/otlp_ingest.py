@@ -1,8 +1,12 @@
 """``OtlpIngest``: the OTLP ingest step, the same for every transport (gRPC and HTTP receivers
 in ``collector/server/``): an OTLP export request → mapped events (``collector/mapping/otlp_*``)
 → committed through an ``EventSink`` → the OTLP export response, with ``partial_success`` only
-when something was rejected or warned about. Decoding the request and choosing status codes
-stay with the receivers.
+when something was rejected or warned about. Choosing status codes stays with the receivers.
+
+Trace and log bodies come in as bytes (``export_body``): with ``ingest.mapping_workers`` > 0
+they are decoded and mapped in worker processes (``otlp_workers.MappingPool``), which hand
+back the store's Arrow batch and the per-item outcome; with 0 they are decoded and mapped
+here, on the event loop. Either way the answer (``partial_success`` included) is the same.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from collector.clock import now_us
 from collector.domain.columns import EventColumns
 from collector.domain.events import Limits
 from collector.domain.self_metrics import NoMetrics, SelfMetrics, reason_of
+from collector.errors import InvalidEvent, InvalidInput
+from collector.mapping.otlp_decode import INVALID_PROTOBUF, Signal, decode_export
 from collector.mapping.otlp_logs import logs_to_events
 from collector.mapping.otlp_traces import traces_to_events
+from collector.pipeline.otlp_workers import MappedRequest, MappingPool
 from collector.pipeline.sink import EventSink
 
 METRICS_NOT_STORED = (
@@ -58,11 +65,65 @@ class OtlpIngest:
     """
 
     def __init__(
-        self, sink: EventSink, limits: Limits, *, metrics: SelfMetrics | None = None
+        self,
+        sink: EventSink,
+        limits: Limits,
+        *,
+        metrics: SelfMetrics | None = None,
+        pool: MappingPool | None = None,
     ) -> None:
         self._sink = sink
         self._limits = limits
         self._metrics = metrics or NoMetrics()
+        self._pool = pool
+
+    async def export_body(
+        self, signal: Signal, body: bytes, *, json: bool = False, invalid: str = INVALID_PROTOBUF
+    ) -> ExportTraceServiceResponse | ExportLogsServiceResponse:
+        """Decode, map and commit a trace or logs export body (protobuf, or OTLP/JSON when
+        ``json``); ``invalid`` words the error for a protobuf body that does not decode.
+
+        Raises ``InvalidInput`` for an undecodable body, ``Busy`` when the mapping workers or
+        the sink are full, ``StoreError`` when the commit fails."""
+        if self._pool is None:
+            request = decode_export(signal, body, json=json, invalid=invalid)
+            if isinstance(request, ExportTraceServiceRequest):
+                return await self.export_traces(request)
+            return await self.export_logs(request)
+        mapped = await self._pool.map(
+            signal, body, now_us(), self._limits, json=json, invalid=invalid
+        )
+        if mapped.undecodable:
+            raise InvalidInput(mapped.undecodable)
+        if signal == "traces":
+            await self._store_mapped("spans", mapped)
+            traces = ExportTraceServiceResponse()
+            if mapped.rejected or mapped.problems:
+                traces.partial_success.rejected_spans = mapped.rejected
+                traces.partial_success.error_message = mapped.error_message
+            return traces
+        await self._store_mapped("logs", mapped)
+        logs = ExportLogsServiceResponse()
+        if mapped.rejected or mapped.problems:
+            logs.partial_success.rejected_log_records = mapped.rejected
+            logs.partial_success.error_message = mapped.error_message
+        return logs
+
+    async def _store_mapped(self, signal: str, mapped: MappedRequest) -> None:
+        """``_store`` for a request mapped in a worker: counted the same way."""
+        metrics = self._metrics
+        metrics.ingested(signal, mapped.rows + mapped.rejected, mapped.rejected)
+        if not mapped.rows:
+            metrics.stored(signal, 0)
+            return
+        try:
+            if mapped.unstorable:  # what the writer would have refused at commit
+                raise InvalidEvent(mapped.unstorable)
+            stored = await self._sink.submit_table(mapped.table())
+        except Exception as exc:
+            metrics.refused(signal, reason_of(exc), mapped.rows)
+            raise
+        metrics.stored(signal, stored)
 
     async def _store(self, signal: str, columns: EventColumns, rejected: int) -> None:
         """Commit one request's mapped items, counted once per request."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Protocol
 
+import pyarrow as pa
+
 from collector.domain.columns import EventColumns
 
 
@@ -29,4 +31,9 @@ class EventSink(Protocol):
     def submit_nowait(self, columns: EventColumns) -> Future[int]:
         """Queue ``columns`` now, in call order, and resolve to the rows inserted once they are
         committed (for producers that must keep their order without waiting)."""
+        ...
+
+    async def submit_table(self, table: pa.Table) -> int:
+        """``submit`` for a batch already in the store's Arrow form (built in an OTLP mapping
+        worker by the store's ``columns_to_arrow``, handed over as Arrow IPC)."""
         ...

@@ -35,6 +35,8 @@ from collector.server.auth import Authenticator
 from collector.server.native_grpc import authorization
 from collector.server.status import abort_grpc
 
+INVALID_REQUEST = "request is not a valid {type}: {error}"
+
 
 class _OtlpServicer:
     """One OTLP service's ``Export``: auth → decode → ingest, every failure as a status.
@@ -52,6 +54,18 @@ class _OtlpServicer:
         self._ingest = ingest
         self._auth = auth
 
+    async def _ingest_body(self, body: bytes) -> Message:
+        """Decode and ingest ``body`` (the traces and logs services hand the bytes on: they may
+        be decoded in a mapping worker, ``OtlpIngest.export_body``)."""
+        request = self.request_type()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise InvalidInput(
+                INVALID_REQUEST.format(type=self.request_type.__name__, error=exc)
+            ) from None
+        return await self._ingest_request(request)
+
     async def _ingest_request(self, request: Any) -> Message:
         raise NotImplementedError
 
@@ -60,14 +74,7 @@ class _OtlpServicer:
     ) -> Message:
         try:
             self._auth.check(authorization(context), Scope.INGEST)
-            request = self.request_type()
-            try:
-                request.ParseFromString(body)
-            except DecodeError as exc:
-                raise InvalidInput(
-                    f"request is not a valid {self.request_type.__name__}: {exc}"
-                ) from None
-            return await self._ingest_request(request)
+            return await self._ingest_body(body)
         except Exception as exc:  # every failure gets a status; unexpected ones are logged
             await abort_grpc(context, exc)
             raise  # unreachable: abort raises
@@ -93,8 +100,8 @@ class TraceServicer(_OtlpServicer):
     request_type = ExportTraceServiceRequest
     response_type = ExportTraceServiceResponse
 
-    async def _ingest_request(self, request: Any) -> Message:
-        return await self._ingest.export_traces(request)
+    async def _ingest_body(self, body: bytes) -> Message:
+        return await self._ingest.export_body("traces", body, invalid=INVALID_REQUEST)
 
 
 class LogsServicer(_OtlpServicer):
@@ -104,8 +111,8 @@ class LogsServicer(_OtlpServicer):
     request_type = ExportLogsServiceRequest
     response_type = ExportLogsServiceResponse
 
-    async def _ingest_request(self, request: Any) -> Message:
-        return await self._ingest.export_logs(request)
+    async def _ingest_body(self, body: bytes) -> Message:
+        return await self._ingest.export_body("logs", body, invalid=INVALID_REQUEST)
 
 
 class MetricsServicer(_OtlpServicer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import orjson
@@ -19,18 +19,18 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.config import Scope
 from collector.errors import InvalidInput
-from collector.mapping.otlp_json import parse_logs_json, parse_metrics_json, parse_traces_json
+from collector.mapping.otlp_json import parse_metrics_json
 from collector.pipeline.otlp_ingest import OtlpIngest
 from collector.server.http_server import Route, read_body
 from collector.server.status import classify, retry_after_header, rpc_status
+
+M = TypeVar("M", bound=Message)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -38,22 +38,34 @@ JSON = "application/json"
 
 @dataclass(frozen=True, slots=True)
 class _Signal:
-    """One OTLP signal's HTTP endpoint: how to decode its request and whom to hand it to."""
+    """One OTLP signal's HTTP endpoint: whom to hand its body to (``export(body, as_json)``
+    decodes it, or has it decoded in a mapping worker)."""
 
     path: str
-    request_type: type[Message]
-    parse_json: Callable[[bytes], Message]
-    export: Callable[[Any], Awaitable[Message]]
+    export: Callable[[bytes, bool], Awaitable[Message]]
 
 
 def otlp_routes(ingest: OtlpIngest) -> list[Route]:
     """The OTLP/HTTP routes; each path answers POST, and 405 to any other method."""
+
+    async def traces(body: bytes, as_json: bool) -> Message:
+        return await ingest.export_body("traces", body, json=as_json)
+
+    async def logs(body: bytes, as_json: bool) -> Message:
+        return await ingest.export_body("logs", body, json=as_json)
+
+    async def metrics(body: bytes, as_json: bool) -> Message:
+        message = (
+            parse_metrics_json(body)
+            if as_json
+            else _parse_protobuf(body, ExportMetricsServiceRequest)
+        )
+        return await ingest.export_metrics(message)
+
     signals = [
-        _Signal("/v1/traces", ExportTraceServiceRequest, parse_traces_json, ingest.export_traces),
-        _Signal("/v1/logs", ExportLogsServiceRequest, parse_logs_json, ingest.export_logs),
-        _Signal(
-            "/v1/metrics", ExportMetricsServiceRequest, parse_metrics_json, ingest.export_metrics
-        ),
+        _Signal("/v1/traces", traces),
+        _Signal("/v1/logs", logs),
+        _Signal("/v1/metrics", metrics),
     ]
     routes: list[Route] = []
     for signal in signals:
@@ -77,11 +89,7 @@ def _export_handler(signal: _Signal) -> Callable[[web.Request], Awaitable[web.St
             )
         try:
             body = await read_body(request)
-            if content_type == JSON:
-                message = signal.parse_json(body)
-            else:
-                message = _parse_protobuf(body, signal.request_type)
-            response = await signal.export(message)
+            response = await signal.export(body, content_type == JSON)
         except Exception as exc:  # every failure gets a Status body; unexpected ones are logged
             return error_reply(request, exc)
         return _encode(response, content_type == JSON)
@@ -100,7 +108,7 @@ async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _parse_protobuf(body: bytes, request_type: type[Message]) -> Message:
+def _parse_protobuf(body: bytes, request_type: type[M]) -> M:
     message = request_type()
     try:
         message.ParseFromString(body)

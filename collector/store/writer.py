@@ -40,7 +40,8 @@ from collector.domain.columns import EventColumns
 from collector.domain.event_store import CommitListener
 from collector.domain.self_metrics import NoMetrics, SelfMetrics
 from collector.errors import Busy, HeraldError, InvalidInput, StoreError
-from collector.store.arrow_batch import columns_to_arrow
+from collector.process_memory import release_free_memory
+from collector.store.arrow_batch import ArrowColumns, columns_to_arrow, stamp_received
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +56,25 @@ class _Pending:
     received_us: list[int]
     done: Future[int]
     nbytes: int
+    # The batch already in Arrow form (mapped in a worker process); None: built from columns.
+    table: pa.Table | None = None
 
 
 # Events of a batch whose text is measured to size it (the queue-bytes gauge): enough for an
 # estimate, and a cost that does not grow with the batch.
 SIZE_SAMPLE_EVENTS = 32
+# Per event, besides its JSON text: ids, names, times, and ~50 bytes of object header for each
+# of its ~8 Python strings. Measured with tracemalloc on benchmarks/soak_memory.py's 1,000-event
+# bodies: the columns take ~750 bytes an event; text + 100 said ~375, text + 400 says ~675.
+EVENT_OVERHEAD_BYTES = 400
 
 
 def approx_bytes(columns: EventColumns) -> int:
-    """About what a batch's events weigh: the JSON text (payload, labels) of its first
-    ``SIZE_SAMPLE_EVENTS`` events, scaled to the batch, plus a fixed share per event for ids,
-    names and times. Measuring every event cost ~1.5 % of mapping a 1,000-event request
-    (docs/benchmarks.md); this costs the same at any size."""
+    """About what a batch's events hold in memory: the JSON text (payload, labels) of its
+    first ``SIZE_SAMPLE_EVENTS`` events, scaled to the batch, plus ``EVENT_OVERHEAD_BYTES`` per
+    event for ids, names, times and the Python objects holding them. Measuring every event
+    cost ~1.5 % of mapping a 1,000-event request (docs/benchmarks.md); this costs the same at
+    any size."""
     n = len(columns)
     k = min(n, SIZE_SAMPLE_EVENTS)
     if not k:
@@ -76,7 +84,7 @@ def approx_bytes(columns: EventColumns) -> int:
         + sum(map(len, columns.resources[:k]))
         + sum(map(len, columns.related[:k]))
     )
-    return sampled * n // k + 100 * n
+    return sampled * n // k + EVENT_OVERHEAD_BYTES * n
 
 
 @dataclass(slots=True)
@@ -107,12 +115,16 @@ class BatchWriter:
         *,
         batch_max_events: int,
         queue_max_events: int,
+        queue_max_bytes: int | None = None,
         metrics: SelfMetrics | None = None,
     ) -> None:
+        """``queue_max_events`` and ``queue_max_bytes`` (``approx_bytes``; None: no bound in
+        bytes) bound what waits for its commit: a batch past either is answered ``Busy``."""
         self._store = store
         self._metrics = metrics or NoMetrics()
         self._batch_max = batch_max_events
         self._queue_max = queue_max_events
+        self._queue_max_bytes = queue_max_bytes
         self._queue: deque[_Pending] = deque()
         self._jobs: deque[_Job] = deque()
         self._queued_events = 0
@@ -153,12 +165,23 @@ class BatchWriter:
 
         Raises ``Busy`` when the queue is full and ``StoreError`` when the writer is stopped.
         The future fails with ``InvalidEvent`` when the store refuses this batch's data."""
+        return self._enqueue(columns, None, approx_bytes(columns))
+
+    def submit_table_nowait(self, table: pa.Table) -> Future[int]:
+        """``submit_nowait`` for a batch already built by ``columns_to_arrow`` (its
+        ``received`` is re-stamped when queued); listeners get it as ``ArrowColumns``."""
+        return self._enqueue(ArrowColumns(table), table, int(table.nbytes))
+
+    async def submit_table(self, table: pa.Table) -> int:
+        """Queue an Arrow batch and wait until it is committed."""
+        return await asyncio.wrap_future(self.submit_table_nowait(table))
+
+    def _enqueue(self, columns: EventColumns, table: pa.Table | None, nbytes: int) -> Future[int]:
         done: Future[int] = Future()
         n = len(columns)
         if n == 0:
             done.set_result(0)
             return done
-        nbytes = approx_bytes(columns)
         with self._cond:
             # Stamped under the queue lock: `received` order is queue order is commit order,
             # whichever thread submits (the automations watermark relies on it).
@@ -167,13 +190,20 @@ class BatchWriter:
                 raise StoreError("the store is shutting down")
             # A single request larger than the whole queue is still let in when the queue is
             # empty, so it cannot starve forever.
-            if self._queued_events and self._queued_events + n > self._queue_max:
+            if self._queued_events and (
+                self._queued_events + n > self._queue_max
+                or (
+                    self._queue_max_bytes is not None
+                    and self._queued_bytes + nbytes > self._queue_max_bytes
+                )
+            ):
                 self._metrics.busy("ingest_queue")
                 raise Busy(
-                    f"ingest queue is full ({self._queued_events} events waiting); retry shortly",
+                    f"ingest queue is full ({self._queued_events} events, about "
+                    f"{self._queued_bytes >> 20} MiB waiting); retry shortly",
                     retry_after=1.0,
                 )
-            self._queue.append(_Pending(columns, [received] * n, done, nbytes))
+            self._queue.append(_Pending(columns, [received] * n, done, nbytes, table))
             self._queued_events += n
             self._queued_bytes += nbytes
             self._cond.notify()
@@ -231,6 +261,9 @@ class BatchWriter:
             done = False
         if done:
             self._reclaim = False
+            # The batches of the WAL just folded in are gone: hand their pages back
+            # (collector/process_memory.py).
+            release_free_memory()
         else:
             self._next_checkpoint = now + CHECKPOINT_RETRY_SECONDS
 
@@ -318,7 +351,11 @@ class BatchWriter:
             if not p.done.set_running_or_notify_cancel():
                 continue
             try:
-                tables.append(columns_to_arrow(p.columns, p.received_us))
+                tables.append(
+                    columns_to_arrow(p.columns, p.received_us)
+                    if p.table is None
+                    else stamp_received(p.table, p.received_us[0])
+                )
                 ready.append(p)
             except HeraldError as exc:  # this request's data cannot be stored
                 log.warning("refused a batch of %d events: %s", len(p.columns), exc)
