@@ -31,6 +31,7 @@ from collector.clock import SystemClock
 from collector.config import QueryConfig
 from collector.domain.filters import EventFilter, parse_filter
 from collector.store.duckdb_store import EventStore
+from collector.store.filter_index import index_unindexed_events
 from collector.store.reader import EventReader
 
 STORES = [(2_000_000, 200_000), (2_000_000, 1_000), (300_000, None)]
@@ -41,7 +42,8 @@ def build(path: Path, events: int, resources: int | None) -> None:
     store = EventStore(path)
     try:
         store.cursor().execute(
-            f"""INSERT INTO events SELECT uuid(), now() - INTERVAL ({events} - range) SECOND,
+            f"""INSERT INTO events (id, occurred, received, event, resource_id, resource, related,
+            payload, follows) SELECT uuid(), now() - INTERVAL ({events} - range) SECOND,
             now(), 'app.ev.' || (hash(range) % 20), 'app.res.' || {rid},
             CASE WHEN {rid} % 3 = 0
               THEN '{{"prefect.resource.id":"app.res.' || {rid} ||
@@ -49,6 +51,7 @@ def build(path: Path, events: int, resources: int | None) -> None:
               ELSE '{{"prefect.resource.id":"app.res.' || {rid} || '"}}' END,
             '[]', '{{}}', NULL FROM range({events})"""
         )
+        index_unindexed_events(store.cursor())
     finally:
         store.close()
 

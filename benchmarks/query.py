@@ -45,6 +45,7 @@ from collector.config import QueryConfig
 from collector.domain.events import datetime_to_us
 from collector.domain.filters import parse_filter
 from collector.store.duckdb_store import EventStore
+from collector.store.filter_index import index_unindexed_events
 from collector.store.reader import EventReader
 
 SERVICES = [
@@ -119,7 +120,8 @@ def insert_sql(*, labels_per_event: bool = False) -> str:
         labels_note = "(the version changes daily)."
         label_hash = "hash(res_key * 16 + 9)"
     return f"""
-    INSERT INTO events
+    INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload,
+                        follows)
     WITH h AS (
         -- hash() of one integer is well mixed; hash(a, b) combines linearly, so its values
         -- for different b are correlated: every hash here gets a distinct single integer.
@@ -192,6 +194,8 @@ def build_store(path: Path, n: int, end: datetime, *, labels_per_event: bool = F
                 sql, {"lo": lo, "hi": min(n, lo + CHUNK), "n": n, "end_us": datetime_to_us(end)}
             )
         cur.execute("DROP TABLE seq")
+        # The filters' side tables, by the SQL the migration that added them backfills with.
+        index_unindexed_events(cur)
         cur.execute("CHECKPOINT")
     finally:
         cur.close()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,12 @@ from collector.domain.events import ReceivedEvent
 from collector.errors import InvalidEvent, StoreError
 from collector.niceness import lower_new_native_threads, native_threads
 from collector.store import arrow_batch
+from collector.store.filter_index import (
+    LabelSetCache,
+    delete_expired,
+    first_of_each_id,
+    write_side_tables,
+)
 from collector.store.schema import migrate
 
 # The batch form the writer inserts lives in ``arrow_batch`` (importable without DuckDB, for the
@@ -78,10 +84,12 @@ _LOCKED_DOWN = {
 # anti-joined against the stored events whose ``occurred`` lies in the batch's range — zone
 # maps keep that scan to a few row groups, and a re-sent event (SDK retry, re-exported OTLP
 # span) carries the same id *and* occurred. Measured: 127k rows/s vs 70k with the PK.
+# ``resource_key`` keys the label set in ``herald_label_sets`` (``store/filter_index.py``).
 INSERT_SQL = """
-INSERT INTO events
+INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload,
+                    follows, resource_key)
 SELECT {distinct} id::UUID, occurred, received, event, resource_id,
-       resource, related, payload, follows::UUID
+       resource, related, payload, follows::UUID, hash(resource::VARCHAR)
 FROM batch
 WHERE id::UUID NOT IN (SELECT id FROM events WHERE occurred BETWEEN $lo AND $hi)
 """
@@ -100,6 +108,34 @@ def insert_statement(batch: pa.Table) -> tuple[str, dict[str, Any]]:
     except (ValueError, OverflowError) as exc:  # beyond what Python's datetime can hold
         raise InvalidEvent(f"an event's occurred time cannot be stored: {exc}") from None
     return sql, {"lo": lo, "hi": hi}
+
+
+def insert_batch(
+    cur: duckdb.DuckDBPyConnection, batch: pa.Table, label_sets: LabelSetCache
+) -> tuple[int, list[str]]:
+    """Insert an Arrow batch (from ``columns_to_arrow``) into ``events`` and the filters' side
+    tables, inside the transaction open on ``cur``; returns the rows inserted and the label
+    sets written (for ``label_sets.remember`` once committed). Both backends run it.
+    ``InvalidEvent`` for a time Python cannot hold."""
+    # Repeated ids are dropped here, not by DISTINCT ON, so the side rows come from the rows
+    # the events INSERT keeps.
+    batch = first_of_each_id(batch)
+    sql, params = insert_statement(batch)
+    cur.register("batch", batch)
+    try:
+        written = write_side_tables(cur, batch, params, label_sets)
+        row = cur.execute(sql, params).fetchone()
+    finally:
+        cur.unregister("batch")
+    return (int(row[0]) if row else 0), written
+
+
+def rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the transaction open on ``cur``, if a failed ``COMMIT`` has not ended it."""
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def row_to_event(row: tuple[Any, ...]) -> ReceivedEvent:
@@ -135,32 +171,6 @@ def count_all_events(cur: duckdb.DuckDBPyConnection) -> int:
     finally:
         cur.close()
     return int(row[0]) if row else 0
-
-
-def expired_delete_sql(
-    default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int
-) -> tuple[str, dict[str, Any]]:
-    """Retention's statement: delete at most ``max_rows`` events older than their cutoff
-    (``overrides`` per event name, ``default_cutoff`` for the rest), with its parameters. The
-    DuckLake backend runs the same statement (``store/lake/lake_store.py``)."""
-    names: Sequence[str] = list(overrides)
-    # The outer bound lets zone maps skip every row group newer than all cutoffs.
-    horizon = max([default_cutoff, *overrides.values()])
-    expired = ["(occurred < $default AND NOT list_contains($names, event))"]
-    params: dict[str, Any] = {
-        "default": default_cutoff,
-        "names": names,
-        "horizon": horizon,
-        "n": max_rows,
-    }
-    for i, (name, cutoff) in enumerate(overrides.items()):
-        expired.append(f"(event = $name{i} AND occurred < $cutoff{i})")
-        params[f"name{i}"], params[f"cutoff{i}"] = name, cutoff
-    sql = (
-        "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
-        f"WHERE occurred < $horizon AND ({' OR '.join(expired)}) LIMIT $n)"
-    )
-    return sql, params
 
 
 class _ReaderCursor:
@@ -263,6 +273,7 @@ class EventStore:
             setup.close()
         self._write_lock = threading.Lock()
         self._closed = False
+        self._label_sets = LabelSetCache()
         # Reader cursors open now, and whether a checkpoint is running (readers wait for it).
         self._readers = threading.Condition()
         self._open_readers = 0
@@ -298,21 +309,26 @@ class EventStore:
         Duplicate ids (already stored, or repeated inside the batch) are skipped. Raises
         ``InvalidEvent`` when DuckDB refuses a value of the batch (nothing of it is stored) and
         ``StoreError`` when the store fails."""
-        sql, params = insert_statement(batch)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
             cur = self._conn.cursor()
             try:
-                cur.register("batch", batch)
-                row = cur.execute(sql, params).fetchone()
+                cur.execute("BEGIN")
+                try:
+                    inserted, written = insert_batch(cur, batch, self._label_sets)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    rollback(cur)
+                    raise
             except DATA_ERRORS as exc:
                 raise InvalidEvent(f"the store refused a value of this batch: {exc}") from exc
             except duckdb.Error as exc:
                 raise StoreError(f"insert failed: {exc}") from exc
             finally:
                 cur.close()
-        return int(row[0]) if row else 0
+            self._label_sets.remember(written)
+        return inserted
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -390,18 +406,23 @@ class EventStore:
         cutoff (``overrides`` per event name, ``default_cutoff`` for the rest) in one short
         autocommitted statement; returns how many went. Call again until it returns fewer
         than ``max_rows``. Space comes back at the next ``checkpoint``."""
-        sql, params = expired_delete_sql(default_cutoff, overrides, max_rows)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
             cur = self._conn.cursor()
             try:
-                row = cur.execute(sql, params).fetchone()
+                cur.execute("BEGIN")
+                try:
+                    deleted = delete_expired(cur, default_cutoff, overrides, max_rows)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    rollback(cur)
+                    raise
             except duckdb.Error as exc:
                 raise StoreError(f"retention failed: {exc}") from exc
             finally:
                 cur.close()
-        return int(row[0]) if row else 0
+        return deleted
 
     def close(self) -> None:
         """Close the file; waits for a write in progress (e.g. a retention slice) first."""

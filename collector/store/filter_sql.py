@@ -220,6 +220,50 @@ def _spec_sql(
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
+def _label_set_sql(spec: Mapping[str, str | Sequence[str]]) -> Sql:
+    """A ResourceSpecification against the primary resource, through the label-set side table
+    (``store/filter_index.py``): ``prefect.resource.id`` on ``e.resource_id``, the other labels
+    on the distinct label sets, which ``events`` then semi-joins on its integer
+    ``resource_key`` — so no event's ``resource`` JSON is read. Measured at 10M events,
+    ``count(*)`` of name prefix + one label: ~2,000 → ~380 ms on a loaded machine."""
+    parts: list[Sql] = []
+    rest = {label: expected for label, expected in spec.items() if label != RESOURCE_ID}
+    if RESOURCE_ID in spec:
+        parts.append(_patterns_sql(("e.resource_id", []), spec[RESOURCE_ID]))
+    if rest:
+        sql, params = _spec_sql(rest, "s.resource", stored=True)
+        parts.append(
+            (f"e.resource_key IN (SELECT s.key FROM herald_label_sets s WHERE {sql})", params)
+        )
+    return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
+
+
+def _related_index_sql(f: EventRelatedFilter) -> Sql | None:
+    """The related filter's ids, (id, role) pairs and roles, through the related side table
+    (``store/filter_index.py``): the events with one related item that has them all, as a
+    semi-join of ``e.id`` with an integer scan of that table. None if the filter has none of
+    them (labels alone). Ids are compared by their ``hash()``, as stored."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    key = "hash(?::VARCHAR)"
+    if f.id:
+        clauses.append(f"r.id_key IN ({', '.join([key] * len(f.id))})")
+        params += list(f.id)
+    if f.resources_in_roles:
+        pairs: list[str] = []
+        for resource_id, resource_role in f.resources_in_roles:
+            pairs.append(f"(r.id_key = {key} AND r.role = ?)")
+            params += [resource_id, resource_role]
+        clauses.append(_any_of(pairs))
+    if f.role:
+        sql, p = _in_sql(("r.role", []), f.role)
+        clauses.append(sql)
+        params += p
+    if not clauses:
+        return None
+    return f"e.id IN (SELECT r.event_id FROM herald_related r WHERE {_all_of(clauses)})", params
+
+
 def _spec_members(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
     """Per label of ``spec``, its ``_label_members``: substring pre-checks for a list."""
     return [_label_members(label, expected) for label, expected in spec.items()]
@@ -310,13 +354,24 @@ def _resource_sql(f: EventResourceFilter) -> Sql:
     if f.id_prefix:
         parts.append(_prefix_sql(("e.resource_id", []), f.id_prefix))
     if f.labels:
-        parts.append(_spec_sql(f.labels, "e.resource", "e.resource_id", stored=True))
+        parts.append(_label_set_sql(f.labels))
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
 def _related_sql(f: EventRelatedFilter) -> Sql:
     if f.is_noop:
         return TRUE_SQL
+    indexed = _related_index_sql(f)
+    if indexed is None or not f.labels:
+        return indexed or _related_json_sql(f)
+    # Labels of the same item are tested on the JSON, on the events the index selects.
+    json_sql, json_params = _related_json_sql(f)
+    return f"({indexed[0]} AND {json_sql})", [*indexed[1], *json_params]
+
+
+def _related_json_sql(f: EventRelatedFilter) -> Sql:
+    """The related filter on the ``related`` JSON of every event (exact; what the side table
+    answers without reading it, and the only way for labels of related items)."""
     rid, role = label_sql("r", RESOURCE_ID), label_sql("r", RESOURCE_ROLE)
     parts: list[Sql] = []
     # Substring hints, the most selective first: ids, then labels, then roles (a role
@@ -353,8 +408,10 @@ def _any_resource_conditions(
     if f.id_prefix:
         parts.append(_prefix_sql(rid, f.id_prefix))
     if f.labels:
-        stored = labels == "e.resource"
-        parts.append(_spec_sql(f.labels, labels, id_column, stored=stored))
+        if labels == "e.resource":
+            parts.append(_label_set_sql(f.labels))
+        else:
+            parts.append(_spec_sql(f.labels, labels, id_column))
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 

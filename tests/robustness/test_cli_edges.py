@@ -184,7 +184,8 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = EventStore(path)
     try:
         store.cursor().execute(
-            "INSERT INTO events SELECT uuid(), now() - INTERVAL (range) SECOND, now(), "
+            "INSERT INTO events (id, occurred, received, event, resource_id, resource, "
+            "related, payload, follows) SELECT uuid(), now() - INTERVAL (range) SECOND, now(), "
             "'app.thing.happened', 'app.thing.' || (range % 500), "
             "'{\"prefect.resource.id\": \"app.thing.' || (range % 500) || '\"}', '[]', "
             "'{\"n\": ' || range || '}', NULL FROM range(20000)"
@@ -276,7 +277,9 @@ def test_count_top_is_the_head_of_the_whole_answer_with_ties(tmp_path: Path) -> 
     try:
         cur = store.cursor()
         cur.execute(
-            "INSERT INTO events SELECT uuid(), now() - INTERVAL (range) SECOND, now(), 'app.e', "
+            "INSERT INTO events (id, occurred, received, event, resource_id, resource, "
+            "related, payload, follows) "
+            "SELECT uuid(), now() - INTERVAL (range) SECOND, now(), 'app.e', "
             "'app.r.' || (range % 40), "
             '\'{"prefect.resource.id": "app.r.\' || (range % 40) || \'", '
             '"prefect.resource.name": "\' || chr(CAST(122 - range % 40 % 26 AS INTEGER)) '

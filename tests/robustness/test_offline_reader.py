@@ -33,7 +33,8 @@ COMMANDS: list[list[str]] = [
 ]
 
 _INSERT = (
-    "INSERT INTO events SELECT uuid(), now(), now(), 'app.thing.happened', 'app.thing.' || range, "
+    "INSERT INTO events (id, occurred, received, event, resource_id, resource, related, "
+    "payload, follows) SELECT uuid(), now(), now(), 'app.thing.happened', 'app.thing.' || range, "
     "'{{\"prefect.resource.id\": \"app.thing\"}}', '[]', '{{}}', NULL FROM range({n})"
 )
 

@@ -52,7 +52,8 @@ def build_store(path: Path, *, total: int, old_every: int, now: datetime) -> tup
         with store.transaction() as cur:
             cur.execute(
                 """
-                INSERT INTO events
+                INSERT INTO events (id, occurred, received, event, resource_id, resource,
+                                    related, payload, follows)
                 SELECT uuid(),
                        CASE WHEN i % $every = 0 THEN $old ELSE $new END - to_microseconds(i),
                        $new, 'aged.event', 'svc.aged', '{"prefect.resource.id":"svc.aged"}',
@@ -267,7 +268,8 @@ def test_retention_firing_under_ingest_load_loses_and_fails_nothing(tmp_path: Pa
     with store.transaction() as cur:
         cur.execute(
             """
-            INSERT INTO events
+            INSERT INTO events (id, occurred, received, event, resource_id, resource,
+                                related, payload, follows)
             SELECT uuid(), $occurred - to_microseconds(i), $occurred, 'aged.event', 'svc.aged',
                    '{"prefect.resource.id":"svc.aged"}', '[]', '{}', NULL
             FROM range(300000) AS t(i)
@@ -417,7 +419,8 @@ def test_retention_slices_honour_overrides_longer_and_shorter_than_the_default(
             for days in (young, old):
                 cur.execute(
                     """
-                    INSERT INTO events
+                    INSERT INTO events (id, occurred, received, event, resource_id, resource,
+                                        related, payload, follows)
                     SELECT uuid(), $occurred - to_microseconds(i), $occurred, $name, 'r',
                            '{"prefect.resource.id":"r"}', '[]', '{}', NULL
                     FROM range(25) AS t(i)

@@ -52,7 +52,7 @@ RSS_GROWTH_BOUND = 250 * 1024 * 1024
 # value, so lines in a CSV or JSON Lines file are rows. Recent (the last ~17 minutes): the
 # served store's retention must not delete them.
 _FILL = """
-INSERT INTO events
+INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload, follows)
 SELECT uuid(),
        now() - to_microseconds(range * 1000),
        now() - to_microseconds(range * 1000 - 5),

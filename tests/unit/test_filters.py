@@ -722,8 +722,11 @@ def test_resource_label_member_texts(labels: dict[str, Any], hints: list[str]) -
 
 
 def test_related_hints_put_the_role_last() -> None:
-    assert _hints({"related": {"role": ["tenant"], "id": ["app.tenant.7"]}}) == [
+    # Related labels are read from the JSON (ids and roles alone go through herald_related).
+    related = {"role": ["tenant"], "id": ["app.tenant.7"], "labels": {"tier": "gold"}}
+    assert _hints({"related": related}) == [
         '"prefect.resource.id":"app.tenant.7"',
+        '"tier":"gold"',
         '"prefect.resource.role":"tenant"',
     ]
 

@@ -1,7 +1,8 @@
-"""The lake's tables: the events part of ``store/schema.py`` (``events`` and the
-``event_resources`` view, statement for statement), versioned in a ``herald_schema`` table of
-the lake. Automations' tables are not here: DuckLake has no primary keys or indexes, and the
-automations state lives where one leader writes it (docs/scale-out.md).
+"""The lake's tables: the events part of ``store/schema.py`` (``events``, the
+``event_resources`` view and the filters' side tables, statement for statement), versioned in
+a ``herald_schema`` table of the lake. Automations' tables are not here: DuckLake has no
+primary keys or indexes, and the automations state lives where one leader writes it
+(docs/scale-out.md).
 
 Several collectors may start on an empty catalog at once; ``LakeStore`` runs this under its
 commit lock, so one creates the tables and the others find them.
@@ -11,10 +12,14 @@ from __future__ import annotations
 
 import duckdb
 
-from collector.store.schema import MIGRATIONS
+from collector.store.schema import MIGRATIONS, SIDE_TABLES_MIGRATION
 
-# (version, statements): version 1 is the DuckDB file's version 1, events only.
-LAKE_MIGRATIONS: list[tuple[int, list[str]]] = [(1, MIGRATIONS[0][1])]
+# (version, statements): version 1 is the DuckDB file's version 1, events only; version 2 the
+# filters' side tables, the DuckDB file's version 3 (``store/filter_index.py``).
+LAKE_MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, MIGRATIONS[0][1]),
+    (2, SIDE_TABLES_MIGRATION),
+]
 LAKE_LATEST = LAKE_MIGRATIONS[-1][0]
 
 

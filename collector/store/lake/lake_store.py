@@ -55,10 +55,10 @@ from collector.niceness import lower_new_native_threads, native_threads
 from collector.store.duckdb_store import (
     DATA_ERRORS,
     count_all_events,
-    expired_delete_sql,
-    insert_statement,
+    insert_batch,
     read_event,
 )
+from collector.store.filter_index import LabelSetCache, delete_expired
 from collector.store.lake import extensions
 from collector.store.lake.lake_schema import migrate_lake
 
@@ -151,6 +151,7 @@ class LakeStore:
         self.checkpoint_wal_bytes = 0
         self._write_lock = threading.Lock()
         self._closed = False
+        self._label_sets = LabelSetCache()
         self._lock_file: int | None = None
         self._temp = tempfile.TemporaryDirectory(prefix="herald-lake-")
         config: dict[str, Any] = {
@@ -301,13 +302,12 @@ class LakeStore:
         lock, the cursor or the commit — is retried (``COMMIT_ATTEMPTS``, ~1.5 s in all); the
         answer comes only once DuckLake has committed. ``InvalidEvent`` when DuckDB refuses a
         value, ``StoreError`` naming the catalog when every attempt failed."""
-        sql, params = insert_statement(batch)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
             for attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    return self._insert(batch, sql, params)
+                    return self._insert(batch)
                 except DATA_ERRORS as exc:
                     raise InvalidEvent(f"the store refused a value of this batch: {exc}") from exc
                 except (duckdb.Error, StoreError) as exc:
@@ -329,32 +329,31 @@ class LakeStore:
             reason = reason.replace(self.location.target, self.path)
         return reason
 
-    def _insert(self, batch: pa.Table, sql: str, params: dict[str, Any]) -> int:
+    def _insert(self, batch: pa.Table) -> int:
         with self._commit_lock():
             cur = self.cursor()
             try:
-                cur.register("batch", batch)
                 cur.execute("BEGIN")
                 try:
                     # The snapshot names its collector: followers skip their own commits.
                     cur.execute(f"CALL {LAKE}.set_commit_message(?, 'ingest')", [self.writer_id])
-                    row = cur.execute(sql, params).fetchone()
+                    inserted, written = insert_batch(cur, batch, self._label_sets)
                     cur.execute("COMMIT")
                 except BaseException:
                     _rollback(cur)
                     raise
             finally:
                 cur.close()
-        return int(row[0]) if row else 0
+        self._label_sets.remember(written)
+        return inserted
 
     def delete_expired(
         self, default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int
     ) -> int:
-        """Retention, one bounded slice (``duckdb_store.expired_delete_sql``): DuckLake writes
+        """Retention, one bounded slice (``filter_index.delete_expired``): DuckLake writes
         a delete file; the rows' space comes back when upkeep rewrites or expires the files
         (``upkeep.py``). A slice that conflicts with another collector's (or a compaction) is
         retried."""
-        sql, params = expired_delete_sql(default_cutoff, overrides, max_rows)
         with self._write_lock:
             if self._closed:
                 raise StoreError("the store is closed")
@@ -362,10 +361,16 @@ class LakeStore:
                 try:
                     cur = self.cursor()  # fails too when the catalog's connection dropped
                     try:
-                        row = cur.execute(sql, params).fetchone()
+                        cur.execute("BEGIN")
+                        try:
+                            deleted = delete_expired(cur, default_cutoff, overrides, max_rows)
+                            cur.execute("COMMIT")
+                        except BaseException:
+                            _rollback(cur)
+                            raise
                     finally:
                         cur.close()
-                    return int(row[0]) if row else 0
+                    return deleted
                 except (duckdb.Error, StoreError) as exc:
                     if attempt + 1 == COMMIT_ATTEMPTS:
                         raise StoreError(f"retention failed: {self._reason(exc)}") from None
