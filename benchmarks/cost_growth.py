@@ -8,12 +8,13 @@ printed as markdown tables and drawn as PNG plots.
 
 1. **Clients**: 1, 2, 4, 8 client processes sending 1,000-event `Emit`s to an empty store.
 2. **Batch size**: 10, 100, 1,000 events per `Emit`, 4 clients, empty store.
-3. **Store size**: 4 clients × 1,000-event batches into an empty store and into stores
-   pre-filled with 100k, 1M and 10M events (``benchmarks/query.py``'s SQL builder, the newest
-   event at the time of the build). The clients send events that occurred up to ``--late``
-   seconds before the send, so every batch's dedupe check (an anti-join against the stored
-   events in the batch's ``occurred`` range) overlaps the newest stored events, as it would in
-   production; the stored events in that window are counted and printed.
+3. **Store size**: 4 clients × 1,000-event batches into stores pre-filled with 100k, 1M and
+   10M events (``benchmarks/query.py``'s SQL builder, the newest event at the time of the
+   build), each run paired with the same run on an empty store just before it (the ratio
+   holds while the machine's load moves). All clients send events that occurred up to
+   ``--late`` seconds before the send, so every batch's dedupe check (an anti-join against
+   the stored events in the batch's ``occurred`` range) overlaps the newest stored events, as
+   it would in production; the stored events in that window are counted and printed.
 4. **Query latency**: p50 of ``benchmarks/query.py``'s scenarios on each pre-filled store
    (measured on the store as built; the ingest of 3. runs on a copy of it).
 
@@ -97,7 +98,9 @@ class QueryPoint:
 class Results:
     clients: list[IngestPoint]
     batches: list[IngestPoint]
-    stores: list[IngestPoint]
+    # (the same run on an empty store just before, the run on the pre-filled store): paired
+    # within seconds, so their ratio holds while the machine's load moves.
+    stores: list[tuple[IngestPoint, IngestPoint]]
     queries: list[QueryPoint]
     title_note: str  # the load average, shown on every plot
 
@@ -162,10 +165,10 @@ def ingest_point(
 
 def store_points(
     sizes: Sequence[int], args: argparse.Namespace, tmp: Path
-) -> tuple[list[IngestPoint], list[QueryPoint]]:
-    """Ingest into an empty store and into each pre-filled one (a copy); queries on each."""
-    print(f"store size: {BASE_CLIENTS} clients, batch {BASE_BATCH}, empty store", flush=True)
-    ingest = [ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late)]
+) -> tuple[list[tuple[IngestPoint, IngestPoint]], list[QueryPoint]]:
+    """For each size: build a store, ingest into an empty store and then into a copy of the
+    built one, then the queries on the built one."""
+    ingest: list[tuple[IngestPoint, IngestPoint]] = []
     queries: list[QueryPoint] = []
     query_args = argparse.Namespace(runs=args.query_runs, warmup=2, budget=args.query_budget)
     for n in sizes:
@@ -180,7 +183,9 @@ def store_points(
         copy = tmp / f"ingest-{n}.duckdb"
         shutil.copyfile(path, copy)
         try:
-            ingest.append(ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late, copy))
+            empty = ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late)
+            filled = ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late, copy)
+            ingest.append((empty, filled))
         finally:
             for p in (copy, Path(f"{copy}.wal")):
                 p.unlink(missing_ok=True)
@@ -221,6 +226,24 @@ def _ingest_table(first: str, key: str, points: list[IngestPoint]) -> str:
     return "\n".join(lines)
 
 
+def _store_table(pairs: list[tuple[IngestPoint, IngestPoint]]) -> str:
+    lines = [
+        "| events stored before | events/s acknowledged | empty store just before | ratio "
+        "| server CPU per event (empty before) | request p50 / p99 | server max RSS "
+        "| acknowledged = stored |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e, p in pairs:
+        ok = "yes" if p.ok and e.ok else f"**no** ({p.acked:,} / {p.stored_new:,})"
+        lines.append(
+            f"| {_size(p.store_events)} | {p.per_second:,.0f} | {e.per_second:,.0f} "
+            f"| {p.per_second / e.per_second:.2f} "
+            f"| {p.cpu_us_per_event:.1f} µs ({e.cpu_us_per_event:.1f} µs) "
+            f"| {p.p50_ms:,.0f} / {p.p99_ms:,.0f} ms | {p.max_rss_mb:.0f} MB | {ok} |"
+        )
+    return "\n".join(lines)
+
+
 def _query_table(points: list[QueryPoint]) -> str:
     sizes = sorted({p.store_events for p in points})
     scenarios = list(dict.fromkeys(p.scenario for p in points))
@@ -251,7 +274,7 @@ def tables(results: Results) -> str:
     if results.stores:
         parts += [
             f"### Throughput against store size ({BASE_CLIENTS} clients, batch {BASE_BATCH})",
-            _ingest_table("events stored before", "store_events", results.stores),
+            _store_table(results.stores),
         ]
     if results.queries:
         parts += ["### Query latency against store size", _query_table(results.queries)]
@@ -334,31 +357,38 @@ def plot(results: Results, out: Path) -> list[Path]:
         save(fig, "cost-growth-batch.png")
     if results.stores:
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        labels = [_size(p.store_events) for p in results.stores]
-        ys = [p.per_second for p in results.stores]
-        bars = ax.bar(labels, ys, color="tab:blue", label="events/s acknowledged")
-        ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=8)
+        xs = list(range(len(results.stores)))
+        empty_ys = [e.per_second for e, _ in results.stores]
+        ys = [p.per_second for _, p in results.stores]
+        width = 0.38
+        ax.bar(
+            [x - width / 2 for x in xs],
+            empty_ys,
+            width,
+            color="tab:gray",
+            label="empty store, just before",
+        )
+        bars = ax.bar(
+            [x + width / 2 for x in xs], ys, width, color="tab:blue", label="pre-filled store"
+        )
+        ax.bar_label(
+            bars,
+            labels=[
+                f"{p.per_second / e.per_second:.2f}× events/s\n"
+                f"{p.cpu_us_per_event / e.cpu_us_per_event:.2f}× CPU/event"
+                for e, p in results.stores
+            ],
+            fontsize=7,
+        )
+        ax.set_xticks(xs, [_size(p.store_events) for _, p in results.stores])
         ax.set_ylabel("events/s acknowledged")
-        ax.set_ylim(0, max(ys) * 1.45 if ys else 1)
+        ax.set_ylim(0, max(empty_ys + ys) * 1.45)
         ax.yaxis.set_major_formatter(plain)
         ax.set_xlabel("events in the store before the run")
         ax.grid(True, axis="y", alpha=0.3)
-        right = ax.twinx()
-        right.plot(
-            labels,
-            [p.cpu_us_per_event for p in results.stores],
-            marker="o",
-            linestyle="--",
-            color="tab:red",
-            label="server CPU µs/event",
-        )
-        right.set_ylabel("server CPU per event (µs)", color="tab:red")
-        right.set_ylim(0, max(p.cpu_us_per_event for p in results.stores) * 1.45)
-        right.yaxis.set_major_formatter(plain)
-        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="upper left", ncol=2, fontsize=8)
+        ax.legend(loc="upper left", ncol=2, fontsize=8)
         ax.set_title(
-            f"Native ingest vs store size ({BASE_CLIENTS} clients, batch {BASE_BATCH}) {note}",
+            f"Ingest vs store size ({BASE_CLIENTS} clients, batch {BASE_BATCH}) {note}",
             fontsize=9,
         )
         save(fig, "cost-growth-store.png")
@@ -472,7 +502,7 @@ def main() -> None:
         f"\ntotal run time {time.perf_counter() - t0:.0f} s; 1-min load average during the run "
         f"{min(loads):.2f}-{max(loads):.2f}; {load()} at the end"
     )
-    bad = [p for p in [*by_clients, *by_batch, *by_store] if not p.ok]
+    bad = [p for p in [*by_clients, *by_batch, *(p for pair in by_store for p in pair)] if not p.ok]
     if bad:
         print(f"ERROR: {len(bad)} run(s) where the stored events differ from the acknowledged")
         sys.exit(1)

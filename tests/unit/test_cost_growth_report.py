@@ -37,8 +37,11 @@ def _results() -> Results:
         clients=[_point(c, 1000, 0, 10_000.0 * c, 100_000) for c in (1, 2, 4, 8)],
         batches=[_point(4, b, 0, 30.0 * b, 100_000) for b in (10, 100, 1000)],
         stores=[
-            _point(4, 1000, 0, 41_000.0, 100_000),
-            _point(4, 1000, 10_000_000, 39_500.0, 99_999),  # one event lost
+            (_point(4, 1000, 0, 40_000.0, 100_000), _point(4, 1000, 100_000, 40_000.0, 100_000)),
+            (
+                _point(4, 1000, 0, 41_000.0, 100_000),
+                _point(4, 1000, 10_000_000, 20_500.0, 99_999),  # one event lost
+            ),
         ],
         queries=[
             QueryPoint(s, n, ms * n / 100_000, ms * n / 50_000, 15)
@@ -54,11 +57,13 @@ def test_tables_show_every_point_and_flag_a_lost_event() -> None:
 
     assert "| 8 | 80,000 | 40 / 180 ms | 21.5 µs | 300 MB | 0 | yes |" in text
     assert "| 10 | 300 |" in text and "| 1000 | 30,000 |" in text
-    assert "| empty | 41,000 |" in text
-    assert "| 10M | 39,500 |" in text and "**no** (100,000 / 99,999)" in text
+    assert (
+        "| 100k | 40,000 | 40,000 | 1.00 | 21.5 µs (21.5 µs) | 40 / 180 ms | 300 MB | yes |" in text
+    )
+    assert "| 10M | 20,500 | 41,000 | 0.50 |" in text and "**no** (100,000 / 99,999)" in text
     assert "| scenario (p50 ms) | 100k | 1M | 10M |" in text
     assert "| text page | 5.0 | 50.0 | 500.0 |" in text
-    assert not _results().stores[1].ok and _results().stores[0].ok
+    assert not _results().stores[1][1].ok and _results().stores[1][0].ok
 
 
 def test_plots_are_small_pngs(tmp_path: Path) -> None:
