@@ -103,7 +103,7 @@ def ls(
         raise typer.BadParameter("must be asc or desc", param_hint="--order")
     filter = build_filter(event, resource, related, label, since, until, text, filter_json, order)
     with reader(ctx, db) as source, waiting("reading events…"):
-        events, total = source.events(filter, limit)
+        events, total, lower_bound = source.listing(filter, limit)
     fmt = resolve_format(fmt)
     render(
         events,
@@ -114,7 +114,8 @@ def ls(
         table_rows=_rows(events) if fmt is OutputFormat.TABLE else None,
     )
     if fmt is OutputFormat.TABLE:
-        note(f"{len(events)} of {total} matching events")
+        # A text search's total may be a lower bound (query.text_total_limit): "1000+".
+        note(f"{len(events)} of {total}{'+' if lower_bound else ''} matching events")
 
 
 @app.command("show")

@@ -264,6 +264,13 @@ class LimitsConfig(_Section):
 
 class QueryConfig(_Section):
     page_size: int = Field(50, gt=0, le=1000, description="events per feed page")
+    text_total_limit: int = Field(
+        1000,
+        ge=0,
+        description="a feed page with a text search counts its total exactly up to this many "
+        "matches, then answers this number as a lower bound (total_is_lower_bound); the count "
+        "reads the newest events until it gets there. 0 = always exact (a full scan)",
+    )
     sql_timeout_seconds: float = Field(10.0, gt=0, description="user SQL is interrupted after this")
     sql_max_rows: int = Field(
         10_000, gt=0, description="rows one SQL call shows (exports with --output write all)"

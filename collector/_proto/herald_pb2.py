@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ollector/_proto/herald.proto\x12\therald.v1\"\"\n\x0b\x45mitRequest\x12\x13\n\x0b\x65vents_json\x18\x01 \x01(\x0c\"+\n\tEmitError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"F\n\x0c\x45mitResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12$\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x14.herald.v1.EmitError\"F\n\x0cQueryRequest\x12\x13\n\x0b\x66ilter_json\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"F\n\rQueryResponse\x12\x13\n\x0b\x65vents_json\x18\x01 \x01(\x0c\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x11\n\tnext_page\x18\x03 \x01(\t\"o\n\x0c\x43ountRequest\x12\x13\n\x0b\x66ilter_json\x18\x01 \x01(\x0c\x12\x11\n\tcountable\x18\x02 \x01(\t\x12\x11\n\ttime_unit\x18\x03 \x01(\t\x12\x15\n\rtime_interval\x18\x04 \x01(\x01\x12\r\n\x05limit\x18\x05 \x01(\r\"4\n\rCountResponse\x12\x13\n\x0b\x63ounts_json\x18\x01 \x01(\x0c\x12\x0e\n\x06groups\x18\x02 \x01(\x04\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\rEventResponse\x12\x12\n\nevent_json\x18\x01 \x01(\x0c\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"#\n\rTraceResponse\x12\x12\n\ntrace_json\x18\x01 \x01(\x0c\"L\n\x0bTailRequest\x12\x13\n\x0b\x66ilter_json\x18\x01 \x01(\x0c\x12\x10\n\x08\x62\x61\x63kfill\x18\x02 \x01(\x08\x12\x16\n\x0e\x62\x61\x63kfill_limit\x18\x03 \x01(\r\"=\n\x0bTailMessage\x12\x14\n\nevent_json\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06lagged\x18\x02 \x01(\x04H\x00\x42\x06\n\x04item\"+\n\nSqlRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x10\n\x08\x61ll_rows\x18\x02 \x01(\x08\"3\n\x0bSqlResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\">\n\x08SqlChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x32\xf4\x03\n\x06Herald\x12\x37\n\x04\x45mit\x12\x16.herald.v1.EmitRequest\x1a\x17.herald.v1.EmitResponse\x12@\n\x0bQueryEvents\x12\x17.herald.v1.QueryRequest\x1a\x18.herald.v1.QueryResponse\x12@\n\x0b\x43ountEvents\x12\x17.herald.v1.CountRequest\x1a\x18.herald.v1.CountResponse\x12@\n\x08GetEvent\x12\x1a.herald.v1.GetEventRequest\x1a\x18.herald.v1.EventResponse\x12@\n\x08GetTrace\x12\x1a.herald.v1.GetTraceRequest\x1a\x18.herald.v1.TraceResponse\x12\x38\n\x04Tail\x12\x16.herald.v1.TailRequest\x1a\x16.herald.v1.TailMessage0\x01\x12\x34\n\x03Sql\x12\x15.herald.v1.SqlRequest\x1a\x16.herald.v1.SqlResponse\x12\x39\n\tSqlStream\x12\x15.herald.v1.SqlRequest\x1a\x13.herald.v1.SqlChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ollector/_proto/herald.proto\x12\therald.v1\"\"\n\x0b\x45mitRequest\x12\x13\n\x0b\x65vents_json\x18\x01 \x01(\x0c\"+\n\tEmitError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"F\n\x0c\x45mitResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12$\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x14.herald.v1.EmitError\"F\n\x0cQueryRequest\x12\x13\n\x0b\x66ilter_json\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\rQueryResponse\x12\x13\n\x0b\x65vents_json\x18\x01 \x01(\x0c\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x11\n\tnext_page\x18\x03 \x01(\t\x12\x1c\n\x14total_is_lower_bound\x18\x04 \x01(\x08\"o\n\x0c\x43ountRequest\x12\x13\n\x0b\x66ilter_json\x18\x01 \x01(\x0c\x12\x11\n\tcountable\x18\x02 \x01(\t\x12\x11\n\ttime_unit\x18\x03 \x01(\t\x12\x15\n\rtime_interval\x18\x04 \x01(\x01\x12\r\n\x05limit\x18\x05 \x01(\r\"4\n\rCountResponse\x12\x13\n\x0b\x63ounts_json\x18\x01 \x01(\x0c\x12\x0e\n\x06groups\x18\x02 \x01(\x04\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"#\n\rEventResponse\x12\x12\n\nevent_json\x18\x01 \x01(\x0c\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"#\n\rTraceResponse\x12\x12\n\ntrace_json\x18\x01 \x01(\x0c\"L\n\x0bTailRequest\x12\x13\n\x0b\x66ilter_json\x18\x01 \x01(\x0c\x12\x10\n\x08\x62\x61\x63kfill\x18\x02 \x01(\x08\x12\x16\n\x0e\x62\x61\x63kfill_limit\x18\x03 \x01(\r\"=\n\x0bTailMessage\x12\x14\n\nevent_json\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06lagged\x18\x02 \x01(\x04H\x00\x42\x06\n\x04item\"+\n\nSqlRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x10\n\x08\x61ll_rows\x18\x02 \x01(\x08\"3\n\x0bSqlResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\">\n\x08SqlChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x32\xf4\x03\n\x06Herald\x12\x37\n\x04\x45mit\x12\x16.herald.v1.EmitRequest\x1a\x17.herald.v1.EmitResponse\x12@\n\x0bQueryEvents\x12\x17.herald.v1.QueryRequest\x1a\x18.herald.v1.QueryResponse\x12@\n\x0b\x43ountEvents\x12\x17.herald.v1.CountRequest\x1a\x18.herald.v1.CountResponse\x12@\n\x08GetEvent\x12\x1a.herald.v1.GetEventRequest\x1a\x18.herald.v1.EventResponse\x12@\n\x08GetTrace\x12\x1a.herald.v1.GetTraceRequest\x1a\x18.herald.v1.TraceResponse\x12\x38\n\x04Tail\x12\x16.herald.v1.TailRequest\x1a\x16.herald.v1.TailMessage0\x01\x12\x34\n\x03Sql\x12\x15.herald.v1.SqlRequest\x1a\x16.herald.v1.SqlResponse\x12\x39\n\tSqlStream\x12\x15.herald.v1.SqlRequest\x1a\x13.herald.v1.SqlChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,29 +40,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYREQUEST']._serialized_start=197
   _globals['_QUERYREQUEST']._serialized_end=267
   _globals['_QUERYRESPONSE']._serialized_start=269
-  _globals['_QUERYRESPONSE']._serialized_end=339
-  _globals['_COUNTREQUEST']._serialized_start=341
-  _globals['_COUNTREQUEST']._serialized_end=452
-  _globals['_COUNTRESPONSE']._serialized_start=454
-  _globals['_COUNTRESPONSE']._serialized_end=506
-  _globals['_GETEVENTREQUEST']._serialized_start=508
-  _globals['_GETEVENTREQUEST']._serialized_end=537
-  _globals['_EVENTRESPONSE']._serialized_start=539
-  _globals['_EVENTRESPONSE']._serialized_end=574
-  _globals['_GETTRACEREQUEST']._serialized_start=576
-  _globals['_GETTRACEREQUEST']._serialized_end=611
-  _globals['_TRACERESPONSE']._serialized_start=613
-  _globals['_TRACERESPONSE']._serialized_end=648
-  _globals['_TAILREQUEST']._serialized_start=650
-  _globals['_TAILREQUEST']._serialized_end=726
-  _globals['_TAILMESSAGE']._serialized_start=728
-  _globals['_TAILMESSAGE']._serialized_end=789
-  _globals['_SQLREQUEST']._serialized_start=791
-  _globals['_SQLREQUEST']._serialized_end=834
-  _globals['_SQLRESPONSE']._serialized_start=836
-  _globals['_SQLRESPONSE']._serialized_end=887
-  _globals['_SQLCHUNK']._serialized_start=889
-  _globals['_SQLCHUNK']._serialized_end=951
-  _globals['_HERALD']._serialized_start=954
-  _globals['_HERALD']._serialized_end=1454
+  _globals['_QUERYRESPONSE']._serialized_end=369
+  _globals['_COUNTREQUEST']._serialized_start=371
+  _globals['_COUNTREQUEST']._serialized_end=482
+  _globals['_COUNTRESPONSE']._serialized_start=484
+  _globals['_COUNTRESPONSE']._serialized_end=536
+  _globals['_GETEVENTREQUEST']._serialized_start=538
+  _globals['_GETEVENTREQUEST']._serialized_end=567
+  _globals['_EVENTRESPONSE']._serialized_start=569
+  _globals['_EVENTRESPONSE']._serialized_end=604
+  _globals['_GETTRACEREQUEST']._serialized_start=606
+  _globals['_GETTRACEREQUEST']._serialized_end=641
+  _globals['_TRACERESPONSE']._serialized_start=643
+  _globals['_TRACERESPONSE']._serialized_end=678
+  _globals['_TAILREQUEST']._serialized_start=680
+  _globals['_TAILREQUEST']._serialized_end=756
+  _globals['_TAILMESSAGE']._serialized_start=758
+  _globals['_TAILMESSAGE']._serialized_end=819
+  _globals['_SQLREQUEST']._serialized_start=821
+  _globals['_SQLREQUEST']._serialized_end=864
+  _globals['_SQLRESPONSE']._serialized_start=866
+  _globals['_SQLRESPONSE']._serialized_end=917
+  _globals['_SQLCHUNK']._serialized_start=919
+  _globals['_SQLCHUNK']._serialized_end=981
+  _globals['_HERALD']._serialized_start=984
+  _globals['_HERALD']._serialized_end=1484
 # @@protoc_insertion_point(module_scope)

@@ -39,14 +39,16 @@ class QueryRequest(_message.Message):
     def __init__(self, filter_json: _Optional[bytes] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("events_json", "total", "next_page")
+    __slots__ = ("events_json", "total", "next_page", "total_is_lower_bound")
     EVENTS_JSON_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_IS_LOWER_BOUND_FIELD_NUMBER: _ClassVar[int]
     events_json: bytes
     total: int
     next_page: str
-    def __init__(self, events_json: _Optional[bytes] = ..., total: _Optional[int] = ..., next_page: _Optional[str] = ...) -> None: ...
+    total_is_lower_bound: bool
+    def __init__(self, events_json: _Optional[bytes] = ..., total: _Optional[int] = ..., next_page: _Optional[str] = ..., total_is_lower_bound: _Optional[bool] = ...) -> None: ...
 
 class CountRequest(_message.Message):
     __slots__ = ("filter_json", "countable", "time_unit", "time_interval", "limit")

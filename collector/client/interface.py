@@ -22,11 +22,14 @@ EventJson = dict[str, Any]
 
 
 class EventPage(TypedDict):
-    """One page of the feed: the events, how many match in all, the next page's token."""
+    """One page of the feed: the events, how many match in all (at least, if
+    ``total_is_lower_bound``: a text search's count stops at ``query.text_total_limit``), the
+    next page's token."""
 
     events: list[EventJson]
     total: int
     next_page: str | None
+    total_is_lower_bound: bool
 
 
 class CountRow(TypedDict):
@@ -51,6 +54,15 @@ class EventList(NamedTuple):
 
     events: list[EventJson]
     total: int
+
+
+class EventListing(NamedTuple):
+    """``EventList`` and whether ``total`` is a lower bound (a text search's count stops at
+    ``query.text_total_limit``)."""
+
+    events: list[EventJson]
+    total: int
+    total_is_lower_bound: bool
 
 
 class SqlAnswer(NamedTuple):
@@ -146,13 +158,19 @@ class HeraldReader(ABC):
 
     def events(self, filter: dict[str, Any] | None, limit: int) -> EventList:
         """The first ``limit`` events of the feed for ``filter``, following page tokens."""
+        listing = self.listing(filter, limit)
+        return EventList(listing.events, listing.total)
+
+    def listing(self, filter: dict[str, Any] | None, limit: int) -> EventListing:
+        """``events``, saying also whether the total is a lower bound."""
         page = self.query(filter, min(limit, LIST_PAGE_EVENTS))
         total = page["total"]  # of the first page: the count when the listing started
+        lower_bound = page["total_is_lower_bound"]
         events = list(page["events"])
         while page["next_page"] and len(events) < limit:
             page = self.query(None, None, page["next_page"])
             events.extend(page["events"])
-        return EventList(events[:limit], total)
+        return EventListing(events[:limit], total, lower_bound)
 
     def __enter__(self) -> Self:
         return self

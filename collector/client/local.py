@@ -40,6 +40,7 @@ class LocalReader(HeraldReader):
             "events": [e.to_dict() for e in page.events],
             "total": page.total,
             "next_page": page.next_page,
+            "total_is_lower_bound": page.total_is_lower_bound,
         }
 
     def count_groups(

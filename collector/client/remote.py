@@ -60,6 +60,7 @@ class HeraldClient(Connection, HeraldReader):
             "events": orjson.loads(reply.events_json),
             "total": reply.total,
             "next_page": reply.next_page or None,
+            "total_is_lower_bound": reply.total_is_lower_bound,
         }
 
     def count_groups(

@@ -20,11 +20,16 @@ from collector.errors import InvalidFilter
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of the feed: Prefect's ``EventPage`` with an opaque token for the next one."""
+    """One page of the feed: Prefect's ``EventPage`` with an opaque token for the next one.
+
+    ``total`` counts every match, except that a text search stops counting at
+    ``query.text_total_limit``: then ``total`` is that limit and ``total_is_lower_bound``
+    says there are more (docs/feed.md)."""
 
     events: list[ReceivedEvent]
     total: int
     next_page: str | None
+    total_is_lower_bound: bool = False
 
 
 # Prefect's PIVOT_DATETIME: a Monday, so week buckets start on Mondays (P§4.7).

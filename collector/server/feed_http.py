@@ -47,6 +47,9 @@ def _page_json(request: web.Request, page: Page) -> web.Response:
         "total": page.total,
         "next_page": next_url,
     }
+    if page.total_is_lower_bound:
+        # Only then: the rest of the time the page is exactly Prefect's EventPage.
+        body["total_is_lower_bound"] = True
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

@@ -135,6 +135,7 @@ class HeraldServicer(herald_pb2_grpc.HeraldServicer):
             events_json=orjson.dumps([e.to_dict() for e in page.events]),
             total=page.total,
             next_page=page.next_page or "",
+            total_is_lower_bound=page.total_is_lower_bound,
         )
 
     async def CountEvents(

@@ -85,7 +85,7 @@ from pydantic import ValidationError
 
 from collector.domain.events import ReceivedEvent, datetime_to_us, us_to_datetime
 from collector.domain.feed import Page
-from collector.domain.filters import EventFilter, EventOrder
+from collector.domain.filters import EventFilter, EventOccurredFilter, EventOrder
 from collector.errors import InvalidFilter
 from collector.store.duckdb_store import row_to_event
 from collector.store.filter_sql import filter_sql
@@ -97,6 +97,14 @@ _RECEIVED_PROBES = (timedelta(hours=1), timedelta(days=7))
 # each miss widens it this many times, then the whole remaining range is read.
 _PROBE_SLACK = 4
 _PROBE_GROWTH = 16
+# A text search's total is exact up to this many matches, then a lower bound (query_events;
+# the server's value is ``query.text_total_limit``).
+TEXT_TOTAL_LIMIT = 1000
+# Counting a text search from the newest end (``_count_newest``): the first slice, the slack
+# on the slice estimated to reach the limit, and the most a slice grows per step.
+_FIRST_SLICE = timedelta(hours=1)
+_SLICE_SLACK = 1.25
+_SLICE_GROWTH = 16
 
 # In the order ``row_to_event`` reads.
 _EVENT_COLUMNS = (
@@ -115,6 +123,8 @@ class _PageState:
     cursor: tuple[int, str] | None  # (occurred µs, id) of the last row returned
     # (min, max) occurred µs of the rows the first page counted: sizes probe windows only.
     data_range: tuple[int, int] | None = None
+    # ``total`` is a lower bound: a text search stopped counting at its limit (``_Total``).
+    total_is_lower_bound: bool = False
 
 
 def _b64(data: bytes) -> str:
@@ -139,6 +149,7 @@ def _encode_page_token(state: _PageState, key: bytes) -> str:
             "r": state.received_bound_us,
             "c": list(state.cursor) if state.cursor else None,
             "d": list(state.data_range) if state.data_range else None,
+            "l": state.total_is_lower_bound,
         }
     )
     return f"{_b64(body)}.{_b64(_sign(key, body))}"
@@ -169,6 +180,7 @@ def _decode_page_token(token: str, key: bytes) -> _PageState:
             received_bound_us=int(data["r"]),
             cursor=(int(cursor[0]), str(UUID(cursor[1]))) if cursor else None,
             data_range=(int(data_range[0]), int(data_range[1])) if data_range else None,
+            total_is_lower_bound=bool(data.get("l", False)),
         )
     except (
         orjson.JSONDecodeError,
@@ -220,11 +232,15 @@ def _page_keys(
         rows = cur.execute(sql, [*params, bound, *keyset_params, want]).fetchall()
         return [(r[0], r[1]) for r in rows]
 
-    sql = (
-        f"SELECT e.occurred, e.id::VARCHAR FROM events e "
-        f"WHERE ({where}) AND e.received <= ? AND {keyset} <window> {order_by} LIMIT ?"
-    )
-    frozen_params = [*params, bound, *keyset_params]
+    def window_keys(window_since: datetime, window_until: datetime) -> list[Any]:
+        # The filter narrowed to the window (``_within``), so the side tables' scans are too.
+        w_where, w_params = filter_sql(_within(flt, window_since, window_until))
+        sql = (
+            f"SELECT e.occurred, e.id::VARCHAR FROM events e "
+            f"WHERE ({w_where}) AND e.received <= ? AND {keyset} {order_by} LIMIT ?"
+        )
+        return cur.execute(sql, [*w_params, bound, *keyset_params, want]).fetchall()
+
     since, until = flt.occurred.since, flt.occurred.until
     assert since is not None and until is not None  # resolved before paging
     if state.data_range is not None:
@@ -245,17 +261,24 @@ def _page_keys(
     window = span * min(1.0, _PROBE_SLACK * want / max(state.total, 1))
     while window < span:
         if flt.order is EventOrder.DESC:
-            edge_sql, edge_value = "AND e.occurred >= ?", until - window
+            rows = window_keys(until - window, until)
         else:
-            edge_sql, edge_value = "AND e.occurred <= ?", since + window
-        rows = cur.execute(
-            sql.replace("<window>", edge_sql), [*frozen_params, edge_value, want]
-        ).fetchall()
+            rows = window_keys(since, since + window)
         if len(rows) >= want:
             return [(r[0], r[1]) for r in rows]
         window *= _PROBE_GROWTH
-    rows = cur.execute(sql.replace("<window>", ""), [*frozen_params, want]).fetchall()
+    # The rest of the range: every matching row lies in it (the data range and the cursor).
+    rows = window_keys(since, until)
     return [(r[0], r[1]) for r in rows]
+
+
+def _within(flt: EventFilter, since: datetime, until: datetime) -> EventFilter:
+    """``flt`` with its time range narrowed to ``since``..``until`` (both inclusive)."""
+    assert flt.occurred.since is not None and flt.occurred.until is not None  # resolved
+    occurred = EventOccurredFilter(
+        since=max(since, flt.occurred.since), until=min(until, flt.occurred.until)
+    )
+    return flt.model_copy(update={"occurred": occurred})
 
 
 def _fetch_events(
@@ -271,9 +294,10 @@ def _fetch_events(
     """
     if not keys:
         return []
-    where, params = filter_sql(state.filter)
     lo = min(k[0] for k in keys)
     hi = max(k[0] for k in keys)
+    # Narrowed to the keys' range, so are the side tables' scans (``_within``).
+    where, params = filter_sql(_within(state.filter, lo, hi))
     sql = (
         f"SELECT {_EVENT_COLUMNS} FROM events e "
         f"WHERE e.occurred BETWEEN ? AND ? AND ({where}) AND e.received <= ?"
@@ -300,13 +324,16 @@ def query_events(
     now: datetime,
     *,
     token_key: bytes,
+    text_total_limit: int = TEXT_TOTAL_LIMIT,
 ) -> Page:
     """One page of events matching ``filter`` (Prefect's ``POST /events/filter``), or the page
     after ``page_token`` (``GET /events/filter/next``).
 
     With a token, ``filter`` and ``limit`` are ignored: the token carries the frozen query.
     ``now`` resolves the filter's default time range. ``token_key`` signs the tokens; tokens
-    from another key raise ``InvalidFilter``.
+    from another key raise ``InvalidFilter``. A filter with a text search counts its ``total``
+    exactly up to ``text_total_limit`` matches (0: no limit); past it the page says
+    ``total_is_lower_bound`` (``_count_newest``).
     """
     if page_token is not None:
         state = _decode_page_token(page_token, token_key)
@@ -318,20 +345,22 @@ def query_events(
         if bound is None:
             return Page(events=[], total=0, next_page=None)
         bound_us = datetime_to_us(bound)
-        total, data_range = _count_total(cur, resolved, bound_us)
+        counted = _count_total(cur, resolved, bound_us, text_total_limit)
         state = _PageState(
             filter=resolved,
             limit=limit,
-            total=total,
+            total=counted.total,
             received_bound_us=bound_us,
             cursor=None,
-            data_range=data_range,
+            data_range=counted.data_range,
+            total_is_lower_bound=counted.lower_bound,
         )
     limit = state.limit
     if state.filter.logical_limit is not None:
         limit = min(limit, state.filter.logical_limit)
+    lower_bound = state.total_is_lower_bound
     if limit == 0 or state.total == 0:
-        return Page(events=[], total=state.total, next_page=None)
+        return Page([], state.total, None, total_is_lower_bound=lower_bound)
     keys = _page_keys(cur, state, limit + 1)
     more = len(keys) > limit
     keys = keys[:limit]
@@ -346,11 +375,12 @@ def query_events(
                 received_bound_us=state.received_bound_us,
                 cursor=(datetime_to_us(last_occurred), last_id),
                 data_range=state.data_range,
+                total_is_lower_bound=lower_bound,
             ),
             token_key,
         )
     events = _fetch_events(cur, state, keys)
-    return Page(events=events, total=state.total, next_page=next_page)
+    return Page(events, state.total, next_page, total_is_lower_bound=lower_bound)
 
 
 def _newest_received(cur: duckdb.DuckDBPyConnection, now: datetime) -> datetime | None:
@@ -370,13 +400,28 @@ def _newest_received(cur: duckdb.DuckDBPyConnection, now: datetime) -> datetime 
     return newest
 
 
+@dataclass(frozen=True, slots=True)
+class _Total:
+    """A first page's count: ``total``, the (min, max) ``occurred`` µs of the rows counted
+    (None if none), which size the probe windows, and whether ``total`` is a lower bound."""
+
+    total: int
+    data_range: tuple[int, int] | None
+    lower_bound: bool = False
+
+
 def _count_total(
     cur: duckdb.DuckDBPyConnection,
     flt: EventFilter,
     received_bound_us: int,
-) -> tuple[int, tuple[int, int] | None]:
-    """The page's ``total`` and the (min, max) ``occurred`` µs of the matching rows (None if
-    there are none), which size the probe windows; the range costs nothing extra here."""
+    text_total_limit: int = 0,
+) -> _Total:
+    """The page's ``total`` and the matching rows' ``occurred`` range (free here).
+
+    Exact, except for a text search (not ``distinct``) with ``text_total_limit`` > 0, which is
+    counted from the newest end and stops past that many matches (``_count_newest``)."""
+    if text_total_limit > 0 and not flt.distinct and _searches_text(flt):
+        return _count_newest(cur, flt, received_bound_us, text_total_limit)
     where, params = filter_sql(flt)
     what = "count(DISTINCT e.resource_id)" if flt.distinct else "count(*)"
     sql = (
@@ -385,8 +430,71 @@ def _count_total(
     )
     row = cur.execute(sql, [*params, us_to_datetime(received_bound_us)]).fetchone()
     if row is None or row[1] is None:
-        return 0, None
-    return int(row[0]), (datetime_to_us(row[1]), datetime_to_us(row[2]))
+        return _Total(0, None)
+    return _Total(int(row[0]), (datetime_to_us(row[1]), datetime_to_us(row[2])))
+
+
+def _searches_text(flt: EventFilter) -> bool:
+    return flt.text is not None and not flt.text.parsed.is_empty
+
+
+def _count_newest(
+    cur: duckdb.DuckDBPyConnection,
+    flt: EventFilter,
+    received_bound_us: int,
+    limit: int,
+) -> _Total:
+    """Count a text search's matches in time slices from the newest end (``until``) back,
+    stopping once ``limit`` are counted: then ``total`` is ``limit`` and a lower bound.
+
+    Why (decision, docs/benchmarks.md "Feed queries"): a text search has no index — a
+    substring of the name, label values and payload JSON — so an exact total reads every row
+    in range (5.5 s at 10M events), while a common term reaches the limit in the newest few
+    percent of them. The first slice is ``_FIRST_SLICE``; each next one is sized from the
+    matches per second seen so far to reach the limit (``_SLICE_SLACK``), at most
+    ``_SLICE_GROWTH`` times what is covered, and ×``_SLICE_GROWTH`` while none are seen.
+    Each slice is bounded in ``occurred``, so zone maps skip the rest of the table."""
+    where, params = filter_sql(flt)
+    # A slice is (lo, hi]; the oldest one has no lower bound but the filter's own `since`.
+    sql = (
+        "SELECT count(*), min(e.occurred), max(e.occurred) FROM events e "
+        f"WHERE ({where}) AND e.received <= ? AND e.occurred <= ? <lo>"
+    )
+    since, until = flt.occurred.since, flt.occurred.until
+    assert since is not None and until is not None  # resolved before paging
+    bound = us_to_datetime(received_bound_us)
+    counted = 0
+    low: datetime | None = None
+    high: datetime | None = None
+    hi, width = until, _FIRST_SLICE
+    while True:
+        last = width >= hi - since
+        lo = since if last else hi - width
+        if last:
+            row = cur.execute(sql.replace("<lo>", ""), [*params, bound, hi]).fetchone()
+        else:
+            row = cur.execute(
+                sql.replace("<lo>", "AND e.occurred > ?"), [*params, bound, hi, lo]
+            ).fetchone()
+        if row is not None and row[0]:
+            counted += int(row[0])
+            low = row[1]
+            high = high or row[2]
+        if last:
+            break  # every slice read: the count is exact
+        if counted >= limit:
+            assert low is not None and high is not None
+            return _Total(limit, (datetime_to_us(low), datetime_to_us(high)), lower_bound=True)
+        covered = until - lo
+        if counted == 0:
+            width = covered * _SLICE_GROWTH
+        else:
+            needed = covered * ((limit - counted) / counted) * _SLICE_SLACK
+            width = min(max(needed, covered / _SLICE_GROWTH), covered * _SLICE_GROWTH)
+        hi = lo
+    if low is None or high is None:
+        return _Total(0, None)
+    return _Total(counted, (datetime_to_us(low), datetime_to_us(high)))
 
 
 __all__ = ["query_events"]

@@ -163,6 +163,7 @@ class EventReader:
                     page_token,
                     self.clock.now(),
                     token_key=self._token_key,
+                    text_total_limit=self.config.text_total_limit,
                 )
         finally:
             cur.close()

@@ -96,6 +96,7 @@ def feed_routes(ctx: WebContext) -> list[Route]:
             histogram_url=histogram_url,
             rows=rows,
             total=page.total,
+            total_is_lower_bound=page.total_is_lower_bound,
             next_url=query.url(page=page.next_page) if page.next_page else "",
             page_size=PAGE_SIZE,
             live_allowed=not query.custom and not query.page and not error,
