@@ -4,6 +4,12 @@ several concurrent client processes, plus the server's peak RSS and CPU.
 
     .venv/bin/python benchmarks/ingest_otlp.py [--seconds 15] [--clients 4] [--span-events 0]
         [--scenarios grpc-traces,http-traces,grpc-logs,http-logs] [--profile DIR]
+        [--mapping-workers 0,2] [--rounds 1]
+
+``--mapping-workers`` runs each scenario once per value of ``ingest.mapping_workers`` (OTLP
+mapped in worker processes; 0 = in the server's process), alternated within each of
+``--rounds`` rounds so that A and B see the same machine; "server CPU" is the server process
+alone, "workers CPU" its mapping workers (and their forkserver).
 
 Each scenario starts its own ``herald serve`` (temp DuckDB file, ports 127.0.0.1:0, ready when
 its readiness line appears on stderr), runs the clients for ``--seconds``, stops the server
@@ -325,6 +331,8 @@ def _rejected(response: Any) -> int:
 @dataclass
 class Row:
     scenario: str
+    workers: int
+    workers_cpu_pct: float
     requests: int
     acked: int
     rate: float
@@ -341,9 +349,9 @@ class Row:
     client_errors: list[str]
 
 
-def run_scenario(name: str, args: argparse.Namespace, db: Path) -> Row:
+def run_scenario(name: str, args: argparse.Namespace, db: Path, workers: int = 0) -> Row:
     transport, signal_name = SCENARIOS[name]
-    server = ServerProcess(db=db)
+    server = ServerProcess(db=db, env={"HERALD_INGEST__MAPPING_WORKERS": str(workers)})
     profiler = None
     try:
         address = server.grpc if transport == "grpc" else server.http
@@ -395,11 +403,13 @@ def run_scenario(name: str, args: argparse.Namespace, db: Path) -> Row:
                 stderr=subprocess.DEVNULL,
             )
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        workers_cpu0 = server.descendants_cpu_seconds()
         stop_at.value = t0 + args.seconds
         start.set()
         results = [out.get(timeout=args.seconds + 120) for _ in procs]
         elapsed = time.monotonic() - t0
         cpu = server.cpu_seconds() - cpu0
+        workers_cpu = server.descendants_cpu_seconds() - workers_cpu0
         for p in procs:
             p.join()
         if profiler is not None:
@@ -425,6 +435,8 @@ def run_scenario(name: str, args: argparse.Namespace, db: Path) -> Row:
     per_item = 1 + args.span_events if signal_name == "traces" else 1
     return Row(
         scenario=name,
+        workers=workers,
+        workers_cpu_pct=100 * workers_cpu / elapsed,
         requests=total.requests,
         acked=total.acked_items,
         rate=total.acked_items / elapsed,
@@ -453,6 +465,12 @@ def main() -> None:
         help=f"comma-separated, from {', '.join(SCENARIOS)}",
     )
     parser.add_argument(
+        "--mapping-workers",
+        default="0",
+        help="comma-separated ingest.mapping_workers values, each run per scenario (A/B)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the A/B alternation")
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -479,14 +497,22 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, {args.clients} client processes, {ITEMS} items/request, "
         f"{args.span_events} span events/span, {args.seconds:g} s per scenario"
     )
+    workers = [int(w) for w in args.mapping_workers.split(",") if w.strip()]
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="herald-bench-otlp-") as tmp:
-        for i, name in enumerate(names):
-            rows.append(run_scenario(name, args, Path(tmp) / f"{i}-{name}.duckdb"))
+        i = 0
+        for _ in range(args.rounds):
+            for name in names:
+                for w in workers:
+                    i += 1
+                    db = Path(tmp) / f"{i}-{name}-w{w}.duckdb"
+                    rows.append(run_scenario(name, args, db, w))
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     header = (
-        f"{'scenario':<12} {'requests':>8} {'items/s acked':>13} {'p50 ms':>7} "
+        f"{'scenario':<12} {'workers':>7} {'requests':>8} {'items/s acked':>13} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'busy':>5} {'errors':>6} {'events in file':>15} "
-        f"{'check':>5} {'RSS max MB':>10} {'server CPU':>10}"
+        f"{'check':>5} {'RSS max MB':>10} {'server CPU':>10} {'workers CPU':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -495,9 +521,10 @@ def main() -> None:
         ok = r.stored_events == r.expected_events and r.exit_code == 0 and not r.errors
         failed |= not ok
         print(
-            f"{r.scenario:<12} {r.requests:>8} {r.rate:>13,.0f} {r.p50_ms:>7.1f} "
+            f"{r.scenario:<12} {r.workers:>7} {r.requests:>8} {r.rate:>13,.0f} {r.p50_ms:>7.1f} "
             f"{r.p99_ms:>7.1f} {r.busy:>5} {r.errors:>6} {r.stored_events:>15,} "
-            f"{'ok' if ok else 'FAIL':>5} {r.rss_mb:>10.0f} {r.cpu_pct:>9.0f}%"
+            f"{'ok' if ok else 'FAIL':>5} {r.rss_mb:>10.0f} {r.cpu_pct:>9.0f}% "
+            f"{r.workers_cpu_pct:>10.0f}%"
         )
     print(
         "items/s = spans (traces) or log records (logs) answered OK, i.e. committed; "

@@ -317,7 +317,6 @@ class Herald:
                 max_queued_bytes=cfg.ingest.mapping_queue_bytes,
                 metrics=self.metrics,
             )
-            await asyncio.to_thread(self.mapping_pool.start)
         otlp = OtlpIngest(self.writer, self.limits, metrics=self.metrics, pool=self.mapping_pool)
         await self._start_grpc(ingest, otlp)
         health = health_routes(

@@ -238,11 +238,11 @@ class StorageConfig(_Section):
 
 class IngestConfig(_Section):
     mapping_workers: int = Field(
-        0,
+        2,
         ge=0,
         le=64,
-        description="worker processes that decode and map OTLP requests (0 = in the server's "
-        "own process); see docs/benchmarks.md, OTLP mapping workers",
+        description="worker processes that decode and map OTLP requests, started by the first "
+        "one (0 = in the server's own process); see docs/benchmarks.md, OTLP mapping workers",
     )
     mapping_queue_bytes: int = Field(
         64 * 1024 * 1024,

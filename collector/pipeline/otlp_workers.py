@@ -24,9 +24,12 @@ Guarantees, as for in-process mapping:
   workers ignore SIGINT (a Ctrl-C reaches the whole process group, and the server drains on it:
   its workers must outlive the drain).
 
-Workers start with the server (``start``), through a ``forkserver`` that has this module's
-imports preloaded (forking a server whose gRPC and writer threads already run is unsafe;
-``spawn`` would pay the imports per worker).
+Workers start with the first OTLP request (a server that gets none pays nothing), in a thread
+so the event loop goes on serving, through a ``forkserver`` that has this module's imports
+preloaded (forking a server whose gRPC and writer threads already run is unsafe; ``spawn``
+would pay the imports per worker). Like any ``multiprocessing`` program, a script that runs a
+``Herald`` in its own process with workers needs the ``if __name__ == "__main__":`` guard: the
+workers import the script's main module.
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ class MappingPool:
         self._max_requests = max_queued_requests or REQUESTS_PER_WORKER * workers
         self._metrics = metrics or NoMetrics()
         self._executor: ProcessPoolExecutor | None = None
+        self._starting = asyncio.Lock()
         self._lock = threading.Lock()  # the counts: done callbacks run on the executor's thread
         self._queued_requests = 0
         self._queued_bytes = 0
@@ -182,11 +186,17 @@ class MappingPool:
         return executor
 
     def start(self) -> None:
-        """Start the workers now rather than at the first request (blocking: the forkserver
-        imports this module's dependencies once, ~1 s)."""
+        """Start the workers now (blocking: the first start of the forkserver imports this
+        module's dependencies, ~1 s); ``map`` does it at the first request otherwise."""
         executor = self._pool()
         for future in [executor.submit(_warm) for _ in range(self.workers)]:
             future.result()
+
+    async def _started(self) -> None:
+        if self._executor is None:
+            async with self._starting:  # one start for the requests that arrive meanwhile
+                if self._executor is None:
+                    await asyncio.to_thread(self.start)
 
     async def map(
         self,
@@ -215,10 +225,14 @@ class MappingPool:
                 )
             self._queued_requests += 1
             self._queued_bytes += size
-        executor = self._pool()
+        try:
+            await self._started()
+        except BaseException:
+            self._done(size)
+            raise
         job = MappingJob(signal, body, json, invalid, received_us, limits, self._to_arrow)
         try:
-            future: Future[MappedRequest] = executor.submit(map_request, job)
+            executor, future = self._submit(job)
         except BaseException:
             self._done(size)
             raise
@@ -233,6 +247,17 @@ class MappingPool:
                 "of it was stored: retry",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
+
+    def _submit(self, job: MappingJob) -> tuple[ProcessPoolExecutor, Future[MappedRequest]]:
+        executor = self._pool()
+        try:
+            return executor, executor.submit(map_request, job)
+        except BrokenProcessPool:
+            # A worker died while idle: this request was not sent anywhere yet, so it goes to
+            # a fresh set of workers.
+            self._replace(executor)
+            executor = self._pool()
+            return executor, executor.submit(map_request, job)
 
     def _done(self, size: int) -> None:
         with self._lock:

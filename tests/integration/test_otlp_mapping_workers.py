@@ -1,7 +1,10 @@
-"""OTLP ingest through the mapping worker processes (``ingest.mapping_workers`` > 0, issue 13):
-the OTLP receiver tests run again against a server whose requests are mapped in workers, and
-what only a pool can do wrong — answers that differ from in-process mapping, a worker killed
-mid-request, a full pool, a shutdown while workers are busy — is tested here."""
+"""OTLP ingest through the mapping worker processes (``ingest.mapping_workers``, issue 13).
+
+The OTLP receiver tests (test_otlp_receivers.py) run against the default configuration; here they
+run again with the other path (in-process mapping when the default has workers, workers when it
+has none), and what only a pool can do wrong — answers that differ from in-process mapping, a
+worker killed mid-request or while idle, a full pool, a shutdown while workers are busy — is
+tested with real worker processes."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 
 from collector.app import Herald
 from collector.clock import now_us
-from collector.config import Config
+from collector.config import Config, IngestConfig
 from collector.domain.columns import EventColumns
 from collector.domain.events import Limits
 from collector.mapping.otlp_traces import traces_to_events
@@ -53,7 +56,8 @@ from tests.integration.test_otlp_receivers import (  # the receiver tests, run t
 )
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
-WORKERS = {"mapping_workers": 2}
+# The receiver tests' other path: in-process mapping if the default maps in workers, else two.
+OTHER_PATH = {"mapping_workers": 0 if IngestConfig().mapping_workers else 2}
 
 __all__ = [  # collected here too, with this module's `herald` fixture
     "test_empty_request_is_a_plain_success",
@@ -72,9 +76,9 @@ __all__ = [  # collected here too, with this module's `herald` fixture
 
 @pytest.fixture
 def herald(db_path: Path) -> Iterator[Herald]:
-    """A running server mapping OTLP in two worker processes (overrides conftest's)."""
-    with running_herald(test_config(db_path, ingest=WORKERS)) as server:
-        assert server.mapping_pool is not None and len(server.mapping_pool.worker_pids()) == 2
+    """A running server on the receiver tests' other path (overrides conftest's)."""
+    with running_herald(test_config(db_path, ingest=OTHER_PATH)) as server:
+        assert (server.mapping_pool is None) == (OTHER_PATH["mapping_workers"] == 0)
         yield server
 
 
@@ -241,6 +245,7 @@ def test_a_worker_killed_mid_request_is_a_retryable_answer_and_nothing_is_lost(
     with running_herald(test_config(db_path, ingest={"mapping_workers": 1})) as herald:
         pool = herald.mapping_pool
         assert pool is not None
+        pool.start()
         [pid] = pool.worker_pids()
         request = big_trace_request(20_000)
         result: list[Any] = []
@@ -275,11 +280,28 @@ def test_a_worker_killed_mid_request_is_a_retryable_answer_and_nothing_is_lost(
         assert pool.queued_requests == 0
 
 
+def test_a_worker_that_died_idle_is_replaced_before_the_next_request(db_path: Path) -> None:
+    with running_herald(test_config(db_path, ingest={"mapping_workers": 1})) as herald:
+        pool = herald.mapping_pool
+        assert pool is not None
+        pool.start()
+        [pid] = pool.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid))
+        request = big_trace_request(10)
+        assert not export(herald, request).HasField("partial_success")
+        reply = http_post(herald, "/v1/logs", logs_request("after").SerializeToString(), PROTOBUF)
+        assert reply.status_code == 200
+        assert stored(herald) == 11
+        assert pool.worker_pids() and pid not in pool.worker_pids()
+
+
 def test_a_full_pool_answers_busy_before_queueing(db_path: Path) -> None:
     config = test_config(db_path, ingest={"mapping_workers": 1, "mapping_queue_bytes": 1000})
     with running_herald(config) as herald:
         pool = herald.mapping_pool
         assert pool is not None
+        pool.start()
         [pid] = pool.worker_pids()
         big = big_trace_request(20_000)  # over the byte budget, let in: the pool is empty
         result: list[Any] = []
@@ -312,7 +334,9 @@ def test_shutdown_with_busy_workers_answers_every_request_and_ends_the_workers(
     try:
         pool = herald.mapping_pool
         assert pool is not None
+        pool.start()
         pids = pool.worker_pids()
+        assert len(pids) == 2
         requests = [big_trace_request(5_000, first_span=1 + k * 5_000) for k in range(4)]
         results: list[Any] = []
         lock = threading.Lock()
