@@ -118,6 +118,12 @@ def main() -> None:
     parser.add_argument(
         "--commit-requests", type=int, default=8, help="ceiling: requests per commit"
     )
+    parser.add_argument(
+        "--mapping-workers",
+        type=int,
+        default=None,
+        help="herald: ingest.mapping_workers (default: the configured default)",
+    )
     args = parser.parse_args()
     args.span_events = 0
     args.profile = None  # run_scenario can profile the server; not here
@@ -133,7 +139,9 @@ def main() -> None:
             before = ceiling(
                 args.seconds, args.commit_requests, Path(tmp) / f"ceiling-{r}-a.duckdb"
             )
-            row = run_scenario("grpc-traces", args, Path(tmp) / f"herald-{r}.duckdb")
+            row = run_scenario(
+                "grpc-traces", args, Path(tmp) / f"herald-{r}.duckdb", args.mapping_workers
+            )
             after = ceiling(args.seconds, args.commit_requests, Path(tmp) / f"ceiling-{r}-b.duckdb")
             if row.errors or row.stored_events < row.expected_events:
                 raise SystemExit(f"herald run failed: {row}")
@@ -143,7 +151,8 @@ def main() -> None:
                 f"round {r + 1}: ceiling {before:,.0f} / {after:,.0f} spans/s (one core); "
                 f"herald {row.rate:,.0f} spans/s acknowledged ({args.clients} gRPC clients, "
                 f"p99 {row.p99_ms:.0f} ms, busy {row.busy}, RSS {row.rss_mb:.0f} MB, "
-                f"server CPU {row.cpu_pct:.0f} %) → {row.rate / reference:.2f} of the ceiling",
+                f"server CPU {row.cpu_pct:.0f} %, {row.workers} mapping workers' CPU "
+                f"{row.workers_cpu_pct:.0f} %) → {row.rate / reference:.2f} of the ceiling",
                 flush=True,
             )
     print(

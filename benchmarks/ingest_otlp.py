@@ -59,6 +59,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._server import ServerProcess
+from collector.config import IngestConfig
 
 ITEMS = 512  # spans or log records per request
 
@@ -349,8 +350,12 @@ class Row:
     client_errors: list[str]
 
 
-def run_scenario(name: str, args: argparse.Namespace, db: Path, workers: int = 0) -> Row:
+def run_scenario(name: str, args: argparse.Namespace, db: Path, workers: int | None = None) -> Row:
+    """One scenario against a fresh server; ``workers``: its ``ingest.mapping_workers``
+    (None: the configured default)."""
     transport, signal_name = SCENARIOS[name]
+    if workers is None:
+        workers = IngestConfig().mapping_workers
     server = ServerProcess(db=db, env={"HERALD_INGEST__MAPPING_WORKERS": str(workers)})
     profiler = None
     try:
@@ -466,8 +471,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--mapping-workers",
-        default="0",
-        help="comma-separated ingest.mapping_workers values, each run per scenario (A/B)",
+        default=str(IngestConfig().mapping_workers),
+        help="comma-separated ingest.mapping_workers values, each run per scenario (A/B); "
+        "default: the configured default",
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat the A/B alternation")
     parser.add_argument(
