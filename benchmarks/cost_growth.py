@@ -28,6 +28,8 @@ The clients share the machine's cores with the server, as in the other ingest be
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -103,6 +105,22 @@ class Results:
     stores: list[tuple[IngestPoint, IngestPoint]]
     queries: list[QueryPoint]
     title_note: str  # the load average, shown on every plot
+
+
+def save_results(results: Results, path: Path) -> None:
+    """The numbers behind the tables and plots, for ``--replot``."""
+    path.write_text(json.dumps(dataclasses.asdict(results), indent=1) + "\n")
+
+
+def load_results(path: Path) -> Results:
+    data = json.loads(path.read_text())
+    return Results(
+        clients=[IngestPoint(**p) for p in data["clients"]],
+        batches=[IngestPoint(**p) for p in data["batches"]],
+        stores=[(IngestPoint(**e), IngestPoint(**p)) for e, p in data["stores"]],
+        queries=[QueryPoint(**q) for q in data["queries"]],
+        title_note=data["title_note"],
+    )
 
 
 def count_events(db: Path, column: str = "", since: datetime | None = None) -> int:
@@ -316,6 +334,8 @@ def plot(results: Results, out: Path) -> list[Path]:
                 xytext=(0, 7),
                 ha="center",
                 fontsize=8,
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                zorder=5,
             )
         ax.set_ylabel("events/s acknowledged")
         ax.set_ylim(0, max(ys) * 1.45 if ys else 1)
@@ -434,7 +454,8 @@ def main() -> None:
         "--out",
         type=Path,
         default=None,
-        help="directory for the PNGs (default docs/img, or a temp dir with --quick)",
+        help="directory for the PNGs and cost-growth.json (default docs/img, or a temp dir "
+        "with --quick)",
     )
     ap.add_argument(
         "--late",
@@ -450,6 +471,12 @@ def main() -> None:
         help="seconds per query scenario after which it stops (at least 5 runs)",
     )
     ap.add_argument("--dir", type=Path, default=None, help="where the temp stores go")
+    ap.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        help="measure nothing: print the tables and draw the plots of a saved cost-growth.json",
+    )
     args = ap.parse_args()
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 10.0
@@ -465,6 +492,13 @@ def main() -> None:
             if args.quick
             else (ROOT / "docs" / "img")
         )
+
+    if args.replot is not None:
+        results = load_results(args.replot)
+        print(tables(results))
+        for path in plot(results, out):
+            print(f"wrote {path} ({path.stat().st_size / 1000:.0f} kB)")
+        return
 
     command = ".venv/bin/python benchmarks/cost_growth.py " + shlex.join(sys.argv[1:])
     print(f"command: {command.strip()}")
@@ -496,6 +530,9 @@ def main() -> None:
     print()
     print(tables(results))
     print()
+    out.mkdir(parents=True, exist_ok=True)
+    save_results(results, out / "cost-growth.json")
+    print(f"wrote {out / 'cost-growth.json'}")
     for path in plot(results, out):
         print(f"wrote {path} ({path.stat().st_size / 1000:.0f} kB)")
     print(

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cost_growth import IngestPoint, QueryPoint, Results, plot, tables
+from benchmarks.cost_growth import (
+    IngestPoint,
+    QueryPoint,
+    Results,
+    load_results,
+    plot,
+    save_results,
+    tables,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +72,12 @@ def test_tables_show_every_point_and_flag_a_lost_event() -> None:
     assert "| scenario (p50 ms) | 100k | 1M | 10M |" in text
     assert "| text page | 5.0 | 50.0 | 500.0 |" in text
     assert not _results().stores[1][1].ok and _results().stores[1][0].ok
+
+
+def test_saved_results_load_back_unchanged(tmp_path: Path) -> None:
+    save_results(_results(), tmp_path / "cost-growth.json")
+
+    assert load_results(tmp_path / "cost-growth.json") == _results()
 
 
 def test_plots_are_small_pngs(tmp_path: Path) -> None:
