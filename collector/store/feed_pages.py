@@ -97,6 +97,7 @@ _RECEIVED_PROBES = (timedelta(hours=1), timedelta(days=7))
 # each miss widens it this many times, then the whole remaining range is read.
 _PROBE_SLACK = 4
 _PROBE_GROWTH = 16
+_MIN_WINDOW = timedelta(milliseconds=1)
 # A text search's total is exact up to this many matches, then a lower bound (query_events;
 # the server's value is ``query.text_total_limit``).
 TEXT_TOTAL_LIMIT = 1000
@@ -243,10 +244,17 @@ def _page_keys(
 
     since, until = flt.occurred.since, flt.occurred.until
     assert since is not None and until is not None  # resolved before paging
+    # Windows are sized by the matches' density over the range they were counted in.
+    counted_span: timedelta | None = None
     if state.data_range is not None:
         # Size windows by where the data is, not by the filter's (default 180-day) range.
-        since = max(since, us_to_datetime(state.data_range[0]))
-        until = min(until, us_to_datetime(state.data_range[1]))
+        low, high = (us_to_datetime(us) for us in state.data_range)
+        until = min(until, high)
+        if state.total_is_lower_bound:
+            # Counted from the newest end only: older matches lie before `low`.
+            counted_span = high - low
+        else:
+            since = max(since, low)
     if state.cursor is not None:
         edge = us_to_datetime(state.cursor[0])
         if flt.order is EventOrder.DESC:
@@ -259,6 +267,9 @@ def _page_keys(
     # window that holds `want` rows is an exact answer: every row outside it sorts after
     # every row inside it. Windows are sized by the filter's average density, then widened.
     window = span * min(1.0, _PROBE_SLACK * want / max(state.total, 1))
+    if counted_span is not None:
+        # (At least 1 ms: the matches counted may all share one time, and a window must grow.)
+        window = max(counted_span * min(1.0, _PROBE_SLACK * want / state.total), _MIN_WINDOW)
     while window < span:
         if flt.order is EventOrder.DESC:
             rows = window_keys(until - window, until)

@@ -238,3 +238,31 @@ def test_text_with_other_parts_and_a_narrow_range(store: EventStore) -> None:
     for total_limit in (0, 2, 1000):
         pages = _pages(store, flt, 4, total_limit)
         assert [str(e.id) for p in pages for e in p.events] == expected
+
+
+def test_matches_all_at_one_time_page_to_the_end(tmp_path: Path) -> None:
+    # The counted range is a single instant: the probe windows must still grow and end.
+    store = EventStore(tmp_path / "same.duckdb")
+    try:
+        cols = EventColumns()
+        for i in range(9):
+            at = NOW - (timedelta(0) if i < 6 else timedelta(days=2 + i))
+            cols.append(
+                str(UUID(int=i + 1)),
+                datetime_to_us(at),
+                "app.x",
+                {"prefect.resource.id": f"app.r.{i}"},
+                [],
+                orjson.dumps({"m": "timeout"}).decode(),
+            )
+        store.append(columns_to_arrow(cols, [datetime_to_us(NOW)] * 9))
+        flt = {"text": {"query": "timeout"}}
+        for order in ("DESC", "ASC"):
+            pages = _pages(store, {**flt, "order": order}, 2, 3)
+            assert (pages[0].total, pages[0].total_is_lower_bound) == (3, True)
+            got = [str(e.id) for p in pages for e in p.events]
+            want = _expected(store, flt)
+            assert got == (want if order == "DESC" else want[::-1])
+            assert len(got) == 9
+    finally:
+        store.close()
