@@ -48,7 +48,7 @@ from collector.pipeline.ingest import NativeIngest
 from collector.pipeline.otlp_ingest import OtlpIngest
 from collector.pipeline.otlp_workers import MappingPool
 from collector.pipeline.tail import TailHub
-from collector.process_memory import limit_malloc_arenas
+from collector.process_memory import tune_allocators
 from collector.server.admission import GrpcAdmission, InflightBudget
 from collector.server.auth import Authenticator, bind_allowed, split_address
 from collector.server.automations_grpc import AutomationsServicer
@@ -225,7 +225,7 @@ class Herald:
         (a port in use, a host that does not resolve) leaves no DuckDB file behind."""
         cfg = self.config
         # Before the server's threads start (collector/process_memory.py).
-        limit_malloc_arenas()
+        tune_allocators()
         bind_allowed(cfg.server.grpc, self.auth, cfg.server.insecure)
         bind_allowed(cfg.server.http, self.auth, cfg.server.insecure)
         tls = self._tls()

@@ -47,7 +47,7 @@ DEFAULT_MEMORY_BUDGET = 300 * MiB
 # leaves too little for data.
 MIN_MEMORY_BUDGET = 256 * MiB
 MIN_DUCKDB_MEMORY = 64 * MiB
-MIN_TAIL_BUFFER_BYTES = 64 * 1024
+MIN_TAIL_BUFFER_BYTES = MiB
 
 
 def budget_parts(
@@ -284,7 +284,8 @@ class QueryConfig(_Section):
         gt=0,
         description="the same buffer's bound in bytes (wire JSON); whichever is reached first. "
         "0 = derived: 1/16 of server.memory_budget_bytes over max_tail_subscribers, at "
-        "least 64 KiB",
+        "least 1 MiB (it guards against large events; tail_buffer_events bounds small ones "
+        "first)",
     )
     max_tail_subscribers: int = Field(
         100, gt=0, description="live-tail streams open at once; one more is answered 'busy'"

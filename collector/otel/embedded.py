@@ -71,6 +71,7 @@ class EmbeddedStore:
             self._store,
             batch_max_events=storage.batch_max_events,
             queue_max_events=storage.queue_max_events,
+            queue_max_bytes=storage.queue_max_bytes,
         )
         self._writer.start()
         self.users = 1

@@ -2,7 +2,8 @@
 
 What a subscriber is promised: every committed event its filter matches (all of it, related
 resources included), in commit order, never one twice (the backfill's ids are remembered), into
-a bounded buffer (``query.tail_buffer_events``); a subscriber that falls behind loses the
+a bounded buffer (``query.tail_buffer_events`` and ``query.tail_buffer_bytes``, whichever is
+reached first); a subscriber that falls behind loses the
 overflow and is told how many events it missed (``lagged``) — never silently shorted.
 
 How it stays off the hot path: the writer calls ``TailHub.on_commit`` on its thread after every
@@ -19,7 +20,8 @@ UNAVAILABLE with a retry hint). If the tail thread falls behind by more than
 ``SHED_BACKLOG_EVENTS`` committed events (filters too costly for the ingest rate), it sheds:
 a batch is then only looked up in the index, and each subscriber is told it lagged by its
 candidate count — the events it *may* have missed, an upper bound for filters the index cannot
-answer exactly. Beyond ``MAX_BACKLOG_EVENTS`` the writer's callback stops queueing and every
+answer exactly. Beyond ``max_backlog_events`` (``MAX_BACKLOG_EVENTS`` unless the server's memory
+budget sets it lower) the writer's callback stops queueing and every
 subscriber is told it lagged by the whole batch, so the queue's memory stays bounded.
 """
 
@@ -65,9 +67,17 @@ class Subscription:
     """One subscriber's bounded buffer of matching events, filled by the tail thread and
     drained on the event loop (so its state is guarded by a lock)."""
 
-    def __init__(self, filter: EventFilter, buffer: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        filter: EventFilter,
+        buffer: int,
+        loop: asyncio.AbstractEventLoop,
+        buffer_bytes: int | None = None,
+    ) -> None:
         self.filter = filter
         self._buffer = buffer
+        self._buffer_bytes = buffer_bytes
+        self._queued_bytes = 0  # wire JSON in _queue
         self._loop = loop
         self._lock = threading.Lock()
         self._queue: deque[TailItem] = deque()
@@ -98,10 +108,15 @@ class Subscription:
             for item in items:
                 if item[0] in self._seen:
                     continue
-                if len(self._queue) >= self._buffer:
+                if len(self._queue) >= self._buffer or (
+                    self._buffer_bytes is not None
+                    and self._queue
+                    and self._queued_bytes + len(item[1]) > self._buffer_bytes
+                ):
                     self._missed += 1
                 else:
                     self._queue.append(item)
+                    self._queued_bytes += len(item[1])
             wake, self._waiting = self._waiting, False
         return wake
 
@@ -125,6 +140,7 @@ class Subscription:
                     return "lagged", missed
                 while self._queue:
                     event_id, data = self._queue.popleft()
+                    self._queued_bytes -= len(data)
                     # Checked at delivery: the backfill may have sent it while it waited here.
                     if event_id not in self._seen:
                         self._mark_seen(event_id)
@@ -216,11 +232,17 @@ class TailHub:
         buffer: int,
         max_subscribers: int = 100,
         *,
+        buffer_bytes: int | None = None,
+        max_backlog_events: int = MAX_BACKLOG_EVENTS,
         metrics: SelfMetrics | None = None,
     ) -> None:
+        """``buffer`` events and ``buffer_bytes`` (None: no bound in bytes) per subscriber;
+        ``max_backlog_events`` committed events waiting for the tail thread at most."""
         self._metrics = metrics or NoMetrics()
         self._loop = loop
         self._buffer = buffer
+        self._buffer_bytes = buffer_bytes
+        self._max_backlog = max_backlog_events
         self._max = max_subscribers
         self._cond = threading.Condition()
         self._subs: dict[Subscription, None] = {}  # insertion-ordered set
@@ -253,7 +275,7 @@ class TailHub:
                     f"query.max_tail_subscribers = {self._max}); retry later or close a tail",
                     retry_after=RETRY_AFTER_SECONDS,
                 )
-            sub = Subscription(filter, self._buffer, self._loop)
+            sub = Subscription(filter, self._buffer, self._loop, self._buffer_bytes)
             self._subs[sub] = None
             self._reindex()
             if self._thread is None and not self._closing:
@@ -265,6 +287,7 @@ class TailHub:
         with sub._lock:
             sub.closed = True
             sub._queue.clear()
+            sub._queued_bytes = 0
         with self._cond:
             if self._subs.pop(sub, False) is None:
                 self._reindex()
@@ -281,7 +304,7 @@ class TailHub:
             return
         n = len(cols)
         with self._cond:
-            if self._pending and self._pending_events + n > MAX_BACKLOG_EVENTS:
+            if self._pending and self._pending_events + n > self._max_backlog:
                 self._dropped += n
             else:
                 self._pending.append((cols, received_us))

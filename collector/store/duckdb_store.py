@@ -237,6 +237,11 @@ class EventStore:
             config: dict[str, Any] = dict(_LOCKED_DOWN)
             if memory_limit is not None:
                 config["memory_limit"] = f"{max(1, memory_limit // 1024)}KiB"
+                # DuckDB's allocator (jemalloc) keeps freed memory until a task that peaked
+                # past this hands it back (default 128 MiB: more than the whole limit here);
+                # its background thread purges what stays (server.memory_budget_bytes).
+                config["allocator_flush_threshold"] = f"{max(1, memory_limit // 8 // 1024)}KiB"
+                config["allocator_background_threads"] = True
             if spill_limit is not None:
                 config["max_temp_directory_size"] = f"{spill_limit // 1024}KiB"
             started = native_threads()

@@ -98,11 +98,18 @@ def test_ingest_goes_through_the_event_sink() -> None:
 # ingest steps (pipeline) and the automations runtime above, the receivers (server) above those,
 # and app.py, the one place that wires parts together, on top. The client package, the SDK and the
 # CLI are the outside: they reach a running server over the wire, never its modules.
-LEAVES = ("collector.errors", "collector.clock", "collector.niceness", "collector.version")
+LEAVES = (
+    "collector.errors",
+    "collector.clock",
+    "collector.niceness",
+    "collector.process_memory",
+    "collector.version",
+)
 LAYERS: dict[str, tuple[str, ...]] = {
     "collector.errors": (),
     "collector.clock": (),
     "collector.niceness": (),
+    "collector.process_memory": (),
     "collector.version": (),
     "collector.config": ("collector.errors",),
     "collector.domain": ("collector.errors", "collector.clock"),
