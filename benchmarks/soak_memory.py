@@ -226,6 +226,32 @@ def _metrics(http_address: str) -> dict[str, float]:
     return found
 
 
+def descendants_rss_mb(pid: int) -> float:
+    """RSS of the processes under ``pid`` (OTLP mapping workers, their fork server), in MB."""
+    parents: dict[int, int] = {}
+    rss: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[1])
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss[int(entry.name)] = int(line.split()[1]) / 1024
+    total = 0.0
+    for child in parents:
+        up = parents.get(child)
+        while up is not None and up != pid and up > 1:
+            up = parents.get(up)
+        if up == pid:
+            total += rss.get(child, 0.0)
+    return total
+
+
 def _disk_mb(path: Path) -> float:
     """Size of a file, or of the files in a directory, in MB (0 if there is none)."""
     if path.is_dir():
@@ -271,6 +297,7 @@ def main() -> None:
     print("machine: " + machine())
     server = ServerProcess(env=env)
     samples: list[tuple[float, float]] = []  # (seconds since start, RSS MB)
+    children: list[float] = []  # RSS of the server's child processes (mapping workers), MB
     gauges: list[tuple[int, dict[str, float]]] = []
     try:
         ctx = mp.get_context("fork")
@@ -291,6 +318,7 @@ def main() -> None:
         window = 0
         while (now := time.time()) < stop_at:
             samples.append((now - start, server.rss_mb()))
+            children.append(descendants_rss_mb(server.proc.pid))
             if int((now - start) // WINDOW_SECONDS) > window:
                 gauges.append((window, _metrics(server.http)))
                 window += 1
@@ -331,6 +359,12 @@ def main() -> None:
         )
     peak = max((rss for _, rss in samples), default=0.0)
     print(f"whole run: max {peak:.0f} MB; at the end of the load {rss_at_end:.0f} MB")
+    if any(children):
+        both = max(rss + kids for (_, rss), kids in zip(samples, children, strict=True))
+        print(
+            f"its child processes (OTLP mapping workers): max {max(children):.0f} MB; "
+            f"server + children: max {both:.0f} MB"
+        )
     print(f"store file {file_mb:.0f} MB; DuckDB temporary files at the end {spilled:.0f} MB")
 
     acked = sum(t.acked for t in tallies)
