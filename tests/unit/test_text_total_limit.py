@@ -30,6 +30,7 @@ from collector.store.duckdb_store import (
 )
 from collector.store.feed_pages import query_events
 from collector.store.filter_sql import filter_sql
+from collector.store.lake.lake_store import LakeLocation, LakeStore
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 KEY = b"test-key-0123456789"
@@ -93,9 +94,17 @@ QUERIES = [
 ]
 
 
+Store = EventStore | LakeStore
+
+
 def _store(path: Path, n: int, seed: int) -> EventStore:
-    rng = random.Random(seed)
     store = EventStore(path)
+    _fill(store, n, seed)
+    return store
+
+
+def _fill(store: Store, n: int, seed: int) -> None:
+    rng = random.Random(seed)
     cols = EventColumns()
     received: list[int] = []
     for i in range(n):
@@ -123,7 +132,6 @@ def _store(path: Path, n: int, seed: int) -> EventStore:
         )
         received.append(datetime_to_us(NOW))
     store.append(columns_to_arrow(cols, received))
-    return store
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +141,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventStore]:
     s.close()
 
 
-def _expected(store: EventStore, flt: dict[str, Any]) -> list[str]:
+def _expected(store: Store, flt: dict[str, Any]) -> list[str]:
     """The plain scan: every stored event the filter's SQL selects, in feed order."""
     f = parse_filter(flt).resolve(NOW)
     where, params = filter_sql(f)
@@ -150,7 +158,7 @@ def _expected(store: EventStore, flt: dict[str, Any]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _brute_force(store: EventStore, flt: dict[str, Any]) -> list[str]:
+def _brute_force(store: Store, flt: dict[str, Any]) -> list[str]:
     """The filter's in-memory ``includes`` over every stored event, in feed order."""
     f = parse_filter(flt).resolve(NOW)
     cur = store.cursor()
@@ -163,7 +171,7 @@ def _brute_force(store: EventStore, flt: dict[str, Any]) -> list[str]:
     return [str(e.id) for e in events]
 
 
-def _pages(store: EventStore, flt: dict[str, Any], limit: int, total_limit: int) -> list[Page]:
+def _pages(store: Store, flt: dict[str, Any], limit: int, total_limit: int) -> list[Page]:
     cur = store.cursor()
     try:
         page = query_events(
@@ -266,3 +274,23 @@ def test_matches_all_at_one_time_page_to_the_end(tmp_path: Path) -> None:
             assert len(got) == 9
     finally:
         store.close()
+
+
+def test_the_lake_backend_answers_the_same(tmp_path: Path) -> None:
+    location = LakeLocation.parse(f"duckdb:{tmp_path / 'catalog.duckdb'}", str(tmp_path / "data"))
+    lake = LakeStore(location)
+    try:
+        _fill(lake, 80, seed=5)
+        for query in ("timeout", "ok -error", "zzz-none"):
+            flt = {"text": {"query": query}}
+            expected = _expected(lake, flt)
+            for total_limit in (0, 2):
+                pages = _pages(lake, flt, 9, total_limit)
+                assert [str(e.id) for p in pages for e in p.events] == expected
+                first = pages[0]
+                lower = 0 < total_limit <= len(expected) and first.total_is_lower_bound
+                assert first.total == (total_limit if lower else len(expected))
+        first = _pages(lake, {"text": {"query": "ok"}}, 9, 2)[0]
+        assert (first.total, first.total_is_lower_bound) == (2, True)
+    finally:
+        lake.close()
