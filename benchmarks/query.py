@@ -69,6 +69,8 @@ PAGE = 50
 FEED_FILTER = {"event": {"prefix": ["app.checkout."]}, "resource": {"labels": {"region": "eu"}}}
 RELATED_FILTER = {"related": {"role": ["tenant"], "id": ["app.tenant.7"]}}
 TEXT_FILTER = {"text": {"query": "timeout"}}
+# A term no event holds: the whole store is read whatever the total's limit.
+TEXT_NONE_FILTER = {"text": {"query": "zzz-none"}}
 # Page number (1-based) reached through tokens for the "later page" scenario.
 LATER_PAGE = 5
 
@@ -76,6 +78,8 @@ TARGETS = {
     ("feed page", 1_000_000): "p50 <= 50 ms",
     ("feed page", 10_000_000): "p50 <= 200 ms",
     ("count by time", 10_000_000): "p50 <= 300 ms",
+    ("text page", 1_000_000): "p50 <= 100 ms",
+    ("text page", 10_000_000): "p50 <= 500 ms",
 }
 
 
@@ -245,6 +249,8 @@ def measure_store(
     ``args.runs``, ``args.warmup`` and ``args.budget``. Rows: scenario, n, what, ms per run."""
     store = EventStore(path)
     reader = EventReader(store, QueryConfig(), clock=SystemClock())
+    # The text search's total counted exactly (query.text_total_limit = 0): every row read.
+    exact = EventReader(store, QueryConfig(text_total_limit=0), clock=SystemClock())
     rows: list[tuple[str, int, str, list[float]]] = []
     try:
         feed = parse_filter(FEED_FILTER)
@@ -265,18 +271,23 @@ def measure_store(
              lambda: reader.query(None, page_token=later)),
             ("related page", "related tenant role + id, page 1",
              lambda: reader.query(parse_filter(RELATED_FILTER), PAGE)),
-            ("text page", "text 'timeout', page 1",
+            ("text page", "text 'timeout', page 1 (total exact up to 1,000)",
              lambda: reader.query(parse_filter(TEXT_FILTER), PAGE)),
+            ("text exact", "text 'timeout', page 1, exact total (text_total_limit 0)",
+             lambda: exact.query(parse_filter(TEXT_FILTER), PAGE)),
+            ("text no match", "text 'zzz-none': nothing matches, every row read",
+             lambda: reader.query(parse_filter(TEXT_NONE_FILTER), PAGE)),
             ("count by time", "hour buckets over 7 days (168)",
              lambda: reader.count(week, "time", "hour", 1)),
         ]
         for name, what, fn in scenarios:
             result = fn()
-            matched = (
-                sum(c.count for c in result) if isinstance(result, list) else result.total
-            )
+            if isinstance(result, list):
+                matched = f"{sum(c.count for c in result):,}"
+            else:
+                matched = f"{result.total:,}{'+' if result.total_is_lower_bound else ''}"
             times = measure(fn, args.runs, args.warmup, args.budget)
-            rows.append((name, n, f"{what}; {matched:,} matches", times))
+            rows.append((name, n, f"{what}; {matched} matches", times))
             print(
                 f"  {name:<14} p50 {percentile(times, 0.5):8.1f} ms  "
                 f"p95 {percentile(times, 0.95):8.1f} ms  (n={len(times)})",
