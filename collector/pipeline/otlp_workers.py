@@ -43,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
 import pyarrow as pa
 
@@ -129,6 +130,13 @@ def _ipc(table: pa.Table) -> bytes:
     return data
 
 
+def _processes(executor: ProcessPoolExecutor) -> list[BaseProcess]:
+    # The executor's own table of its worker processes (CPython's, stable since 3.8): it has
+    # no public way to tell whether a worker died while idle.
+    processes: dict[int, BaseProcess] = getattr(executor, "_processes", None) or {}
+    return list(processes.values())
+
+
 def _worker_init() -> None:
     # The server drains on SIGINT (Ctrl-C signals the whole process group): its workers must
     # go on mapping the requests in flight until ``close`` ends them.
@@ -172,8 +180,9 @@ class MappingPool:
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (tests, diagnostics)."""
         executor = self._executor
-        processes = getattr(executor, "_processes", None) or {}
-        return [p.pid for p in list(processes.values()) if p.pid is not None]
+        if executor is None:
+            return []
+        return [p.pid for p in list(_processes(executor)) if p.pid is not None]
 
     def _pool(self) -> ProcessPoolExecutor:
         executor = self._executor
@@ -250,11 +259,14 @@ class MappingPool:
 
     def _submit(self, job: MappingJob) -> tuple[ProcessPoolExecutor, Future[MappedRequest]]:
         executor = self._pool()
+        if not all(p.is_alive() for p in list(_processes(executor))):
+            # A worker died while idle; the executor may not have noticed yet, and would take
+            # this request only to fail it: it goes to a fresh set of workers instead.
+            self._replace(executor)
+            executor = self._pool()
         try:
             return executor, executor.submit(map_request, job)
-        except BrokenProcessPool:
-            # A worker died while idle: this request was not sent anywhere yet, so it goes to
-            # a fresh set of workers.
+        except BrokenProcessPool:  # it noticed, between the check and the submit
             self._replace(executor)
             executor = self._pool()
             return executor, executor.submit(map_request, job)

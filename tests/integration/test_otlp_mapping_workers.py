@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -26,7 +27,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
+from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.app import Herald
+from collector.client.remote import HeraldClient
 from collector.clock import now_us
 from collector.config import Config, IngestConfig
 from collector.domain.columns import EventColumns
@@ -234,6 +237,27 @@ def test_arrow_columns_read_like_the_columns_they_were_built_from() -> None:
         assert arrow.view(i) == cols.view(i)
         assert wire_json(arrow, i, received) == wire_json(cols, i, received)
     assert isinstance(arrow, EventColumns)
+
+
+def test_live_tail_gets_the_committed_spans_mapped_in_workers(db_path: Path) -> None:
+    """The tail reads a worker-mapped batch through ArrowColumns: every stored span, as stored."""
+    with running_herald(test_config(db_path, ingest={"mapping_workers": 2})) as herald:
+        channel = grpc.insecure_channel(herald.grpc_address)
+        request = herald_pb2.TailRequest(
+            filter_json=orjson.dumps({"event": {"prefix": ["otel.span."]}}), backfill=False
+        )
+        call = herald_pb2_grpc.HeraldStub(channel).Tail(request)
+        wait_for(lambda: herald.tail is not None and herald.tail.subscriber_count == 1)
+        response = export(herald, mixed_request())
+        spans = 40 - response.partial_success.rejected_spans
+        got = [orjson.loads(next(call).event_json) for _ in range(spans)]
+        with HeraldClient(herald.grpc_address) as client:
+            for event in got:
+                assert event == client.get(event["id"])
+        assert {e["event"] for e in got} == {"otel.span.unset"}
+        assert len({e["id"] for e in got}) == spans == 24
+        call.cancel()
+        channel.close()
 
 
 # --- failures only a pool has --------------------------------------------------------------
