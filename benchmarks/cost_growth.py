@@ -31,8 +31,10 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -46,8 +48,12 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._server import ServerProcess
-from benchmarks.ingest_native import run_clients
+from benchmarks.ingest_native import make_batch, run_clients
 from benchmarks.query import build_store, load, machine, measure_store, percentile
+from collector.domain.events import Limits, datetime_to_us
+from collector.mapping.native import json_body_to_columns
+from collector.store.arrow_batch import columns_to_arrow
+from collector.store.duckdb_store import EventStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = [1, 2, 4, 8]
@@ -61,6 +67,14 @@ QUICK_STORE_SIZES = [20_000, 100_000]
 # The clients and batch of the store-size sweep (and the defaults of the other two).
 BASE_CLIENTS = 4
 BASE_BATCH = 1000
+# The in-process store A/B: events per append (about a group commit of 4 clients' batches).
+APPEND_BATCH = 4000
+# The pre-filled stores hold 7 days of events up to now; with the default 7-day retention the
+# server would delete their oldest events as it starts, then checkpoint — a one-off pass that
+# holds the writer for seconds and would be measured as slower ingest. Every point (the empty
+# stores too) runs with a longer retention, so only ingest is measured.
+SERVER_ENV = {"HERALD_STORAGE__RETENTION_DAYS": "30"}
+SWEEPS = ["clients", "batch", "store"]
 
 
 @dataclass
@@ -97,12 +111,28 @@ class QueryPoint:
 
 
 @dataclass
+class AppendPoint:
+    """The store's own commit of a batch (dedupe anti-join, insert, side tables), in this
+    process, alternating between an empty store and one pre-filled with ``store_events``:
+    median CPU (all of the process's threads) and wall time per event."""
+
+    store_events: int
+    batches: int  # appended to each store
+    batch: int  # events per append
+    cpu_us: float  # pre-filled store
+    cpu_us_empty: float
+    wall_us: float
+    wall_us_empty: float
+
+
+@dataclass
 class Results:
     clients: list[IngestPoint]
     batches: list[IngestPoint]
     # (the same run on an empty store just before, the run on the pre-filled store): paired
     # within seconds, so their ratio holds while the machine's load moves.
     stores: list[tuple[IngestPoint, IngestPoint]]
+    appends: list[AppendPoint]
     queries: list[QueryPoint]
     title_note: str  # the load average, shown on every plot
 
@@ -118,6 +148,7 @@ def load_results(path: Path) -> Results:
         clients=[IngestPoint(**p) for p in data["clients"]],
         batches=[IngestPoint(**p) for p in data["batches"]],
         stores=[(IngestPoint(**e), IngestPoint(**p)) for e, p in data["stores"]],
+        appends=[AppendPoint(**a) for a in data["appends"]],
         queries=[QueryPoint(**q) for q in data["queries"]],
         title_note=data["title_note"],
     )
@@ -147,7 +178,7 @@ def ingest_point(
     # The new events are those received from now on: the server's retention may delete the
     # oldest pre-filled ones (built over 7 days before now) when it starts.
     started = datetime.now(UTC)
-    server = ServerProcess(db=db)
+    server = ServerProcess(db=db, env=SERVER_ENV)
     try:
         cpu0 = server.cpu_seconds()
         run = run_clients(server.grpc, clients, seconds, batch, late_s)
@@ -181,12 +212,60 @@ def ingest_point(
     return point
 
 
+def append_point(filled: Path, n: int, empty: Path, batches: int, late_s: float) -> AppendPoint:
+    """``batches`` batches of ``APPEND_BATCH`` new events (``ingest_native``'s kind, occurred up
+    to ``late_s`` before now), each appended to both stores in turn (which one first alternates),
+    timed around ``EventStore.append``: CPU over all threads (DuckDB's too) and wall."""
+    rng = random.Random(7)
+    limits = Limits()
+    stores = {"filled": EventStore(filled), "empty": EventStore(empty)}
+    cpu: dict[str, list[float]] = {k: [] for k in stores}
+    wall: dict[str, list[float]] = {k: [] for k in stores}
+    try:
+        for i in range(batches):
+            now = datetime.now(UTC)
+            events = json.loads(make_batch(rng, APPEND_BATCH))
+            for ev in events:
+                ago = timedelta(seconds=rng.random() * late_s)
+                ev["occurred"] = (now - ago).isoformat()
+            received = datetime_to_us(now)
+            cols, errors = json_body_to_columns(json.dumps(events).encode(), received, limits)
+            assert not errors, errors[:3]
+            table = columns_to_arrow(cols, [received] * APPEND_BATCH)
+            for name in ("filled", "empty") if i % 2 == 0 else ("empty", "filled"):
+                c0, w0 = time.process_time(), time.perf_counter()
+                inserted = stores[name].append(table)
+                cpu[name].append((time.process_time() - c0) / inserted * 1e6)
+                wall[name].append((time.perf_counter() - w0) / inserted * 1e6)
+                assert inserted == APPEND_BATCH, (name, inserted)
+    finally:
+        for store in stores.values():
+            store.close()
+    point = AppendPoint(
+        store_events=n,
+        batches=batches,
+        batch=APPEND_BATCH,
+        cpu_us=statistics.median(cpu["filled"]),
+        cpu_us_empty=statistics.median(cpu["empty"]),
+        wall_us=statistics.median(wall["filled"]),
+        wall_us_empty=statistics.median(wall["empty"]),
+    )
+    print(
+        f"  store append alone, {batches} x {APPEND_BATCH}: {point.cpu_us:.1f} µs CPU/event "
+        f"on {n:,} ({point.cpu_us_empty:.1f} on an empty store), wall {point.wall_us:.1f} "
+        f"({point.wall_us_empty:.1f})",
+        flush=True,
+    )
+    return point
+
+
 def store_points(
     sizes: Sequence[int], args: argparse.Namespace, tmp: Path
-) -> tuple[list[tuple[IngestPoint, IngestPoint]], list[QueryPoint]]:
-    """For each size: build a store, ingest into an empty store and then into a copy of the
-    built one, then the queries on the built one."""
+) -> tuple[list[tuple[IngestPoint, IngestPoint]], list[AppendPoint], list[QueryPoint]]:
+    """For each size: build a store; the store append A/B on a copy of it; ingest into an
+    empty store and then into a fresh copy; the queries on the built store."""
     ingest: list[tuple[IngestPoint, IngestPoint]] = []
+    appends: list[AppendPoint] = []
     queries: list[QueryPoint] = []
     query_args = argparse.Namespace(runs=args.query_runs, warmup=2, budget=args.query_budget)
     for n in sizes:
@@ -199,6 +278,14 @@ def store_points(
             flush=True,
         )
         copy = tmp / f"ingest-{n}.duckdb"
+        blank = tmp / "blank.duckdb"
+        shutil.copyfile(path, copy)
+        try:
+            appends.append(append_point(copy, n, blank, args.append_batches, args.late))
+        finally:
+            for f in (copy, blank):
+                for q in (f, Path(f"{f}.wal")):
+                    q.unlink(missing_ok=True)
         shutil.copyfile(path, copy)
         try:
             empty = ingest_point(BASE_CLIENTS, BASE_BATCH, args.seconds, args.late)
@@ -215,7 +302,7 @@ def store_points(
         finally:
             for p in (path, Path(f"{path}.wal")):
                 p.unlink(missing_ok=True)
-    return ingest, queries
+    return ingest, appends, queries
 
 
 def _size(n: int) -> str:
@@ -262,6 +349,21 @@ def _store_table(pairs: list[tuple[IngestPoint, IngestPoint]]) -> str:
     return "\n".join(lines)
 
 
+def _append_table(points: list[AppendPoint]) -> str:
+    lines = [
+        "| events stored before | CPU per event | empty store | ratio | wall per event "
+        "| empty store | ratio | appends each |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for a in points:
+        lines.append(
+            f"| {_size(a.store_events)} | {a.cpu_us:.1f} µs | {a.cpu_us_empty:.1f} µs "
+            f"| {a.cpu_us / a.cpu_us_empty:.2f} | {a.wall_us:.1f} µs | {a.wall_us_empty:.1f} µs "
+            f"| {a.wall_us / a.wall_us_empty:.2f} | {a.batches} |"
+        )
+    return "\n".join(lines)
+
+
 def _query_table(points: list[QueryPoint]) -> str:
     sizes = sorted({p.store_events for p in points})
     scenarios = list(dict.fromkeys(p.scenario for p in points))
@@ -293,6 +395,12 @@ def tables(results: Results) -> str:
         parts += [
             f"### Throughput against store size ({BASE_CLIENTS} clients, batch {BASE_BATCH})",
             _store_table(results.stores),
+        ]
+    if results.appends:
+        parts += [
+            f"### The store's append alone against store size (in process, {APPEND_BATCH:,}-event "
+            "batches, alternating with an empty store)",
+            _append_table(results.appends),
         ]
     if results.queries:
         parts += ["### Query latency against store size", _query_table(results.queries)]
@@ -375,12 +483,13 @@ def plot(results: Results, out: Path) -> list[Path]:
         ax.set_xlabel("events per Emit")
         ax.set_title(f"Native ingest vs batch size ({BASE_CLIENTS} clients) {note}", fontsize=9)
         save(fig, "cost-growth-batch.png")
-    if results.stores:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
+    if results.stores or results.appends:
+        # Left: the server, paired runs; right: the store's append alone, in process.
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+        width = 0.38
         xs = list(range(len(results.stores)))
         empty_ys = [e.per_second for e, _ in results.stores]
         ys = [p.per_second for _, p in results.stores]
-        width = 0.38
         ax.bar(
             [x - width / 2 for x in xs],
             empty_ys,
@@ -393,24 +502,44 @@ def plot(results: Results, out: Path) -> list[Path]:
         )
         ax.bar_label(
             bars,
-            labels=[
-                f"{p.per_second / e.per_second:.2f}× events/s\n"
-                f"{p.cpu_us_per_event / e.cpu_us_per_event:.2f}× CPU/event"
-                for e, p in results.stores
-            ],
-            fontsize=7,
+            labels=[f"{p.per_second / e.per_second:.2f}×" for e, p in results.stores],
+            fontsize=8,
         )
         ax.set_xticks(xs, [_size(p.store_events) for _, p in results.stores])
         ax.set_ylabel("events/s acknowledged")
-        ax.set_ylim(0, max(empty_ys + ys) * 1.45)
+        ax.set_ylim(0, max(empty_ys + ys, default=1) * 1.45)
         ax.yaxis.set_major_formatter(plain)
         ax.set_xlabel("events in the store before the run")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(loc="upper left", ncol=2, fontsize=8)
-        ax.set_title(
-            f"Ingest vs store size ({BASE_CLIENTS} clients, batch {BASE_BATCH}) {note}",
-            fontsize=9,
+        ax.legend(loc="upper left", ncol=1, fontsize=8)
+        ax.set_title(f"herald serve, {BASE_CLIENTS} clients × {BASE_BATCH:,}", fontsize=9)
+
+        xs = list(range(len(results.appends)))
+        empty_cpu = [a.cpu_us_empty for a in results.appends]
+        cpu = [a.cpu_us for a in results.appends]
+        ax2.bar(
+            [x - width / 2 for x in xs],
+            empty_cpu,
+            width,
+            color="tab:gray",
+            label="empty store (alternating)",
         )
+        bars = ax2.bar(
+            [x + width / 2 for x in xs], cpu, width, color="tab:orange", label="pre-filled store"
+        )
+        ax2.bar_label(
+            bars,
+            labels=[f"{a.cpu_us / a.cpu_us_empty:.2f}×" for a in results.appends],
+            fontsize=8,
+        )
+        ax2.set_xticks(xs, [_size(a.store_events) for a in results.appends])
+        ax2.set_ylabel("CPU per event (µs), median")
+        ax2.set_ylim(0, max(empty_cpu + cpu, default=1) * 1.45)
+        ax2.set_xlabel("events in the store before")
+        ax2.grid(True, axis="y", alpha=0.3)
+        ax2.legend(loc="upper left", ncol=1, fontsize=8)
+        ax2.set_title(f"EventStore.append alone, {APPEND_BATCH:,}-event batches", fontsize=9)
+        fig.suptitle(f"Native ingest vs store size {note}", fontsize=10)
         save(fig, "cost-growth-store.png")
     if results.queries:
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -463,6 +592,13 @@ def main() -> None:
         default=600.0,
         help="events occurred up to this many seconds before they are sent",
     )
+    ap.add_argument(
+        "--append-batches",
+        type=int,
+        default=None,
+        help=f"batches of {APPEND_BATCH} per store in the in-process append A/B "
+        "(default 30, 6 with --quick)",
+    )
     ap.add_argument("--query-runs", type=int, default=15, help="timed runs per query scenario")
     ap.add_argument(
         "--query-budget",
@@ -472,6 +608,13 @@ def main() -> None:
     )
     ap.add_argument("--dir", type=Path, default=None, help="where the temp stores go")
     ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=SWEEPS,
+        default=SWEEPS,
+        help="run only these sweeps (store = ingest and queries against store size)",
+    )
+    ap.add_argument(
         "--replot",
         type=Path,
         default=None,
@@ -480,6 +623,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 10.0
+    if args.append_batches is None:
+        args.append_batches = 6 if args.quick else 30
     clients = QUICK_CLIENTS if args.quick else CLIENTS
     batches = QUICK_BATCHES if args.quick else BATCHES
     sizes = QUICK_STORE_SIZES if args.quick else STORE_SIZES
@@ -516,17 +661,25 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
         return shared[c, b]
 
-    print(f"clients: batch {BASE_BATCH}, empty store", flush=True)
-    by_clients = [point(c, BASE_BATCH) for c in clients]
-    print(f"batch size: {BASE_CLIENTS} clients, empty store", flush=True)
-    by_batch = [point(BASE_CLIENTS, b) for b in batches]
-    with tempfile.TemporaryDirectory(prefix="herald-cost-growth-", dir=args.dir) as tmp:
-        by_store, queries = store_points(sizes, args, Path(tmp))
+    by_clients: list[IngestPoint] = []
+    by_batch: list[IngestPoint] = []
+    by_store: list[tuple[IngestPoint, IngestPoint]] = []
+    appends: list[AppendPoint] = []
+    queries: list[QueryPoint] = []
+    if "clients" in args.only:
+        print(f"clients: batch {BASE_BATCH}, empty store", flush=True)
+        by_clients = [point(c, BASE_BATCH) for c in clients]
+    if "batch" in args.only:
+        print(f"batch size: {BASE_CLIENTS} clients, empty store", flush=True)
+        by_batch = [point(BASE_CLIENTS, b) for b in batches]
+    if "store" in args.only:
+        with tempfile.TemporaryDirectory(prefix="herald-cost-growth-", dir=args.dir) as tmp:
+            by_store, appends, queries = store_points(sizes, args, Path(tmp))
     loads.append(os.getloadavg()[0])
 
     # The load at the start is other work's; later samples include this run's own processes.
     note = f"(load avg {loads[0]:.1f} at start, {max(loads):.1f} max)"
-    results = Results(by_clients, by_batch, by_store, queries, note)
+    results = Results(by_clients, by_batch, by_store, appends, queries, note)
     print()
     print(tables(results))
     print()

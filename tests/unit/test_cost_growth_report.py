@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cost_growth import (
+    AppendPoint,
     IngestPoint,
     QueryPoint,
     Results,
@@ -51,6 +52,10 @@ def _results() -> Results:
                 _point(4, 1000, 10_000_000, 20_500.0, 99_999),  # one event lost
             ),
         ],
+        appends=[
+            AppendPoint(100_000, 30, 4000, 10.0, 10.0, 12.0, 12.0),
+            AppendPoint(10_000_000, 30, 4000, 11.0, 10.0, 15.0, 12.0),
+        ],
         queries=[
             QueryPoint(s, n, ms * n / 100_000, ms * n / 50_000, 15)
             for s, ms in (("feed page", 2.0), ("text page", 5.0))
@@ -69,6 +74,7 @@ def test_tables_show_every_point_and_flag_a_lost_event() -> None:
         "| 100k | 40,000 | 40,000 | 1.00 | 21.5 µs (21.5 µs) | 40 / 180 ms | 300 MB | yes |" in text
     )
     assert "| 10M | 20,500 | 41,000 | 0.50 |" in text and "**no** (100,000 / 99,999)" in text
+    assert "| 10M | 11.0 µs | 10.0 µs | 1.10 | 15.0 µs | 12.0 µs | 1.25 | 30 |" in text
     assert "| scenario (p50 ms) | 100k | 1M | 10M |" in text
     assert "| text page | 5.0 | 50.0 | 500.0 |" in text
     assert not _results().stores[1][1].ok and _results().stores[1][0].ok
