@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal as signals
 import threading
 from collections.abc import Callable
@@ -141,6 +142,19 @@ def _worker_init() -> None:
     # The server drains on SIGINT (Ctrl-C signals the whole process group): its workers must
     # go on mapping the requests in flight until ``close`` ends them.
     signals.signal(signals.SIGINT, signals.SIG_IGN)
+    # A server that is killed (SIGKILL, the OOM killer) never closes its pool, and a worker
+    # would wait for work forever — keeping the forkserver alive too: each worker leaves with
+    # the server instead.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent,), name="herald-server-watch", daemon=True
+        ).start()
+
+
+def _exit_with(parent: BaseProcess) -> None:
+    parent.join()  # returns once the server's process is gone
+    os._exit(0)
 
 
 def _warm() -> int:

@@ -37,7 +37,7 @@ from collector.domain.events import Limits
 from collector.mapping.otlp_traces import traces_to_events
 from collector.pipeline.tail import wire_json
 from collector.store.arrow_batch import ArrowColumns, columns_to_arrow, stamp_received
-from collector.testing import running_herald, test_config
+from collector.testing import ports_zero, running_herald, serve_process, test_config
 from tests.integration.test_otlp_receivers import (  # the receiver tests, run through workers
     TRACE_ID,
     grpc_export,
@@ -388,3 +388,39 @@ def test_shutdown_with_busy_workers_answers_every_request_and_ends_the_workers(
     # Every acknowledged span is in the file.
     with running_herald(test_config(db_path)) as reopened:
         assert stored(reopened) == acknowledged
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below ``pid`` (a server's forkserver, its workers, the resource tracker)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_no_worker_outlives_a_served_process(tmp_path: Path, stop: str) -> None:
+    """`herald serve` with its default workers: a SIGTERM drains and ends them; a server that
+    is killed outright takes them with it (each worker watches its server)."""
+    env = {"HERALD_INGEST__MAPPING_WORKERS": "2"}
+    with serve_process(*ports_zero(tmp_path / "served.duckdb"), env=env) as served:
+        with grpc.insecure_channel(served.grpc) as channel:
+            response = TraceServiceStub(channel).Export(big_trace_request(50), timeout=60)
+        assert not response.HasField("partial_success")
+        below = descendants(served.proc.pid)
+        assert len(below) >= 3  # the forkserver and two workers (and its resource tracker)
+        if stop == "SIGTERM":
+            served.sigterm()
+        else:
+            served.proc.kill()
+            served.proc.wait()
+        wait_for(lambda: not any(alive(pid) for pid in below))
