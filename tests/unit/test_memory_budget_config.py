@@ -30,7 +30,8 @@ def test_defaults_are_the_default_budgets_shares() -> None:
     config = load_config(None, env={})
     assert config.server.memory_budget_bytes == DEFAULT_MEMORY_BUDGET == 300 * MiB
     assert config.server.max_inflight_bytes == 75 * MiB  # a quarter, >= max_receive_bytes
-    assert config.storage.queue_max_bytes == config.storage.checkpoint_wal_bytes == 300 * MiB // 16
+    assert config.storage.queue_max_bytes == 300 * MiB // 16
+    assert config.storage.checkpoint_wal_bytes == 75 * MiB
     assert config.query.sql_memory_limit == 64 * MiB  # a fifth (60 MiB), at least 64 MiB
     assert config.query.tail_buffer_bytes == MiB  # 300 MiB / 16 / 100 subscribers, at least 1 MiB
 
@@ -40,7 +41,8 @@ def test_a_larger_budget_grows_every_part_it_derives() -> None:
     config = load_config(None, env=env)
     assert config.server.memory_budget_bytes == 2048 * MiB
     assert config.server.max_inflight_bytes == 512 * MiB
-    assert config.storage.queue_max_bytes == config.storage.checkpoint_wal_bytes == 128 * MiB
+    assert config.storage.queue_max_bytes == 128 * MiB
+    assert config.storage.checkpoint_wal_bytes == 512 * MiB
     assert config.query.sql_memory_limit == 2048 * MiB // 5
     assert config.query.tail_buffer_bytes == 128 * MiB // 100
 
@@ -68,7 +70,7 @@ def test_in_flight_bytes_derived_never_below_the_largest_request() -> None:
 
 
 def test_a_section_built_alone_takes_the_default_budgets_share_for_zero() -> None:
-    assert StorageConfig(checkpoint_wal_bytes=0).checkpoint_wal_bytes == 300 * MiB // 16
+    assert StorageConfig(checkpoint_wal_bytes=0).checkpoint_wal_bytes == 75 * MiB
     assert QueryConfig(sql_memory_limit=0).sql_memory_limit == 64 * MiB
     assert ServerConfig(max_inflight_bytes=0).max_inflight_bytes == 75 * MiB
 
