@@ -38,13 +38,13 @@ from collector.domain.events import ReceivedEvent
 from collector.errors import InvalidEvent, StoreError
 from collector.niceness import lower_new_native_threads, native_threads
 from collector.store import arrow_batch
-from collector.store.filter_index import (
-    LabelSetCache,
-    delete_expired,
-    first_of_each_id,
-    write_side_tables,
+from collector.store.filter_index import LabelSetCache, delete_expired, write_label_sets
+from collector.store.schema import (
+    RELATED_ID_KEYS_SQL,
+    RELATED_ITEMS_SQL,
+    RELATED_PAIR_KEYS_SQL,
+    migrate,
 )
-from collector.store.schema import migrate
 
 # The batch form the writer inserts lives in ``arrow_batch`` (importable without DuckDB, for the
 # OTLP mapping workers); these names stay importable from here.
@@ -84,15 +84,20 @@ _LOCKED_DOWN = {
 # anti-joined against the stored events whose ``occurred`` lies in the batch's range — zone
 # maps keep that scan to a few row groups, and a re-sent event (SDK retry, re-exported OTLP
 # span) carries the same id *and* occurred. Measured: 127k rows/s vs 70k with the PK.
-# ``resource_key`` keys the label set in ``herald_label_sets`` (``store/filter_index.py``).
-INSERT_SQL = """
+# The filters' keys (``schema.py`` version 3): the label set's, and the related items' from
+# their JSON, parsed once per row in the subquery.
+INSERT_SQL = (
+    """
 INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload,
-                    follows, resource_key)
+                    follows, resource_key, related_id_keys, related_pair_keys)
 SELECT {distinct} id::UUID, occurred, received, event, resource_id,
-       resource, related, payload, follows::UUID, hash(resource::VARCHAR)
-FROM batch
+       resource, related, payload, follows::UUID, hash(resource::VARCHAR), """
+    + f"{RELATED_ID_KEYS_SQL}, {RELATED_PAIR_KEYS_SQL}"
+    + f"""
+FROM (SELECT *, {RELATED_ITEMS_SQL} AS items FROM batch)
 WHERE id::UUID NOT IN (SELECT id FROM events WHERE occurred BETWEEN $lo AND $hi)
 """
+)
 
 EVENT_COLUMNS = "id, occurred, received, event, resource, related, payload, follows"
 
@@ -102,7 +107,7 @@ def insert_statement(batch: pa.Table) -> tuple[str, dict[str, Any]]:
     batch's ``occurred`` range); ``InvalidEvent`` for a time Python cannot hold."""
     bounds = pc.min_max(batch.column("occurred"))
     repeated = pc.count_distinct(batch.column("id")).as_py() != batch.num_rows
-    sql = INSERT_SQL.format(distinct="DISTINCT ON (id)" if repeated else "")
+    sql = INSERT_SQL.replace("{distinct}", "DISTINCT ON (id)" if repeated else "")
     try:
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
     except (ValueError, OverflowError) as exc:  # beyond what Python's datetime can hold
@@ -113,20 +118,17 @@ def insert_statement(batch: pa.Table) -> tuple[str, dict[str, Any]]:
 def insert_batch(
     cur: duckdb.DuckDBPyConnection, batch: pa.Table, label_sets: LabelSetCache
 ) -> tuple[int, list[str]]:
-    """Insert an Arrow batch (from ``columns_to_arrow``) into ``events`` and the filters' side
-    tables, inside the transaction open on ``cur``; returns the rows inserted and the label
-    sets written (for ``label_sets.remember`` once committed). Both backends run it.
-    ``InvalidEvent`` for a time Python cannot hold."""
-    # Repeated ids are dropped here, not by DISTINCT ON, so the side rows come from the rows
-    # the events INSERT keeps.
-    batch = first_of_each_id(batch)
+    """Insert an Arrow batch (from ``columns_to_arrow``) into ``events`` and its new label sets
+    into ``herald_label_sets``, inside the transaction open on ``cur``; returns the rows
+    inserted and the label sets written (for ``label_sets.remember`` once committed). Both
+    backends run it. ``InvalidEvent`` for a time Python cannot hold."""
     sql, params = insert_statement(batch)
     cur.register("batch", batch)
     try:
-        written = write_side_tables(cur, batch, params, label_sets)
         row = cur.execute(sql, params).fetchone()
     finally:
         cur.unregister("batch")
+    written = write_label_sets(cur, batch, label_sets)
     return (int(row[0]) if row else 0), written
 
 

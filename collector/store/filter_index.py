@@ -1,18 +1,16 @@
-"""The filters' side tables (``herald_label_sets``, ``herald_related``; ``schema.py`` version 3):
-what a commit of events writes into them, and what retention deletes from them. Both backends
-(``duckdb_store.py``, ``lake/lake_store.py``) run these statements inside the transaction of
-the events they go with, so the side tables never drift from ``events``.
+"""The label-set side table (``herald_label_sets``; ``schema.py`` version 3): what a commit of
+events writes into it, and what retention deletes from it. Both backends (``duckdb_store.py``,
+``lake/lake_store.py``) run these statements inside the transaction of the events they go with.
+The events' own filter keys (``resource_key``, ``related_*_keys``) are columns that the events
+``INSERT`` fills, so dedupe and retention need nothing more for them.
 
-* ``herald_related``: one row per related item of every *inserted* event — computed by DuckDB
-  from the batch's ``related`` JSON, with the events ``INSERT``'s own dedupe anti-join, so a
-  re-sent event (skipped) adds nothing. Retention deletes an event's rows with it.
-* ``herald_label_sets``: each distinct ``resource`` text once, keyed by ``hash()`` of the text
-  (``events.resource_key``). A commit inserts only the texts of its batch that this process
-  has not written lately: ``LabelSetCache`` remembers them (bounded, and each entry for
-  ``CACHE_SECONDS`` only). Duplicates in the table are harmless — filters semi-join on the
-  key — so several processes (lake collectors) need not coordinate. Retention prunes sets no
-  event refers to any more, but only those written before ``PRUNE_AFTER`` (far longer than a
-  cache entry lives), so a set that some process still believes written is never pruned.
+``herald_label_sets`` has each distinct ``resource`` text, keyed by ``hash()`` of the text
+(``events.resource_key``). A commit inserts only the texts of its batch that this process has
+not written lately: ``LabelSetCache`` remembers them (bounded, and each entry for
+``CACHE_SECONDS`` only). Duplicates in the table are harmless — filters semi-join on the key —
+so several processes (lake collectors) need not coordinate. Retention prunes sets no event
+refers to any more, but only those written more than ``PRUNE_AFTER`` ago (far longer than a
+cache entry lives), so a set that some process still believes written is never pruned.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.store.schema import INDEX_UNINDEXED_EVENTS, RELATED_ITEMS_SQL
+from collector.store.schema import INDEX_UNINDEXED_EVENTS
 
 # How many label-set texts a process remembers as written, and for how long.
 CACHE_ENTRIES = 20_000
@@ -34,19 +32,12 @@ CACHE_SECONDS = 600.0
 # Retention prunes unreferenced label sets only once they are this old (see the docstring).
 PRUNE_AFTER = timedelta(hours=1)
 
-# The batch's related items, for the events the events ``INSERT`` (``duckdb_store.INSERT_SQL``)
-# will insert: the same anti-join, evaluated before it in the same transaction.
-RELATED_INSERT_SQL = "INSERT INTO herald_related " + RELATED_ITEMS_SQL.format(
-    occurred="occurred",
-    event_id="id::UUID",
-    related="related",
-    source="batch WHERE related::VARCHAR <> '[]' AND id::UUID NOT IN "
-    "(SELECT id FROM events WHERE occurred BETWEEN $lo AND $hi)",
-)
-# ``new_label_sets`` is an Arrow table of one VARCHAR column ``resource``; its hash is the
-# events' ``hash(resource::VARCHAR)``: the same text, the same function.
+# ``$texts`` are the new label sets' texts; the hash is the events' ``hash(resource::VARCHAR)``:
+# the same text, the same function. A list parameter, not a registered Arrow table: scanning one
+# costs ~1 ms of set-up per statement, more than these few rows.
 LABEL_SETS_INSERT_SQL = (
-    "INSERT INTO herald_label_sets SELECT hash(resource), resource::JSON, now() FROM new_label_sets"
+    "INSERT INTO herald_label_sets SELECT hash(t), t::JSON, now() "
+    "FROM unnest($texts::VARCHAR[]) AS u(t)"
 )
 
 
@@ -79,9 +70,6 @@ class LabelSetCache:
             for text in list(written)[:excess]:
                 del written[text]
 
-    def clear(self) -> None:
-        self._written.clear()
-
 
 def _storage(column: pa.ChunkedArray) -> pa.ChunkedArray:
     # The JSON extension type's strings (compute functions take the storage type).
@@ -91,46 +79,24 @@ def _storage(column: pa.ChunkedArray) -> pa.ChunkedArray:
     )
 
 
-def write_side_tables(
-    cur: duckdb.DuckDBPyConnection,
-    batch: pa.Table,
-    params: dict[str, Any],
-    cache: LabelSetCache,
+def write_label_sets(
+    cur: duckdb.DuckDBPyConnection, batch: pa.Table, cache: LabelSetCache
 ) -> list[str]:
-    """The side rows of ``batch`` (registered as ``batch`` on ``cur``, inside the transaction,
-    *before* the events ``INSERT``; ``params`` are its ``lo``/``hi``). Returns the label-set
-    texts written, for ``cache.remember`` once the transaction has committed."""
-    related = _storage(batch.column("related"))
-    if pc.any(pc.not_equal(related, "[]")).as_py():
-        cur.execute(RELATED_INSERT_SQL, params)
+    """The label sets of ``batch`` that ``cache`` does not know as written, inserted inside
+    the transaction open on ``cur``; returns them, for ``cache.remember`` once the transaction
+    has committed."""
     texts = pc.unique(_storage(batch.column("resource"))).to_pylist()
     new = cache.missing([t for t in texts if t is not None])
     if new:
-        cur.register("new_label_sets", pa.table({"resource": pa.array(new, pa.string())}))
-        try:
-            cur.execute(LABEL_SETS_INSERT_SQL)
-        finally:
-            cur.unregister("new_label_sets")
+        cur.execute(LABEL_SETS_INSERT_SQL, {"texts": new})
     return new
 
 
-def first_of_each_id(batch: pa.Table) -> pa.Table:
-    """``batch`` without its repeated ids (the first row of each id kept, order kept), so that
-    the events and their side rows are taken from the same rows."""
-    if pc.count_distinct(batch.column("id")).as_py() == batch.num_rows:
-        return batch
-    numbered = batch.append_column("__row", pa.array(range(batch.num_rows), pa.int64()))
-    first = numbered.group_by("id", use_threads=False).aggregate([("__row", "min")])
-    rows = first.column("__row_min")
-    return batch.take(pc.take(rows, pc.sort_indices(rows)))
-
-
-def expired_rows_sql(
+def expired_delete_sql(
     default_cutoff: datetime, overrides: Mapping[str, datetime], max_rows: int
 ) -> tuple[str, dict[str, Any]]:
-    """Retention's selection: at most ``max_rows`` events (``rid`` = rowid, ``id``,
-    ``occurred``) older than their cutoff (``overrides`` per event name, ``default_cutoff`` for
-    the rest), with its parameters."""
+    """Retention's statement: delete at most ``max_rows`` events older than their cutoff
+    (``overrides`` per event name, ``default_cutoff`` for the rest), with its parameters."""
     names: Sequence[str] = list(overrides)
     # The outer bound lets zone maps skip every row group newer than all cutoffs.
     horizon = max([default_cutoff, *overrides.values()])
@@ -145,8 +111,8 @@ def expired_rows_sql(
         expired.append(f"(event = $name{i} AND occurred < $cutoff{i})")
         params[f"name{i}"], params[f"cutoff{i}"] = name, cutoff
     sql = (
-        "SELECT rowid AS rid, id, occurred FROM events "
-        f"WHERE occurred < $horizon AND ({' OR '.join(expired)}) LIMIT $n"
+        "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events "
+        f"WHERE occurred < $horizon AND ({' OR '.join(expired)}) LIMIT $n)"
     )
     return sql, params
 
@@ -158,43 +124,20 @@ def delete_expired(
     max_rows: int,
 ) -> int:
     """Retention, one slice, inside the caller's transaction: delete at most ``max_rows``
-    expired events (``expired_rows_sql``) with their related rows; the slice that ends a pass
-    (fewer than ``max_rows``) also prunes the label sets left unreferenced. Both backends run
-    it."""
-    sql, params = expired_rows_sql(default_cutoff, overrides, max_rows)
-    deleted = delete_events(cur, sql, params)
+    expired events (``expired_delete_sql``); the slice that ends a pass (fewer than
+    ``max_rows``) also prunes the label sets left unreferenced. Both backends run it."""
+    sql, params = expired_delete_sql(default_cutoff, overrides, max_rows)
+    row = cur.execute(sql, params).fetchone()
+    deleted = int(row[0]) if row else 0
     if 0 < deleted < max_rows:
         prune_label_sets(cur)
     return deleted
 
 
-def delete_events(cur: duckdb.DuckDBPyConnection, doomed_sql: str, params: dict[str, Any]) -> int:
-    """Delete the events ``doomed_sql`` selects (``rowid, id, occurred``) and their related
-    rows, inside the caller's transaction; returns how many events went."""
-    doomed = cur.execute(doomed_sql, params).fetch_arrow_table()
-    if doomed.num_rows == 0:
-        return 0
-    bounds = pc.min_max(doomed.column("occurred"))
-    cur.register("doomed", doomed)
-    try:
-        cur.execute(
-            "DELETE FROM herald_related WHERE occurred BETWEEN $lo AND $hi "
-            "AND event_id IN (SELECT id::UUID FROM doomed)",
-            {"lo": bounds["min"].as_py(), "hi": bounds["max"].as_py()},
-        )
-        row = cur.execute(
-            "DELETE FROM events WHERE occurred <= $hi AND rowid IN (SELECT rid FROM doomed)",
-            {"hi": bounds["max"].as_py()},
-        ).fetchone()
-    finally:
-        cur.unregister("doomed")
-    return int(row[0]) if row else 0
-
-
 def index_unindexed_events(cur: duckdb.DuckDBPyConnection) -> None:
     """Give the events written by plain SQL (benchmarks and tests build stores that way; the
-    writer never leaves an event unindexed) their ``resource_key`` and side rows, as the
-    migration that added them did for the events stored then."""
+    writer never leaves an event unindexed) their filter keys and label sets, as the migration
+    that added them did for the events stored then."""
     for sql in INDEX_UNINDEXED_EVENTS:
         cur.execute(sql)
 
@@ -216,13 +159,10 @@ def prune_label_sets(cur: duckdb.DuckDBPyConnection) -> int:
 
 __all__ = [
     "LABEL_SETS_INSERT_SQL",
-    "RELATED_INSERT_SQL",
     "LabelSetCache",
-    "delete_events",
     "delete_expired",
-    "expired_rows_sql",
-    "first_of_each_id",
+    "expired_delete_sql",
     "index_unindexed_events",
     "prune_label_sets",
-    "write_side_tables",
+    "write_label_sets",
 ]

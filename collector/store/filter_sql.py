@@ -32,6 +32,7 @@ from collector.domain.filters import (
     FilterPart,
 )
 from collector.domain.matching import as_patterns, is_glob, pattern_to_like, split_negation
+from collector.store.schema import PAIR_KEY_SQL
 
 Sql = tuple[str, list[Any]]
 TRUE_SQL: Sql = ("TRUE", [])
@@ -238,30 +239,34 @@ def _label_set_sql(spec: Mapping[str, str | Sequence[str]]) -> Sql:
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
-def _related_index_sql(f: EventRelatedFilter) -> Sql | None:
-    """The related filter's ids, (id, role) pairs and roles, through the related side table
-    (``store/filter_index.py``): the events with one related item that has them all, as a
-    semi-join of ``e.id`` with an integer scan of that table. None if the filter has none of
-    them (labels alone). Ids are compared by their ``hash()``, as stored."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    key = "hash(?::VARCHAR)"
-    if f.id:
-        clauses.append(f"r.id_key IN ({', '.join([key] * len(f.id))})")
-        params += list(f.id)
+def _related_keys_sql(f: EventRelatedFilter) -> Sql | None:
+    """The related filter's ids, roles and (id, role) pairs through the events' key lists
+    (``schema.py`` version 3): one ``list_contains`` per wanted key over integers, never the
+    ``related`` JSON. An item must have all of them, so with roles or pairs the keys are those
+    of the (role, id) pairs the filter allows (ids × roles, or its pairs that agree with its
+    ids and roles), else of the ids alone. None for roles alone (no key; the JSON answers) or
+    labels alone. Measured at 10M events, the count of role + id: ~7.4 s → ~0.7 s on a loaded
+    machine (~970 → ~150 ms quiet)."""
+    ids = list(dict.fromkeys(f.id or []))
+    roles = list(dict.fromkeys(f.role or []))
     if f.resources_in_roles:
-        pairs: list[str] = []
-        for resource_id, resource_role in f.resources_in_roles:
-            pairs.append(f"(r.id_key = {key} AND r.role = ?)")
-            params += [resource_id, resource_role]
-        clauses.append(_any_of(pairs))
-    if f.role:
-        sql, p = _in_sql(("r.role", []), f.role)
-        clauses.append(sql)
-        params += p
-    if not clauses:
+        pairs = [
+            (i, r)
+            for i, r in dict.fromkeys((i, r) for i, r in f.resources_in_roles)
+            if (not ids or i in ids) and (not roles or r in roles)
+        ]
+    elif ids and roles:
+        pairs = [(i, r) for i in ids for r in roles]
+    elif ids:
+        key = "list_contains(e.related_id_keys, hash(?::VARCHAR))"
+        return _any_of([key] * len(ids)), ids
+    else:
         return None
-    return f"e.id IN (SELECT r.event_id FROM herald_related r WHERE {_all_of(clauses)})", params
+    if not pairs:
+        return "FALSE", []
+    pair_key = PAIR_KEY_SQL.format(role="?::VARCHAR", id="?::VARCHAR")
+    key = f"list_contains(e.related_pair_keys, {pair_key})"
+    return _any_of([key] * len(pairs)), [x for i, r in pairs for x in (r, r, i)]
 
 
 def _spec_members(spec: Mapping[str, str | Sequence[str]]) -> list[list[str]]:
@@ -361,12 +366,12 @@ def _resource_sql(f: EventResourceFilter) -> Sql:
 def _related_sql(f: EventRelatedFilter) -> Sql:
     if f.is_noop:
         return TRUE_SQL
-    indexed = _related_index_sql(f)
-    if indexed is None or not f.labels:
-        return indexed or _related_json_sql(f)
-    # Labels of the same item are tested on the JSON, on the events the index selects.
+    keyed = _related_keys_sql(f)
+    if keyed is None or not f.labels:
+        return keyed or _related_json_sql(f)
+    # Labels of the same item are tested on the JSON, of the events the keys select.
     json_sql, json_params = _related_json_sql(f)
-    return f"({indexed[0]} AND {json_sql})", [*indexed[1], *json_params]
+    return f"({keyed[0]} AND {json_sql})", [*keyed[1], *json_params]
 
 
 def _related_json_sql(f: EventRelatedFilter) -> Sql:
