@@ -43,7 +43,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 
 import pyarrow as pa
@@ -91,6 +91,7 @@ class MappedRequest:
     error_message: str = ""
     undecodable: str = ""  # the body is not a request at all (InvalidInput's text)
     unstorable: str = ""  # the mapped batch cannot be stored (columns_to_arrow's InvalidEvent)
+    logs: tuple[logging.LogRecord, ...] = ()  # what Herald's code logged in the worker
 
     def table(self) -> pa.Table:
         """The events to store (no copy of the buffers)."""
@@ -98,7 +99,20 @@ class MappedRequest:
 
 
 def map_request(job: MappingJob) -> MappedRequest:
-    """In a worker: decode, map and build the Arrow batch of one export request."""
+    """In a worker: decode, map and build the Arrow batch of one export request. What Herald's
+    code logs meanwhile (an unexpected mapping failure's traceback) travels back with the
+    answer and is logged by the server, with its logging configuration."""
+    logs: list[logging.LogRecord] = []
+    keep = _Keep(logs)
+    herald_log = logging.getLogger("collector")
+    herald_log.addHandler(keep)
+    try:
+        return replace(_map(job), logs=tuple(logs))
+    finally:
+        herald_log.removeHandler(keep)
+
+
+def _map(job: MappingJob) -> MappedRequest:
     try:
         result = map_export(
             job.signal, job.body, job.received_us, job.limits, json=job.json, invalid=job.invalid
@@ -121,6 +135,22 @@ def map_request(job: MappingJob) -> MappedRequest:
         result.error_message(),
         unstorable=unstorable,
     )
+
+
+class _Keep(logging.Handler):
+    """Keeps a worker's log records, made picklable (message and traceback as text)."""
+
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.NOTSET)
+        self._records = records
+        self._text = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = self._text.formatException(record.exc_info)
+            record.exc_info = None
+        self._records.append(record)
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -261,7 +291,7 @@ class MappingPool:
             raise
         future.add_done_callback(lambda _: self._done(size))
         try:
-            return await asyncio.wrap_future(future)
+            mapped = await asyncio.wrap_future(future)
         except BrokenProcessPool:
             self._replace(executor)
             self._metrics.busy("mapping_workers")
@@ -270,6 +300,9 @@ class MappingPool:
                 "of it was stored: retry",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
+        for record in mapped.logs:
+            logging.getLogger(record.name).handle(record)
+        return mapped
 
     def _submit(self, job: MappingJob) -> tuple[ProcessPoolExecutor, Future[MappedRequest]]:
         executor = self._pool()

@@ -9,6 +9,7 @@ tested with real worker processes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import grpc
 import orjson
+import pyarrow as pa
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -35,6 +37,7 @@ from collector.config import Config, IngestConfig
 from collector.domain.columns import EventColumns
 from collector.domain.events import Limits
 from collector.mapping.otlp_traces import traces_to_events
+from collector.pipeline.otlp_workers import MappingPool
 from collector.pipeline.tail import wire_json
 from collector.store.arrow_batch import ArrowColumns, columns_to_arrow, stamp_received
 from collector.testing import ports_zero, running_herald, serve_process, test_config
@@ -258,6 +261,30 @@ def test_live_tail_gets_the_committed_spans_mapped_in_workers(db_path: Path) -> 
         assert len({e["id"] for e in got}) == spans == 24
         call.cancel()
         channel.close()
+
+
+def logging_to_arrow(cols: EventColumns, received_us: list[int]) -> pa.Table:
+    """``columns_to_arrow`` that first logs an error with a traceback, as a mapping bug does
+    (``MappingResult.fail``); runs in the worker, which imports it from this module."""
+    try:
+        raise RuntimeError("boom in the worker")
+    except RuntimeError:
+        logging.getLogger("collector.mapping.test").error("could not map a span", exc_info=True)
+    return columns_to_arrow(cols, received_us)
+
+
+def test_what_a_worker_logs_is_logged_by_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    pool = MappingPool(1, logging_to_arrow, max_queued_bytes=1 << 20)
+    try:
+        body = big_trace_request(3).SerializeToString()
+        mapped = asyncio.run(pool.map("traces", body, now_us(), Limits()))
+    finally:
+        pool.close()
+    assert mapped.rows == 3
+    [record] = [r for r in caplog.records if r.name == "collector.mapping.test"]
+    assert record.levelno == logging.ERROR and record.getMessage() == "could not map a span"
+    assert record.process != os.getpid()  # logged in the worker, handled here
+    assert record.exc_text and "RuntimeError: boom in the worker" in record.exc_text
 
 
 # --- failures only a pool has --------------------------------------------------------------
