@@ -22,7 +22,10 @@ Guarantees, as for in-process mapping:
   acknowledged is lost, and the next request starts a fresh set of workers.
 * **Clean shutdown.** ``close`` waits for the requests in flight and ends the workers; the
   workers ignore SIGINT (a Ctrl-C reaches the whole process group, and the server drains on it:
-  its workers must outlive the drain).
+  its workers must outlive the drain). A server killed outright never closes its pool: each
+  worker watches its server and leaves with it (then the forkserver ends too).
+* **Logs.** What Herald's code logs in a worker comes back with the answer and is logged by
+  the server, in its format.
 
 Workers start with the first OTLP request (a server that gets none pays nothing), in a thread
 so the event loop goes on serving, through a ``forkserver`` that has this module's imports
