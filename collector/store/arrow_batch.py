@@ -87,20 +87,6 @@ def stamp_received(table: pa.Table, received_us: int) -> pa.Table:
     return table.set_column(i, "received", pa.repeat(pa.scalar(received_us, _TS), table.num_rows))
 
 
-def table_to_ipc(table: pa.Table) -> bytes:
-    """``table`` as one Arrow IPC stream (what a mapping worker sends back)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
-
-
-def ipc_to_table(data: bytes) -> pa.Table:
-    """An IPC stream from ``table_to_ipc`` back as a table (no copy of the buffers)."""
-    return pa.ipc.open_stream(data).read_all()
-
-
 def _strings(column: str) -> Callable[[pa.Table], list[Any]]:
     def read(table: pa.Table) -> list[Any]:
         col = table.column(column)
