@@ -6,15 +6,15 @@ defaults, the memory that Python, grpc and Arrow free is kept by the allocator, 
 * every thread that allocates under contention gets an arena of its own (up to 8 per core),
   and each keeps its high-water mark: the writer thread building Arrow batches, gRPC's
   threads, the event loop; together 100–250 MB of RSS beyond what was in use;
-* the main arena's free chunks sat at 60–120 MB while 50–80 MB were in use.
-
+* the main arena's free chunks sat at 60–120 MB while 50–80 MB were in use;
 * pyarrow's own allocator (mimalloc) kept the pages of the writer's freed Arrow batches.
 
 So ``herald serve`` gives Arrow the C allocator, caps the arenas at ``ARENAS`` and fixes the
-mmap threshold (before the server's threads start), and
-the writer hands free pages back (``release_free_memory``, ``malloc_trim``) after each
-checkpoint — the moment a group of large batches has just been let go. The embedded exporter
-(collector/otel) runs in someone else's process and leaves its allocator alone.
+mmap threshold (before the server's threads start), and the writer hands free pages back
+(``release_free_memory``, ``malloc_trim``) after each checkpoint — the moment a group of large
+batches has just been let go. The embedded exporter (collector/otel) runs in someone else's
+process: it leaves the allocators' settings alone (its writer's trim after a checkpoint is the
+only call made there).
 """
 
 from __future__ import annotations
