@@ -23,6 +23,22 @@ the ``total`` count, which also gives the matching rows' ``occurred`` range that
 windows. The probes rely on rows being stored roughly in ``occurred`` order (as ingest appends
 them); for data that is not, they stay exact but prune nothing, costing up to two extra scans.
 
+A text search's total (decision, issue 13; numbers in docs/benchmarks.md, "Feed queries"): (4)
+counts it in time slices from the newest end back (``_count_newest``) and stops once
+``query.text_total_limit`` matches (default 1,000) are counted; the page then says ``total`` =
+that limit and ``total_is_lower_bound`` — Elasticsearch's ``track_total_hits`` (10,000 there),
+carried by the token to every later page and shown on every surface (HTTP, gRPC, SDK, CLI, web
+UI "1,000+"). The pages themselves stay exact (windows are sized from the counted slices but
+never cut the filter's range). Why not an exact total: a text term is a case-insensitive
+*substring* of the name, label values and payload JSON, so without an index the count reads
+every row in range (p50 ~460 ms at 1M events, ~5.5 s at 10M), and every index measured costs
+ingest far more than the 10 % it may: a stored lowercased search-text column +37–57 % insert
+CPU per event (and still ~220–350 ms CPU of scan per 1M rows, ~1 GB/s — no 10M page under
+500 ms); token postings ~30 rows per event; DuckDB's FTS extension (``duckdb-ext-fts``)
+rebuilds its whole index on every change (58 s per 1M events here), splits words on letters
+only and matches whole words, not substrings. A common term now reaches the limit in the
+newest slice or two; a rare one (fewer matches than the limit) is still a full scan, exact.
+
 Measured on this 2-core machine (shared with other work, so ±30% noise), p50, 1M synthetic
 events over 7 days, name prefix + ``region = 'eu'`` (12k matches):
 
@@ -462,7 +478,8 @@ def _count_newest(
     substring of the name, label values and payload JSON — so an exact total reads every row
     in range (5.5 s at 10M events), while a common term reaches the limit in the newest few
     percent of them. The first slice is ``_FIRST_SLICE``; each next one is sized from the
-    matches per second seen so far to reach the limit (``_SLICE_SLACK``), at most
+    matches per second seen so far (from the newest match back) to reach the limit
+    (``_SLICE_SLACK``), at most
     ``_SLICE_GROWTH`` times what is covered, and ×``_SLICE_GROWTH`` while none are seen.
     Each slice is bounded in ``occurred``, so zone maps skip the rest of the table."""
     where, params = filter_sql(flt)
@@ -477,7 +494,11 @@ def _count_newest(
     counted = 0
     low: datetime | None = None
     high: datetime | None = None
-    hi, width = until, _FIRST_SLICE
+    # The first slice: everything after `until` − the first slice's width, where that is counted
+    # back from the newest `received` when it is older — so a store idle for a while starts at
+    # its newest events, not at an empty hour (late or future-dated rows are in it too).
+    hi = until
+    width = until - min(until, bound) + _FIRST_SLICE
     while True:
         last = width >= hi - since
         lo = since if last else hi - width
@@ -500,7 +521,10 @@ def _count_newest(
         if counted == 0:
             width = covered * _SLICE_GROWTH
         else:
-            needed = covered * ((limit - counted) / counted) * _SLICE_SLACK
+            # The matches' density over where they were seen (from the newest one back).
+            assert high is not None
+            seen = max(high - lo, timedelta(microseconds=1))
+            needed = seen * ((limit - counted) / counted) * _SLICE_SLACK
             width = min(max(needed, covered / _SLICE_GROWTH), covered * _SLICE_GROWTH)
         hi = lo
     if low is None or high is None:
