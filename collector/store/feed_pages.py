@@ -28,7 +28,7 @@ counts it in time slices from the newest end back (``_count_newest``) and stops 
 ``query.text_total_limit`` matches (default 1,000) are counted; the page then says ``total`` =
 that limit and ``total_is_lower_bound`` — Elasticsearch's ``track_total_hits`` (10,000 there),
 carried by the token to every later page and shown on every surface (HTTP, gRPC, SDK, CLI, web
-UI "1,000+"). The pages themselves stay exact (windows are sized from the counted slices but
+UI "1000+"). The pages themselves stay exact (windows are sized from the counted slices but
 never cut the filter's range). Why not an exact total: a text term is a case-insensitive
 *substring* of the name, label values and payload JSON, so without an index the count reads
 every row in range (p50 ~460 ms at 1M events, ~5.5 s at 10M), and every index measured costs
