@@ -5,9 +5,10 @@ store adds to ingest on a shared machine.
 
     .venv/bin/python benchmarks/append_cost.py --batches 200 --batch 1000
 
-Events: ``app.<service>.<verb>`` with 3–5 labels over 2,000 resources (labels change daily) and
-0–3 related items (customer, tenant, flow), and OTLP-like spans whose only related item is
-their trace (one trace per 10 spans). The store starts empty in a temp directory; CPU time is
+Events: ``app.<service>.<verb>`` with 2–3 labels that follow from their resource (2,000 of
+them; ``--labels-per-event`` draws them anew for every event) and 0–3 related items (customer,
+tenant, flow), and OTLP-like spans whose only related item is their trace (one trace per 10
+spans). The store starts empty in a temp directory; CPU time is
 ``time.process_time`` (every thread of the process: DuckDB's too) around ``append`` alone.
 To compare two versions of the code, run this file from each checkout, alternately.
 """
@@ -36,7 +37,9 @@ SERVICES = ["checkout", "payments", "inventory", "shipping", "search", "auth"]
 VERBS = ["created", "updated", "failed", "completed"]
 
 
-def batch(rng: random.Random, n: int, now_us: int) -> EventColumns:
+def batch(
+    rng: random.Random, n: int, now_us: int, *, labels_per_event: bool = False
+) -> EventColumns:
     cols = EventColumns()
     trace = uuid.UUID(int=rng.getrandbits(128)).hex
     for i in range(n):
@@ -46,9 +49,11 @@ def batch(rng: random.Random, n: int, now_us: int) -> EventColumns:
         svc = rng.choice(SERVICES)
         if rng.random() < 0.5:
             rid = f"app.{svc}.{rng.randrange(2000 // len(SERVICES))}"
-            resource = {"prefect.resource.id": rid, "region": rng.choice(["eu", "us"])}
-            if rng.random() < 0.5:
-                resource["version"] = f"1.{rng.randrange(3)}"
+            # Labels describe the resource (unless --labels-per-event): the same set each time.
+            own = rng if labels_per_event else random.Random(rid)
+            resource = {"prefect.resource.id": rid, "region": own.choice(["eu", "us"])}
+            if own.random() < 0.5:
+                resource["version"] = f"1.{own.randrange(3)}"
             related = [
                 {
                     "prefect.resource.id": f"app.{role}.{rng.randrange(500)}",
@@ -77,6 +82,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument(
+        "--labels-per-event",
+        action="store_true",
+        help="draw each event's labels anew (a new label set for most events: the worst case)",
+    )
     args = ap.parse_args()
     print("command: .venv/bin/python benchmarks/append_cost.py " + shlex.join(sys.argv[1:]))
     one, five, _ = os.getloadavg()
@@ -85,7 +95,10 @@ def main() -> None:
     now_us = datetime_to_us(datetime.now(UTC))
     batches = [
         columns_to_arrow(cols, [now_us] * len(cols))
-        for cols in (batch(rng, args.batch, now_us + k * 10**6) for k in range(args.batches))
+        for cols in (
+            batch(rng, args.batch, now_us + k * 10**6, labels_per_event=args.labels_per_event)
+            for k in range(args.batches)
+        )
     ]
     with tempfile.TemporaryDirectory(prefix="herald-append-cost-") as tmp:
         store = EventStore(Path(tmp) / "s.duckdb")

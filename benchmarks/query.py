@@ -45,8 +45,8 @@ from collector.config import QueryConfig
 from collector.domain.events import datetime_to_us
 from collector.domain.filters import parse_filter
 from collector.store.duckdb_store import EventStore
-from collector.store.filter_index import index_unindexed_events
 from collector.store.reader import EventReader
+from collector.store.schema import RELATED_ID_KEYS_SQL, RELATED_ITEMS_SQL, RELATED_PAIR_KEYS_SQL
 
 SERVICES = [
     "checkout", "payments", "inventory", "shipping", "search", "auth",
@@ -125,7 +125,7 @@ def insert_sql(*, labels_per_event: bool = False) -> str:
         label_hash = "hash(res_key * 16 + 9)"
     return f"""
     INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload,
-                        follows)
+                        follows, resource_key, related_id_keys, related_pair_keys)
     WITH h AS (
         -- hash() of one integer is well mixed; hash(a, b) combines linearly, so its values
         -- for different b are correlated: every hash here gets a distinct single integer.
@@ -157,12 +157,13 @@ def insert_sql(*, labels_per_event: bool = False) -> str:
             {label_hash} AS hr
         FROM w
     )
+    , e AS (
     SELECT
-        gen_random_uuid(),
-        make_timestamp(at_us - (h5 % 5000000)::BIGINT),  -- up to 5 s late, like real clients
-        make_timestamp(at_us),
-        name,
-        rid,
+        gen_random_uuid() AS id,
+        make_timestamp(at_us - (h5 % 5000000)::BIGINT) AS occurred,  -- up to 5 s late
+        make_timestamp(at_us) AS received,
+        name AS event,
+        rid AS resource_id,
         ('{{"prefect.resource.id":"' || rid || '"'
          || CASE WHEN kind = 'app' AND hr % 2 = 0 THEN ',"prefect.resource.name":"' || svc || '-'
                  || (res_key % 1000)::VARCHAR || '"' ELSE '' END
@@ -174,13 +175,17 @@ def insert_sql(*, labels_per_event: bool = False) -> str:
                  % 40)::VARCHAR || '"' ELSE '' END
          || CASE WHEN hr % 7 < 3 THEN ',"team":"' || {_pick(TEAMS, "hr // 29")} || '"'
                  ELSE '' END
-         || '}}')::JSON,
-        ({related})::JSON,
+         || '}}')::JSON AS resource,
+        ({related})::JSON AS related,
         ('{{"amount":' || (h5 // 7 % 10000)::VARCHAR || ',"currency":"EUR","status":"'
          || {_pick(STATUSES, "h5 // 11")} || '","duration_ms":'
-         || (h5 // 13 % 5000)::VARCHAR || '}}')::JSON,
-        NULL
+         || (h5 // 13 % 5000)::VARCHAR || '}}')::JSON AS payload
     FROM x
+    )
+    -- The filters' keys as the writer's INSERT computes them (duckdb_store.INSERT_SQL).
+    SELECT id, occurred, received, event, resource_id, resource, related, payload, NULL,
+           hash(resource::VARCHAR), {RELATED_ID_KEYS_SQL}, {RELATED_PAIR_KEYS_SQL}
+    FROM (SELECT *, {RELATED_ITEMS_SQL} AS items FROM e)
     """
 
 
@@ -198,8 +203,11 @@ def build_store(path: Path, n: int, end: datetime, *, labels_per_event: bool = F
                 sql, {"lo": lo, "hi": min(n, lo + CHUNK), "n": n, "end_us": datetime_to_us(end)}
             )
         cur.execute("DROP TABLE seq")
-        # The filters' side tables, by the SQL the migration that added them backfills with.
-        index_unindexed_events(cur)
+        # The label-set table (the writer adds the sets of each commit; here all at once).
+        cur.execute(
+            "INSERT INTO herald_label_sets SELECT DISTINCT ON (resource_key) resource_key, "
+            "resource, now() FROM events"
+        )
         cur.execute("CHECKPOINT")
     finally:
         cur.close()

@@ -32,12 +32,12 @@ CACHE_SECONDS = 600.0
 # Retention prunes unreferenced label sets only once they are this old (see the docstring).
 PRUNE_AFTER = timedelta(hours=1)
 
-# ``$texts`` are the new label sets' texts; the hash is the events' ``hash(resource::VARCHAR)``:
-# the same text, the same function. A list parameter, not a registered Arrow table: scanning one
-# costs ~1 ms of set-up per statement, more than these few rows.
+# ``new_label_sets`` is an Arrow table of one VARCHAR column ``resource``; its hash is the events'
+# ``hash(resource::VARCHAR)``: the same text, the same function. (A list parameter instead costs
+# far more: 12 ms vs ~2 ms for 54 texts, measured, in DuckDB's conversion of Python values.)
 LABEL_SETS_INSERT_SQL = (
-    "INSERT INTO herald_label_sets SELECT hash(t), t::JSON, now() "
-    "FROM unnest($texts::VARCHAR[]) AS u(t)"
+    "INSERT INTO herald_label_sets SELECT hash(resource), resource::JSON, now() "
+    "FROM new_label_sets"
 )
 
 
@@ -88,7 +88,11 @@ def write_label_sets(
     texts = pc.unique(_storage(batch.column("resource"))).to_pylist()
     new = cache.missing([t for t in texts if t is not None])
     if new:
-        cur.execute(LABEL_SETS_INSERT_SQL, {"texts": new})
+        cur.register("new_label_sets", pa.table({"resource": pa.array(new, pa.string())}))
+        try:
+            cur.execute(LABEL_SETS_INSERT_SQL)
+        finally:
+            cur.unregister("new_label_sets")
     return new
 
 
