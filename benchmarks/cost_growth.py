@@ -2,8 +2,8 @@
 clients, the batch size and the store size, and feed query latency against the store size —
 printed as markdown tables and drawn as PNG plots.
 
-    .venv/bin/python benchmarks/cost_growth.py            # about 15 minutes, PNGs in docs/img/
-    .venv/bin/python benchmarks/cost_growth.py --quick    # smoke run, about 2 minutes
+    .venv/bin/python benchmarks/cost_growth.py            # about 25 minutes, PNGs in docs/img/
+    .venv/bin/python benchmarks/cost_growth.py --quick    # smoke run, about 3 minutes
     .venv/bin/python benchmarks/cost_growth.py --skip-10m # without the 10M store
 
 1. **Clients**: 1, 2, 4, 8 client processes sending 1,000-event `Emit`s to an empty store.
