@@ -75,14 +75,15 @@ substring as the whole, exact test ~20%), related pre-checks most selective firs
 filter parts first, and text terms checked against the lowercased raw columns under ``CASE``
 before the searchable text is built (the largest gain).
 
-What is left, and why the 10M first-page target (200 ms) is still missed: (4) reads the
-``resource`` JSON of every row in range, and DuckDB decompresses a whole vector of that
+Why label and related filters no longer read JSON (issue 13): (4) read the ``resource`` (or
+``related``) JSON of every row in range, and DuckDB decompresses a whole vector of that
 FSST-compressed column as soon as one of its rows passes the cheaper filters — with a 5% name
-prefix, every vector. ``strlen(resource)`` over all rows alone is ~70% of (4), the floor for any
-exact count of a label filter. Forcing dictionary compression, FSST vectors, a rowid semi-join
-or ``CASE`` ordering did not lower it. Keeping distinct label sets in their own table,
-referenced by an integer column of ``events``, would make (4) an integer semi-join (84 ms →
-5 ms at 1M in a trial) — a schema change.
+prefix, every vector; ``strlen(resource)`` over all rows alone was ~70% of (4). Schema version 3
+gives them integer keys (``filter_sql.py``: a semi-join on ``resource_key`` through the distinct
+label sets, ``list_contains`` over ``related_*_keys``). At 10M events, CPU per first page
+(same load for both, alternated): name prefix + label 790 → 200 ms, related role + id
+2,600 → 310 ms (docs/benchmarks.md). The windows and the fetch narrow the filter's own time
+range (``_within``), so any part of the filter that scans a table of its own is narrowed too.
 """
 
 from __future__ import annotations
@@ -249,9 +250,10 @@ def _page_keys(
         rows = cur.execute(sql, [*params, bound, *keyset_params, want]).fetchall()
         return [(r[0], r[1]) for r in rows]
 
-    def window_keys(window_since: datetime, window_until: datetime) -> list[Any]:
-        # The filter narrowed to the window (``_within``), so the side tables' scans are too.
-        w_where, w_params = filter_sql(_within(flt, window_since, window_until))
+    def window_keys(window_since: datetime, window_until: datetime, wide: bool) -> list[Any]:
+        # The filter narrowed to the window (``_within``); labels on the events' own JSON in
+        # a narrow one, through the label sets over the rest (``filter_sql``'s label_sets).
+        w_where, w_params = filter_sql(_within(flt, window_since, window_until), label_sets=wide)
         sql = (
             f"SELECT e.occurred, e.id::VARCHAR FROM events e "
             f"WHERE ({w_where}) AND e.received <= ? AND {keyset} {order_by} LIMIT ?"
@@ -288,14 +290,14 @@ def _page_keys(
         window = max(counted_span * min(1.0, _PROBE_SLACK * want / state.total), _MIN_WINDOW)
     while window < span:
         if flt.order is EventOrder.DESC:
-            rows = window_keys(until - window, until)
+            rows = window_keys(until - window, until, False)
         else:
-            rows = window_keys(since, since + window)
+            rows = window_keys(since, since + window, False)
         if len(rows) >= want:
             return [(r[0], r[1]) for r in rows]
         window *= _PROBE_GROWTH
     # The rest of the range: every matching row lies in it (the data range and the cursor).
-    rows = window_keys(since, until)
+    rows = window_keys(since, until, True)
     return [(r[0], r[1]) for r in rows]
 
 
@@ -323,8 +325,8 @@ def _fetch_events(
         return []
     lo = min(k[0] for k in keys)
     hi = max(k[0] for k in keys)
-    # Narrowed to the keys' range, so are the side tables' scans (``_within``).
-    where, params = filter_sql(_within(state.filter, lo, hi))
+    # Narrowed to the keys' range (``_within``), a short one: labels on the events' JSON.
+    where, params = filter_sql(_within(state.filter, lo, hi), label_sets=False)
     sql = (
         f"SELECT {_EVENT_COLUMNS} FROM events e "
         f"WHERE e.occurred BETWEEN ? AND ? AND ({where}) AND e.received <= ?"

@@ -352,14 +352,24 @@ def _name_sql(f: EventNameFilter) -> Sql:
     return _all_of(clauses), params
 
 
-def _resource_sql(f: EventResourceFilter) -> Sql:
+def _primary_labels_sql(spec: Mapping[str, str | Sequence[str]], label_sets: bool) -> Sql:
+    """The primary resource's labels: through the label sets (``_label_set_sql``), or on each
+    event's own JSON — cheaper when only a short time window of events is read, as scanning the
+    label sets costs the same whatever the window (measured on 1M events, a page's keys in its
+    newest 2 h: 18 ms with the label sets, 3 ms on the JSON; loaded machine)."""
+    if label_sets:
+        return _label_set_sql(spec)
+    return _spec_sql(spec, "e.resource", "e.resource_id", stored=True)
+
+
+def _resource_sql(f: EventResourceFilter, *, label_sets: bool = True) -> Sql:
     parts: list[Sql] = []
     if f.id:
         parts.append(_in_sql(("e.resource_id", []), f.id))
     if f.id_prefix:
         parts.append(_prefix_sql(("e.resource_id", []), f.id_prefix))
     if f.labels:
-        parts.append(_label_set_sql(f.labels))
+        parts.append(_primary_labels_sql(f.labels, label_sets))
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
@@ -405,7 +415,11 @@ def _related_json_sql(f: EventRelatedFilter) -> Sql:
 
 
 def _any_resource_conditions(
-    f: EventAnyResourceFilter, labels: str, rid: Sql, id_column: str | None
+    f: EventAnyResourceFilter,
+    labels: str,
+    rid: Sql,
+    id_column: str | None,
+    label_sets: bool = True,
 ) -> Sql:
     parts: list[Sql] = []
     if f.id:
@@ -414,16 +428,18 @@ def _any_resource_conditions(
         parts.append(_prefix_sql(rid, f.id_prefix))
     if f.labels:
         if labels == "e.resource":
-            parts.append(_label_set_sql(f.labels))
+            parts.append(_primary_labels_sql(f.labels, label_sets))
         else:
             parts.append(_spec_sql(f.labels, labels, id_column))
     return _all_of([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
 
-def _any_resource_sql(f: EventAnyResourceFilter) -> Sql:
+def _any_resource_sql(f: EventAnyResourceFilter, *, label_sets: bool = True) -> Sql:
     if f.is_noop:
         return TRUE_SQL
-    primary = _any_resource_conditions(f, "e.resource", ("e.resource_id", []), "e.resource_id")
+    primary = _any_resource_conditions(
+        f, "e.resource", ("e.resource_id", []), "e.resource_id", label_sets
+    )
     hints = [_hint_group([_member(RESOURCE_ID, v) for v in f.id or []])]
     prefixes = [_member(RESOURCE_ID, p, prefix=True) for p in f.id_prefix or []]
     hints.append(_hint_group(prefixes))
@@ -460,11 +476,11 @@ def _text_filter_sql(f: EventTextFilter) -> Sql:
     return _all_of(clauses), params
 
 
-def _whole_filter_sql(f: EventFilter) -> Sql:
+def _whole_filter_sql(f: EventFilter, *, label_sets: bool = True) -> Sql:
     clauses: list[str] = []
     params: list[Any] = []
     for part in f.parts:
-        sql, p = filter_sql(part)
+        sql, p = filter_sql(part, label_sets=label_sets)
         if sql != "TRUE":
             clauses.append(sql)
             params += p
@@ -473,8 +489,11 @@ def _whole_filter_sql(f: EventFilter) -> Sql:
     return " AND ".join(clauses), params
 
 
+# The parts whose builders take ``label_sets``.
+_LABELLED = (EventResourceFilter, EventAnyResourceFilter, EventFilter)
+
 # One SQL builder per filter part type (the parts are a closed set of pydantic models).
-_BUILDERS: dict[type[FilterPart], Callable[[Any], Sql]] = {
+_BUILDERS: dict[type[FilterPart], Callable[..., Sql]] = {
     EventOccurredFilter: _occurred_sql,
     EventNameFilter: _name_sql,
     EventResourceFilter: _resource_sql,
@@ -486,9 +505,15 @@ _BUILDERS: dict[type[FilterPart], Callable[[Any], Sql]] = {
 }
 
 
-def filter_sql(part: FilterPart) -> Sql:
+def filter_sql(part: FilterPart, *, label_sets: bool = True) -> Sql:
     """A WHERE fragment over ``events`` aliased ``e`` and its ``?`` parameters, selecting
-    exactly the events ``part.includes()`` accepts."""
+    exactly the events ``part.includes()`` accepts.
+
+    ``label_sets`` False tests the primary resource's labels on each event's JSON instead of
+    through ``herald_label_sets`` (the same answer): for queries that read a short time window
+    only (``_primary_labels_sql``)."""
+    if isinstance(part, _LABELLED):
+        return _BUILDERS[type(part)](part, label_sets=label_sets)
     return _BUILDERS[type(part)](part)
 
 

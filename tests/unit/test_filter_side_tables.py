@@ -157,13 +157,12 @@ def _check_filters(store: Store, rng: random.Random, rounds: int = 60) -> None:
         for _ in range(rounds):
             data = _random_filter(rng)
             flt = parse_filter(data).resolve(NOW + timedelta(minutes=1))
-            where, params = filter_sql(flt)
-            got = {
-                str(r[0])
-                for r in cur.execute(f"SELECT e.id FROM events e WHERE {where}", params).fetchall()
-            }
             expected = {str(e.id) for e in events if flt.includes(e)}
-            assert got == expected, data
+            for label_sets in (True, False):  # through the label sets, or the events' JSON
+                where, params = filter_sql(flt, label_sets=label_sets)
+                sql = f"SELECT e.id FROM events e WHERE {where}"
+                got = {str(r[0]) for r in cur.execute(sql, params).fetchall()}
+                assert got == expected, (data, label_sets)
     finally:
         cur.close()
 
