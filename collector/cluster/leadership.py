@@ -92,13 +92,18 @@ class LeaderElection:
 
     async def stop(self) -> None:
         """Stop campaigning; a leader steps down (``on_deposed``) and releases the lock."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: psycopg answers a cancelled query by asking the server to cancel it and
+            # then waiting for the server's reply, without a limit of its own; a catalog that
+            # stopped answering must not hold up the collector's stop. Closing the connection
+            # (below) ends the session, and with it the lock, either way.
+            done, _ = await asyncio.wait({task}, timeout=self._timeout + 5)
+            if not done:
+                log.warning("automations leader election: did not stop in time; leaving it")
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("automations leader election ended: %s", task.exception())
         await self._depose()
         await self._disconnect()
 
@@ -135,16 +140,22 @@ class LeaderElection:
             self._timeout + 5,
         )
         try:
-            for statement in SERVER_KEEPALIVES:
-                await conn.execute(statement)
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK_KEY])
-                for statement in STATEMENTS:
-                    await conn.execute(statement)
+            # Bounded like every other round trip of the election: a schema lock held by a
+            # stuck session must not keep this candidate from ever trying again.
+            await asyncio.wait_for(self._prepare(conn), self._timeout + 5)
         except BaseException:
             await conn.close()
             raise
         return conn
+
+    @staticmethod
+    async def _prepare(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        for statement in SERVER_KEEPALIVES:
+            await conn.execute(statement)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK_KEY])
+            for statement in STATEMENTS:
+                await conn.execute(statement)
 
     async def _try_to_lead(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
         row = await self._fetch(conn, "SELECT pg_try_advisory_lock(%s)", [self._key])

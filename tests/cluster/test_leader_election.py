@@ -11,13 +11,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from collector.cluster.leadership import LeaderElection
 from collector.cluster.schema import SCHEMA
 from collector.testing import PostgresServer
 
 INTERVAL = 0.2
+T = TypeVar("T")
 
 
 class Candidate:
@@ -45,6 +47,17 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
+
+
+async def bounded(scenario: Coroutine[Any, Any, T], seconds: float = 120.0) -> T:
+    """``scenario`` within ``seconds``; past them the test fails with every task's stack
+    printed, instead of hanging the suite (a hang was seen once in CI)."""
+    try:
+        return await asyncio.wait_for(scenario, seconds)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise
 
 
 def test_one_leader_and_takeover_when_it_stops_or_loses_its_session(
@@ -94,7 +107,7 @@ def test_one_leader_and_takeover_when_it_stops_or_loses_its_session(
         # Every election a candidate saw was followed by its deposition: never two at once.
         assert not any(x.election.is_leader for x in (a, b, c))
 
-    asyncio.run(scenario())
+    asyncio.run(bounded(scenario()))
 
 
 LEADER_SCRIPT = textwrap.dedent(
@@ -146,7 +159,7 @@ def test_a_leader_killed_with_sigkill_is_replaced_within_seconds(
             finally:
                 await me.election.stop()
 
-        took = asyncio.run(scenario())
+        took = asyncio.run(bounded(scenario()))
         assert took < 10.0
     finally:
         child.kill()
