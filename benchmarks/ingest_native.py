@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import orjson
@@ -33,33 +34,34 @@ SERVICES = ["checkout", "payments", "inventory", "shipping", "search", "auth"]
 VERBS = ["created", "updated", "shipped", "failed", "retried", "completed"]
 
 
-def make_batch(rng: random.Random, size: int) -> bytes:
-    events = []
-    for _ in range(size):
-        svc = rng.choice(SERVICES)
-        labels = {
-            "prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
-            "prefect.resource.name": f"{svc} {rng.randrange(100)}",
+def make_event(rng: random.Random, event_id: str) -> dict[str, Any]:
+    """One realistic native event: a service resource with 1–4 extra labels, 0–3 related
+    resources, a small payload (also the soak benchmark's events)."""
+    svc = rng.choice(SERVICES)
+    labels = {
+        "prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
+        "prefect.resource.name": f"{svc} {rng.randrange(100)}",
+    }
+    for k in range(rng.randint(1, 4)):
+        labels[f"label.{k}"] = f"value-{rng.randrange(50)}"
+    related = [
+        {
+            "prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
+            "prefect.resource.role": rng.choice(["customer", "tenant", "flow"]),
         }
-        for k in range(rng.randint(1, 4)):
-            labels[f"label.{k}"] = f"value-{rng.randrange(50)}"
-        related = [
-            {
-                "prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
-                "prefect.resource.role": rng.choice(["customer", "tenant", "flow"]),
-            }
-            for _ in range(rng.randint(0, 3))
-        ]
-        events.append(
-            {
-                "event": f"app.{svc}.{rng.choice(VERBS)}",
-                "resource": labels,
-                "related": related,
-                "payload": {"amount": rng.randrange(1000), "currency": "EUR"},
-                "id": str(uuid.uuid4()),
-            }
-        )
-    return orjson.dumps(events)
+        for _ in range(rng.randint(0, 3))
+    ]
+    return {
+        "event": f"app.{svc}.{rng.choice(VERBS)}",
+        "resource": labels,
+        "related": related,
+        "payload": {"amount": rng.randrange(1000), "currency": "EUR"},
+        "id": event_id,
+    }
+
+
+def make_batch(rng: random.Random, size: int) -> bytes:
+    return orjson.dumps([make_event(rng, str(uuid.uuid4())) for _ in range(size)])
 
 
 # What each client process sends back: acked events, busy answers, per-call latencies.

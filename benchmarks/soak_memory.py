@@ -47,7 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._server import ServerProcess
-from benchmarks.ingest_native import SERVICES, VERBS
+from benchmarks.ingest_native import make_event
 from benchmarks.ingest_otlp import ITEMS, trace_template
 from collector._proto import herald_pb2, herald_pb2_grpc
 
@@ -62,31 +62,10 @@ ID_SLOT = b"5e4d5e4d"
 def native_template(rng: random.Random, client: int) -> bytes:
     """1,000 realistic events whose ids are ``ID_SLOT-<client>-4000-8000-<n>``: replacing
     ``ID_SLOT`` with a per-send counter makes every id new without re-encoding."""
-    events = []
-    for n in range(NATIVE_BATCH):
-        svc = rng.choice(SERVICES)
-        labels = {
-            "prefect.resource.id": f"app.{svc}.{rng.randrange(10_000)}",
-            "prefect.resource.name": f"{svc} {rng.randrange(100)}",
-        }
-        for k in range(rng.randint(1, 4)):
-            labels[f"label.{k}"] = f"value-{rng.randrange(50)}"
-        related = [
-            {
-                "prefect.resource.id": f"app.customer.{rng.randrange(5000)}",
-                "prefect.resource.role": rng.choice(["customer", "tenant", "flow"]),
-            }
-            for _ in range(rng.randint(0, 3))
-        ]
-        events.append(
-            {
-                "event": f"app.{svc}.{rng.choice(VERBS)}",
-                "resource": labels,
-                "related": related,
-                "payload": {"amount": rng.randrange(1000), "currency": "EUR"},
-                "id": f"{ID_SLOT.decode()}-{client:04x}-4000-8000-{n:012x}",
-            }
-        )
+    events = [
+        make_event(rng, f"{ID_SLOT.decode()}-{client:04x}-4000-8000-{n:012x}")
+        for n in range(NATIVE_BATCH)
+    ]
     body = orjson.dumps(events)
     assert body.count(ID_SLOT) == NATIVE_BATCH
     return body
