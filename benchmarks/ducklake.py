@@ -22,7 +22,6 @@ measured, compacted with the leader's upkeep jobs, and measured again.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import shlex
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._server import ServerProcess
-from benchmarks.ingest_native import ClientResult, client
+from benchmarks.ingest_native import run_clients
 from benchmarks.query import (
     FEED_FILTER,
     LATER_PAGE,
@@ -72,19 +71,8 @@ def lake_env(pg: PostgresServer, dbname: str, data: Path) -> dict[str, str]:
 
 def run_load(addresses: list[str], clients: int, seconds: float, batch: int) -> tuple[int, float]:
     """``clients`` processes, round-robin over ``addresses``; (acknowledged, elapsed s)."""
-    out: mp.Queue[ClientResult] = mp.Queue()
-    procs = [
-        mp.Process(target=client, args=(addresses[i % len(addresses)], seconds, batch, i, out))
-        for i in range(clients)
-    ]
-    t0 = time.monotonic()
-    for p in procs:
-        p.start()
-    results = [out.get() for _ in procs]
-    elapsed = time.monotonic() - t0
-    for p in procs:
-        p.join()
-    return sum(r[0] for r in results), elapsed
+    run = run_clients(addresses, clients, seconds, batch)
+    return run.acked, run.elapsed
 
 
 def ingest(args: argparse.Namespace) -> None:

@@ -131,11 +131,17 @@ class Run:
         return lats[min(len(lats) - 1, int(len(lats) * q))] * 1000 if lats else 0.0
 
 
-def run_clients(address: str, clients: int, seconds: float, batch: int, late_s: float = 0.0) -> Run:
-    """``clients`` processes running ``client`` against ``address`` at once."""
+def run_clients(
+    address: str | list[str], clients: int, seconds: float, batch: int, late_s: float = 0.0
+) -> Run:
+    """``clients`` processes running ``client`` at once, against ``address`` (round-robin
+    over the addresses when given several)."""
+    addresses = [address] if isinstance(address, str) else address
     out: mp.Queue[ClientResult] = mp.Queue()
     procs = [
-        mp.Process(target=client, args=(address, seconds, batch, s, out, late_s))
+        mp.Process(
+            target=client, args=(addresses[s % len(addresses)], seconds, batch, s, out, late_s)
+        )
         for s in range(clients)
     ]
     t0 = time.monotonic()
