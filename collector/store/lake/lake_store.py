@@ -281,6 +281,11 @@ class LakeStore:
             finally:
                 try:
                     cur.execute("ROLLBACK")
+                except duckdb.Error as exc:
+                    # The lock connection died (the catalog restarted): PostgreSQL ended its
+                    # transaction and freed the lock with it. Raising would fail — and retry
+                    # — a block whose commit has already happened.
+                    log.warning("commit lock released with its connection (%s)", self._reason(exc))
                 finally:
                     cur.close()
         elif self._lock_file is not None:
