@@ -360,6 +360,13 @@ class BatchWriter:
             except HeraldError as exc:  # this request's data cannot be stored
                 log.warning("refused a batch of %d events: %s", len(p.columns), exc)
                 p.done.set_exception(exc)
+            except Exception as exc:
+                # Anything unforeseen (a library's own bug) is this request's error: escaping,
+                # it would end the writer thread and no later request would ever be answered.
+                log.exception("could not prepare a batch of %d events", len(p.columns))
+                p.done.set_exception(
+                    StoreError(f"the batch could not be prepared for the store: {exc!r}")
+                )
         if not ready:
             return []
         started = time.perf_counter()

@@ -20,7 +20,7 @@ import pytest
 from collector.domain.columns import EventColumns
 from collector.domain.events import datetime_to_us
 from collector.domain.ids import uuid7_str
-from collector.errors import InvalidInput
+from collector.errors import InvalidInput, StoreError
 from collector.store.duckdb_store import EventStore
 from collector.store.writer import BatchWriter
 
@@ -138,3 +138,34 @@ def test_an_asyncio_caller_cancelled_while_its_batch_waits(held: _HeldWriter) ->
     assert held.writer.submit_nowait(_columns(1)).result(timeout=10) == 1
     assert held.writer.alive
     assert held.thread_errors == []
+
+
+def test_an_unforeseen_error_in_one_batch_fails_that_batch_not_the_writer(
+    held: _HeldWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen while profiling: pyarrow raised AttributeError from its pandas shim while building
+    # a batch — not one of the errors the writer expected, so it ended the writer thread and
+    # every later request waited for an answer that never came (clients hit their deadlines).
+    from collector.store import writer as writer_module
+
+    real = writer_module.columns_to_arrow
+    poisoned: list[EventColumns] = []
+
+    def flaky(cols: EventColumns, received_us: list[int]) -> object:
+        if cols in poisoned:
+            raise AttributeError("'NoneType' object has no attribute '__version__'")
+        return real(cols, received_us)
+
+    monkeypatch.setattr(writer_module, "columns_to_arrow", flaky)
+    bad = _columns(4)
+    poisoned.append(bad)
+    failing = held.writer.submit_nowait(bad)
+    kept = held.writer.submit_nowait(_columns(3))
+    held.release()
+    with pytest.raises(StoreError, match="could not be prepared"):
+        failing.result(timeout=10)
+    assert kept.result(timeout=10) == 3
+    assert held.writer.submit_nowait(_columns(2)).result(timeout=10) == 2
+    assert held.writer.alive
+    assert held.thread_errors == []
+    assert held.count() == 5
