@@ -146,9 +146,8 @@ def test_an_unforeseen_error_in_one_batch_fails_that_batch_not_the_writer(
     # Seen while profiling: pyarrow raised AttributeError from its pandas shim while building
     # a batch — not one of the errors the writer expected, so it ended the writer thread and
     # every later request waited for an answer that never came (clients hit their deadlines).
-    from collector.store import writer as writer_module
+    from collector.store.arrow_batch import columns_to_arrow as real
 
-    real = writer_module.columns_to_arrow
     poisoned: list[EventColumns] = []
 
     def flaky(cols: EventColumns, received_us: list[int]) -> object:
@@ -156,7 +155,7 @@ def test_an_unforeseen_error_in_one_batch_fails_that_batch_not_the_writer(
             raise AttributeError("'NoneType' object has no attribute '__version__'")
         return real(cols, received_us)
 
-    monkeypatch.setattr(writer_module, "columns_to_arrow", flaky)
+    monkeypatch.setattr("collector.store.writer.columns_to_arrow", flaky)
     bad = _columns(4)
     poisoned.append(bad)
     failing = held.writer.submit_nowait(bad)
