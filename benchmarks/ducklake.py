@@ -149,7 +149,7 @@ def commit_phases(args: argparse.Namespace) -> None:
                             '{"n": 1}',
                         )
                     batch = columns_to_arrow(cols, [now] * args.batch)
-                    sql, params = insert_statement(batch)
+                    sql = insert_statement(batch)
                     t = time.perf_counter()
                     with store._commit_lock():  # the same steps as LakeStore._insert, timed
                         phases["lock"].append(time.perf_counter() - t)
@@ -160,7 +160,7 @@ def commit_phases(args: argparse.Namespace) -> None:
                         cur.execute(f"CALL {LAKE}.set_commit_message(?, 'ingest')", ["bench"])
                         phases["begin"].append(time.perf_counter() - t)
                         t = time.perf_counter()
-                        cur.execute(sql, params).fetchone()
+                        cur.execute(sql).fetchone()
                         phases["insert"].append(time.perf_counter() - t)
                         t = time.perf_counter()
                         cur.execute("COMMIT")

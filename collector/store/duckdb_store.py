@@ -95,24 +95,39 @@ SELECT {distinct} id::UUID, occurred, received, event, resource_id,
     + f"{RELATED_ID_KEYS_SQL}, {RELATED_PAIR_KEYS_SQL}"
     + f"""
 FROM (SELECT *, {RELATED_ITEMS_SQL} AS items FROM batch)
-WHERE id::UUID NOT IN (SELECT id FROM events WHERE occurred BETWEEN $lo AND $hi)
+WHERE id::UUID NOT IN (SELECT id FROM events WHERE occurred BETWEEN {{lo}} AND {{hi}})
 """
 )
 
 EVENT_COLUMNS = "id, occurred, received, event, resource, related, payload, follows"
 
 
-def insert_statement(batch: pa.Table) -> tuple[str, dict[str, Any]]:
-    """``INSERT_SQL`` for an Arrow batch registered as ``batch``, with its parameters (the
-    batch's ``occurred`` range); ``InvalidEvent`` for a time Python cannot hold."""
+def insert_statement(batch: pa.Table) -> str:
+    """``INSERT_SQL`` for an Arrow batch registered as ``batch``, the batch's ``occurred``
+    range written into it; ``InvalidEvent`` for a time Python cannot hold.
+
+    The range goes in as literals, not parameters: DuckDB's Python client tries ``import
+    pandas`` for every parameter it binds, and without pandas installed each try searches
+    ``sys.path`` again — two failed imports per parameter, ~10 % of the writer thread's time
+    under load (py-spy, docs/benchmarks.md). The text is Python's own ``isoformat`` of a
+    ``datetime``, never the sender's."""
     bounds = pc.min_max(batch.column("occurred"))
     repeated = pc.count_distinct(batch.column("id")).as_py() != batch.num_rows
-    sql = INSERT_SQL.replace("{distinct}", "DISTINCT ON (id)" if repeated else "")
     try:
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
     except (ValueError, OverflowError) as exc:  # beyond what Python's datetime can hold
         raise InvalidEvent(f"an event's occurred time cannot be stored: {exc}") from None
-    return sql, {"lo": lo, "hi": hi}
+    return (
+        INSERT_SQL.replace("{distinct}", "DISTINCT ON (id)" if repeated else "")
+        .replace("{lo}", _timestamptz_literal(lo))
+        .replace("{hi}", _timestamptz_literal(hi))
+    )
+
+
+def _timestamptz_literal(moment: datetime | None) -> str:
+    if moment is None:  # an empty batch
+        return "NULL::TIMESTAMPTZ"
+    return f"TIMESTAMPTZ '{moment.isoformat()}'"
 
 
 def insert_batch(
@@ -122,10 +137,10 @@ def insert_batch(
     into ``herald_label_sets``, inside the transaction open on ``cur``; returns the rows
     inserted and the label sets written (for ``label_sets.remember`` once committed). Both
     backends run it. ``InvalidEvent`` for a time Python cannot hold."""
-    sql, params = insert_statement(batch)
+    sql = insert_statement(batch)
     cur.register("batch", batch)
     try:
-        row = cur.execute(sql, params).fetchone()
+        row = cur.execute(sql).fetchone()
     finally:
         cur.unregister("batch")
     written = write_label_sets(cur, batch, label_sets)
