@@ -35,10 +35,14 @@ PRUNE_AFTER = timedelta(hours=1)
 # ``new_label_sets`` is an Arrow table of one VARCHAR column ``resource``; its hash is the events'
 # ``hash(resource::VARCHAR)``: the same text, the same function. (A list parameter instead costs
 # far more: 12 ms vs ~2 ms for 54 texts, measured, in DuckDB's conversion of Python values.)
+# ``new_label_sets.resource`` arrives as Arrow's JSON extension type (as ``events.resource``
+# does): DuckDB takes it as JSON without parsing it again — a ``::JSON`` cast here cost
+# ~2 ms per 1,000 new sets. The key is the same ``hash`` of the text the events' insert takes.
 LABEL_SETS_INSERT_SQL = (
-    "INSERT INTO herald_label_sets SELECT hash(resource), resource::JSON, now() "
+    "INSERT INTO herald_label_sets SELECT hash(resource::VARCHAR), resource, now() "
     "FROM new_label_sets"
 )
+_JSON = pa.json_(pa.string())
 
 
 class LabelSetCache:
@@ -88,7 +92,8 @@ def write_label_sets(
     texts = pc.unique(_storage(batch.column("resource"))).to_pylist()
     new = cache.missing([t for t in texts if t is not None])
     if new:
-        cur.register("new_label_sets", pa.table({"resource": pa.array(new, pa.string())}))
+        texts_json = pa.ExtensionArray.from_storage(_JSON, pa.array(new, pa.string()))
+        cur.register("new_label_sets", pa.table({"resource": texts_json}))
         try:
             cur.execute(LABEL_SETS_INSERT_SQL)
         finally:
