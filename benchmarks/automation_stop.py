@@ -34,6 +34,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.client.automations import AutomationsClient
@@ -189,6 +190,7 @@ def main() -> None:
     ap.add_argument("--observe", type=float, default=5.0, help="seconds counted after it")
     ap.add_argument("--legacy", action="store_true", help="a server from before the fix")
     args = ap.parse_args()
+    print_header()
 
     receiver = Receiver(args.delay)
     env = {} if args.legacy else {"HERALD_AUTOMATIONS__MAX_QUEUED_ACTIONS": str(args.events * 3)}

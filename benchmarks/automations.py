@@ -35,6 +35,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector._proto import herald_pb2, herald_pb2_grpc
 from collector.client.automations import AutomationsClient
@@ -214,6 +215,7 @@ def main() -> None:
     ap.add_argument("--log-level", default="WARNING", help="the server's (DEBUG: step timings)")
     ap.add_argument("--server-log", type=Path, help="write the server's log here")
     args = ap.parse_args()
+    print_header()
 
     hook = Receiver()
     server = ServerProcess(env={"HERALD_LOGGING__LEVEL": args.log_level})

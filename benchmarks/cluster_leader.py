@@ -34,6 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector.client.automations import AutomationsClient
 from collector.testing import PostgresServer, postgres_server
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=30)
     parser.add_argument("--kills", type=int, default=3)
     args = parser.parse_args()
+    print_header()
     receiver = Receiver()
     with postgres_server() as pg, tempfile.TemporaryDirectory(prefix="herald-cluster-") as tmp:
         dbname = pg.create_database()

@@ -16,8 +16,6 @@ sides see the same load, within seconds of each other.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import sys
@@ -34,6 +32,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks.ingest_otlp import ITEMS, run_scenario, trace_template
 
 TABLE = """CREATE TABLE events (
@@ -125,14 +124,9 @@ def main() -> None:
         help="herald: ingest.mapping_workers (default: the configured default)",
     )
     args = parser.parse_args()
+    print_header()
     args.span_events = 0
     args.profile = None  # run_scenario can profile the server; not here
-    print(" ".join(sys.argv), flush=True)
-    cores = len(os.sched_getaffinity(0))
-    print(
-        f"machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, "
-        f"DuckDB {duckdb.__version__}"
-    )
     fractions: list[float] = []
     with tempfile.TemporaryDirectory(prefix="herald-compare-") as tmp:
         for r in range(args.rounds):

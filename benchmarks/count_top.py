@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from collector.clock import SystemClock
 from collector.config import QueryConfig
 from collector.domain.filters import EventFilter, parse_filter
@@ -71,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    print_header()
     one_name = parse_filter({"event": {"name": ["app.ev.3"]}})
     print("| events | resources | whole answer | top 20 | top 20, 1 name in 20 |")
     print("|---|---|---|---|---|")

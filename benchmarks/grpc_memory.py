@@ -36,6 +36,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchmarks._server as server_module
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector._proto import herald_pb2, herald_pb2_grpc
 
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--checkout", type=Path, help="run the server from this checkout")
     args = parser.parse_args()
+    print_header()
     if args.checkout:
         server_module.ROOT = args.checkout.resolve()
     env = dict(kv.split("=", 1) for kv in args.env)

@@ -27,6 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector._proto import herald_pb2, herald_pb2_grpc
 
@@ -165,6 +166,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--batch", type=int, default=1000)
     args = ap.parse_args()
+    print_header()
 
     server = ServerProcess()
     try:

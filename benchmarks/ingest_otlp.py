@@ -58,6 +58,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector.config import IngestConfig
 
@@ -494,6 +496,7 @@ def main() -> None:
         help="sample only the thread holding the GIL (where serialized time goes)",
     )
     args = parser.parse_args()
+    print_header()
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

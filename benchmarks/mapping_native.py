@@ -27,6 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks.ingest_native import make_batch
 from collector.clock import now_us
 from collector.domain.events import Limits
@@ -86,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
+    print_header()
     rng = random.Random(7)
     limits = Limits()
     plain = make_batch(rng, SIZE)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +26,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._header import print_header
 from collector.domain.events import Limits
 from collector.mapping.otlp_logs import logs_to_events
 from collector.mapping.otlp_traces import traces_to_events
@@ -154,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     args = parser.parse_args()
+    print_header()
     limits = Limits()
     received = time.time_ns() // 1000  # the requests' times must lie before it (+ a day)
     traces, logs = trace_request(), logs_request()

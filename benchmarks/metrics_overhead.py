@@ -21,6 +21,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks.ingest_native import make_batch
 from collector.clock import now_us
 from collector.domain.events import Limits
@@ -54,6 +55,7 @@ def measure(size: int, rng: random.Random, metrics: PrometheusMetrics) -> str:
 
 
 def main() -> None:
+    print_header()
     rng = random.Random(7)
     metrics = PrometheusMetrics("bench")
     print(f"{'events':>8} {'mapping µs':>12} {'reports µs':>12} {'sizing µs':>10} {'added':>10}")

@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector.otel import HeraldSpanExporter
 
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--modes", default="drop,embedded,remote,otlp")
     args = parser.parse_args()
+    print_header()
     modes = args.modes.split(",")
     memory = InMemorySpanExporter()
     made = TracerProvider()

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks.ingest_otlp import ITEMS, trace_template
 from collector.clock import now_us
 from collector.domain.events import Limits
@@ -121,10 +122,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="mapping worker processes")
     parser.add_argument("--inflight", type=int, default=8, help="requests in the pool at once")
     args = parser.parse_args()
-    print(
-        f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-        f"{args.requests} requests of {ITEMS} spans; command: {' '.join(sys.argv)}"
-    )
+    print_header()
+    print(f"{args.requests} requests of {ITEMS} spans")
     requests = bodies(args.requests)
     limits = Limits()
     spans = args.requests * ITEMS

@@ -25,6 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 
 
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000, help="per phase, all connections")
     ap.add_argument("--checkpoint", type=int, default=700)
     args = ap.parse_args()
+    print_header()
     per = args.events // args.connections
     server = ServerProcess()
     try:

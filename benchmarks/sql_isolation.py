@@ -35,6 +35,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from benchmarks.automations import Receiver, pct
 from collector._proto import herald_pb2, herald_pb2_grpc
@@ -159,6 +160,7 @@ def main() -> None:
         help="reference phase: this many `nice -n 19` CPU-spinning processes, no SQL (0: skip)",
     )
     args = ap.parse_args()
+    print_header()
 
     env = {
         "HERALD_LOGGING__LEVEL": "WARNING",

@@ -38,6 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from benchmarks.ingest_native import SERVICES
 from benchmarks.ingest_native import client as load_client
@@ -212,6 +213,7 @@ def main() -> None:
         help="comma-separated, from: none, indexed, check-all, matching",
     )
     args = ap.parse_args()
+    print_header()
     n = args.subscribers
     make: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "none": list,

@@ -31,6 +31,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks.ingest_native import make_batch
 from benchmarks.tail_fanout import check_all_filters
 from collector.clock import now_us
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--tail-index", help="another tail_index.py to measure instead")
     args = parser.parse_args()
+    print_header()
     module = load_tail_index(args.tail_index)
     rng = random.Random(1)
     batches = [

@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._header import print_header
 from benchmarks._server import ServerProcess
 from collector.client.automations import AutomationsClient
 from collector.client.remote import HeraldClient
@@ -75,6 +76,7 @@ class Probe:
 
 
 def main() -> None:
+    print_header()
     server = ServerProcess()
     try:
         with AutomationsClient(server.grpc) as automations, HeraldClient(server.grpc) as events:
