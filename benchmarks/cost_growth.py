@@ -39,6 +39,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -407,6 +411,25 @@ def tables(results: Results) -> str:
     return "\n\n".join(parts)
 
 
+def _paired_bars(
+    ax: Axes, empty: list[float], filled: list[float], ticks: list[str], style: tuple[str, str]
+) -> None:
+    """Each store size as two bars — the empty store's (gray) and the pre-filled one's, labelled
+    with their ratio. ``style``: the empty bars' legend label, the pre-filled bars' colour."""
+    width = 0.38
+    xs = list(range(len(ticks)))
+    empty_label, color = style
+    ax.bar([x - width / 2 for x in xs], empty, width, color="tab:gray", label=empty_label)
+    bars = ax.bar([x + width / 2 for x in xs], filled, width, color=color, label="pre-filled store")
+    ax.bar_label(
+        bars, labels=[f"{f / e:.2f}×" for e, f in zip(empty, filled, strict=True)], fontsize=8
+    )
+    ax.set_xticks(xs, ticks)
+    ax.set_ylim(0, max(empty + filled, default=1) * 1.45)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper left", ncol=1, fontsize=8)
+
+
 def plot(results: Results, out: Path) -> list[Path]:
     """One PNG per sweep in ``out``; returns their paths. matplotlib is imported here only
     (the ``bench`` extra), with the file-only Agg backend."""
@@ -414,7 +437,6 @@ def plot(results: Results, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
@@ -486,58 +508,29 @@ def plot(results: Results, out: Path) -> list[Path]:
     if results.stores or results.appends:
         # Left: the server, paired runs; right: the store's append alone, in process.
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-        width = 0.38
-        xs = list(range(len(results.stores)))
         empty_ys = [e.per_second for e, _ in results.stores]
         ys = [p.per_second for _, p in results.stores]
-        ax.bar(
-            [x - width / 2 for x in xs],
+        _paired_bars(
+            ax,
             empty_ys,
-            width,
-            color="tab:gray",
-            label="empty store, just before",
+            ys,
+            [_size(p.store_events) for _, p in results.stores],
+            ("empty store, just before", "tab:blue"),
         )
-        bars = ax.bar(
-            [x + width / 2 for x in xs], ys, width, color="tab:blue", label="pre-filled store"
-        )
-        ax.bar_label(
-            bars,
-            labels=[f"{p.per_second / e.per_second:.2f}×" for e, p in results.stores],
-            fontsize=8,
-        )
-        ax.set_xticks(xs, [_size(p.store_events) for _, p in results.stores])
         ax.set_ylabel("events/s acknowledged")
-        ax.set_ylim(0, max(empty_ys + ys, default=1) * 1.45)
         ax.yaxis.set_major_formatter(plain)
         ax.set_xlabel("events in the store before the run")
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(loc="upper left", ncol=1, fontsize=8)
         ax.set_title(f"herald serve, {BASE_CLIENTS} clients × {BASE_BATCH:,}", fontsize=9)
 
-        xs = list(range(len(results.appends)))
-        empty_cpu = [a.cpu_us_empty for a in results.appends]
-        cpu = [a.cpu_us for a in results.appends]
-        ax2.bar(
-            [x - width / 2 for x in xs],
-            empty_cpu,
-            width,
-            color="tab:gray",
-            label="empty store (alternating)",
+        _paired_bars(
+            ax2,
+            [a.cpu_us_empty for a in results.appends],
+            [a.cpu_us for a in results.appends],
+            [_size(a.store_events) for a in results.appends],
+            ("empty store (alternating)", "tab:orange"),
         )
-        bars = ax2.bar(
-            [x + width / 2 for x in xs], cpu, width, color="tab:orange", label="pre-filled store"
-        )
-        ax2.bar_label(
-            bars,
-            labels=[f"{a.cpu_us / a.cpu_us_empty:.2f}×" for a in results.appends],
-            fontsize=8,
-        )
-        ax2.set_xticks(xs, [_size(a.store_events) for a in results.appends])
         ax2.set_ylabel("CPU per event (µs), median")
-        ax2.set_ylim(0, max(empty_cpu + cpu, default=1) * 1.45)
         ax2.set_xlabel("events in the store before")
-        ax2.grid(True, axis="y", alpha=0.3)
-        ax2.legend(loc="upper left", ncol=1, fontsize=8)
         ax2.set_title(f"EventStore.append alone, {APPEND_BATCH:,}-event batches", fontsize=9)
         fig.suptitle(f"Native ingest vs store size {note}", fontsize=10)
         save(fig, "cost-growth-store.png")
